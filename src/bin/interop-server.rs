@@ -1,0 +1,51 @@
+//! `interop-server`: the gRPC interop test server (`grpc.testing.TestService`),
+//! for grpc-go's (or any) interop client.
+//!
+//! ```text
+//! interop-server --port 10000
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use clap::Parser;
+use grpc_chat::interop::server::InteropService;
+use grpc_chat::pb::grpc_testing::TestServiceServer;
+use grpc_chat::server::{Server, shutdown_signal};
+use tokio::net::TcpListener;
+
+/// The gRPC interop test server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Port to listen on (all interfaces unless --host is given).
+    #[arg(long, default_value_t = 10000)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED.into())]
+    host: std::net::IpAddr,
+    /// Accepted for compatibility with grpc-go's flags; only `false` is
+    /// supported for now.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    use_tls: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    if args.use_tls {
+        return Err("--use_tls=true is not supported yet".into());
+    }
+    let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
+    Server::builder()
+        .add_service(TestServiceServer::new(InteropService))
+        .build()
+        .serve(listener, shutdown_signal())
+        .await?;
+    Ok(())
+}

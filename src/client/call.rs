@@ -1,0 +1,578 @@
+//! Client calls: sending request messages, reading the response headers,
+//! messages and trailers, and turning the trailers into a [`Status`].
+//!
+//! A response can end in three ways, and the client must tell them apart:
+//!
+//! ```text
+//! 1. HEADERS(:status 200) DATA… HEADERS(grpc-status, END_STREAM)   normal
+//! 2. HEADERS(:status 200, grpc-status, END_STREAM)                 trailers-only
+//! 3. HEADERS(:status 4xx/5xx, no grpc-status)                      not from a gRPC server
+//! ```
+//!
+//! Case 3 happens when a proxy or a plain HTTP server answers; the HTTP status
+//! is then mapped to a gRPC code (`Code::from_http_status`).
+
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::ResponseFuture;
+use h2::{Reason, RecvStream, SendStream};
+use http::StatusCode;
+use tokio::time::{Instant, Sleep};
+
+use super::Channel;
+use crate::framing::{Code, Encoding, MetadataMap, Status};
+use crate::rpc::{RecvBody, Request, Response, Streaming};
+
+/// Sends `data` on `stream`, waiting for flow-control capacity, optionally
+/// ending the stream with the last byte.
+async fn send_all(
+    stream: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), Status> {
+    while !data.is_empty() {
+        stream.reserve_capacity(data.len());
+        let capacity = std::future::poll_fn(|cx| {
+            loop {
+                let available = stream.capacity();
+                if available > 0 {
+                    return Poll::Ready(Ok(available));
+                }
+                // `poll_capacity` reports increases only; re-check `capacity()`.
+                match stream.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(_))) => continue,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(stream_error(&e))),
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Err(Status::unavailable(
+                            "stream closed by the server",
+                        )));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await?;
+        let chunk = data.split_to(capacity.min(data.len()));
+        stream
+            .send_data(chunk, end && data.is_empty())
+            .map_err(|e| stream_error(&e))?;
+    }
+    Ok(())
+}
+
+/// Maps an `h2` error on a client stream to a status.
+fn stream_error(e: &h2::Error) -> Status {
+    match e.reason() {
+        Some(Reason::CANCEL) => Status::cancelled(format!("stream cancelled: {e}")),
+        Some(Reason::REFUSED_STREAM) => Status::unavailable(format!("stream refused: {e}")),
+        Some(Reason::ENHANCE_YOUR_CALM) => {
+            Status::resource_exhausted(format!("server says enhance your calm: {e}"))
+        }
+        Some(Reason::NO_ERROR) if e.is_go_away() => {
+            Status::unavailable(format!("server going away: {e}"))
+        }
+        _ if e.is_io() || e.is_go_away() => Status::unavailable(format!("connection lost: {e}")),
+        _ => Status::internal(format!("HTTP/2 stream error: {e}")),
+    }
+}
+
+/// The response of a call, up to and including its headers, as a body we
+/// can decode messages from.
+struct ClientBody {
+    recv: RecvStream,
+    /// Set for a trailers-only response: how the stream ends, known up front.
+    end: Option<Result<MetadataMap, Status>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl ClientBody {
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Status> {
+        if let Some(sleep) = self.deadline.as_mut() {
+            if sleep.as_mut().poll(cx).is_ready() {
+                // Dropping the stream afterwards sends RST_STREAM(CANCEL).
+                return Err(Status::deadline_exceeded("deadline exceeded"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RecvBody for ClientBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        if let Err(status) = self.poll_deadline(cx) {
+            return Poll::Ready(Some(Err(status)));
+        }
+        if self.end.is_some() {
+            return Poll::Ready(None);
+        }
+        match self.recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let _ = self.recv.flow_control().release_capacity(chunk.len());
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(stream_error(&e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Result<MetadataMap, Status>> {
+        if let Some(end) = self.end.take() {
+            return Poll::Ready(end);
+        }
+        if let Err(status) = self.poll_deadline(cx) {
+            return Poll::Ready(Err(status));
+        }
+        match self.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(status_from_trailers(&trailers)),
+            Poll::Ready(Ok(None)) => Poll::Ready(Err(Status::internal(
+                "the server ended the stream without trailers (no grpc-status)",
+            ))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(stream_error(&e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// `Ok(trailing metadata)` for grpc-status 0, the status otherwise.
+fn status_from_trailers(trailers: &http::HeaderMap) -> Result<MetadataMap, Status> {
+    match Status::from_trailers(trailers) {
+        Some(status) if status.code() == Code::Ok => Ok(status.metadata().clone()),
+        Some(status) => Err(status),
+        None => Err(Status::internal("trailers without grpc-status")),
+    }
+}
+
+/// What a call needs to read its response.
+#[derive(Clone)]
+struct ReadOptions {
+    max_recv_message_size: usize,
+    deadline: Option<Instant>,
+}
+
+/// Waits for the response headers and checks them; returns the initial
+/// metadata and a message stream.
+async fn read_response<Out: prost::Message + Default>(
+    future: ResponseFuture,
+    options: &ReadOptions,
+) -> Result<(MetadataMap, Streaming<Out>), Status> {
+    let response = match options.deadline {
+        Some(at) => tokio::time::timeout_at(at, future)
+            .await
+            .map_err(|_| Status::deadline_exceeded("deadline exceeded"))?,
+        None => future.await,
+    }
+    .map_err(|e| stream_error(&e))?;
+    let (parts, recv) = response.into_parts();
+
+    // A trailers-only response carries grpc-status in its only HEADERS frame.
+    if let Some(status) = Status::from_trailers(&parts.headers) {
+        if recv.is_end_stream() || status.code() != Code::Ok {
+            let end = if status.code() == Code::Ok {
+                Ok(status.metadata().clone())
+            } else {
+                Err(status)
+            };
+            let body = ClientBody {
+                recv,
+                end: Some(end),
+                deadline: None,
+            };
+            // The stream yields no message and then this end: a non-OK
+            // status surfaces on the first read.
+            let metadata = MetadataMap::from_headers(&parts.headers);
+            return Ok((
+                metadata,
+                Streaming::new(Box::new(body), Encoding::Identity, 0),
+            ));
+        }
+    }
+
+    // PROTOCOL-HTTP2.md (http-grpc-status-mapping): without grpc-status, the
+    // HTTP status decides the code.
+    if parts.status != StatusCode::OK {
+        let code = Code::from_http_status(parts.status.as_u16());
+        return Err(Status::new(
+            code,
+            format!("unexpected HTTP status {} from the server", parts.status),
+        ));
+    }
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !content_type.starts_with(b"application/grpc") {
+        return Err(Status::unknown(format!(
+            "unexpected content-type {:?} from the server",
+            String::from_utf8_lossy(content_type)
+        )));
+    }
+    let encoding = match parts.headers.get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(value) => Encoding::from_header(value.as_bytes()).map_err(|unsupported| {
+            Status::internal(format!(
+                "the server compressed with {:?}, which we did not offer",
+                unsupported.0
+            ))
+        })?,
+    };
+    let body = ClientBody {
+        recv,
+        end: None,
+        deadline: options
+            .deadline
+            .map(|at| Box::pin(tokio::time::sleep_until(at))),
+    };
+    let metadata = MetadataMap::from_headers(&parts.headers);
+    Ok((
+        metadata,
+        Streaming::new(Box::new(body), encoding, options.max_recv_message_size),
+    ))
+}
+
+/// Reads the single message of a unary response, then its end.
+async fn single_response<Out: prost::Message + Default>(
+    metadata: MetadataMap,
+    mut stream: Streaming<Out>,
+) -> Result<Response<Out>, Status> {
+    let Some(message) = stream.message().await? else {
+        return Err(Status::internal("the server sent no response message"));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::internal(
+            "the server sent more than one message for a unary response",
+        ));
+    }
+    let trailers = stream.trailers().cloned().unwrap_or_default();
+    Ok(Response::from_parts(metadata, message, trailers))
+}
+
+/// The sending half of a streaming call: request messages of type `In`.
+pub struct RequestSink<In> {
+    stream: SendStream<Bytes>,
+    compression: Option<Encoding>,
+    max_send_message_size: usize,
+    closed: bool,
+    _message: PhantomData<fn(In)>,
+}
+
+impl<In> std::fmt::Debug for RequestSink<In> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSink")
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<In: prost::Message> RequestSink<In> {
+    /// Sends one message (compressed if the call was opened with compression).
+    /// Waits while the server's flow-control window is closed.
+    pub async fn send(&mut self, message: &In) -> Result<(), Status> {
+        self.send_with(message, self.compression.is_some()).await
+    }
+
+    /// Sends one message, choosing whether to compress it. Compression needs
+    /// the call to have been opened with [`Request::set_compression`].
+    pub async fn send_with(&mut self, message: &In, compress: bool) -> Result<(), Status> {
+        if self.closed {
+            return Err(Status::failed_precondition(
+                "the request stream is already closed",
+            ));
+        }
+        let mut buf = BytesMut::new();
+        let encoding = if compress { self.compression } else { None };
+        crate::codec::encode(message, encoding, self.max_send_message_size, &mut buf)?;
+        send_all(&mut self.stream, buf.freeze(), false).await
+    }
+
+    /// Half-closes the call: tells the server no more messages follow
+    /// (END_STREAM).
+    pub fn close(&mut self) -> Result<(), Status> {
+        if !self.closed {
+            self.closed = true;
+            self.stream
+                .send_data(Bytes::new(), true)
+                .map_err(|e| stream_error(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Cancels the whole call with RST_STREAM(CANCEL).
+    pub fn cancel(&mut self) {
+        self.closed = true;
+        self.stream.send_reset(Reason::CANCEL);
+    }
+}
+
+/// The receiving half of a streaming call: the response headers, messages of
+/// type `Out`, and the final status.
+pub struct ResponseStream<Out> {
+    state: ResponseState<Out>,
+    options: ReadOptions,
+}
+
+enum ResponseState<Out> {
+    /// Headers not read yet.
+    Waiting(ResponseFuture),
+    /// Headers read.
+    Reading(MetadataMap, Streaming<Out>),
+    /// The headers failed; the error was returned.
+    Failed,
+}
+
+impl<Out> std::fmt::Debug for ResponseStream<Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseStream").finish_non_exhaustive()
+    }
+}
+
+impl<Out: prost::Message + Default> ResponseStream<Out> {
+    async fn ready(&mut self) -> Result<(), Status> {
+        if let ResponseState::Waiting(_) = self.state {
+            let ResponseState::Waiting(future) =
+                std::mem::replace(&mut self.state, ResponseState::Failed)
+            else {
+                return Ok(());
+            };
+            let (metadata, stream) = read_response(future, &self.options).await?;
+            self.state = ResponseState::Reading(metadata, stream);
+        }
+        Ok(())
+    }
+
+    /// The response headers' custom metadata (waits for the headers).
+    pub async fn headers(&mut self) -> Result<&MetadataMap, Status> {
+        self.ready().await?;
+        match &self.state {
+            ResponseState::Reading(metadata, _) => Ok(metadata),
+            _ => Err(Status::internal("the response headers failed")),
+        }
+    }
+
+    /// The next message; `Ok(None)` when the server ended the call with OK;
+    /// `Err` with the server's status otherwise.
+    pub async fn message(&mut self) -> Result<Option<Out>, Status> {
+        self.ready().await?;
+        match &mut self.state {
+            ResponseState::Reading(_, stream) => stream.message().await,
+            _ => Err(Status::internal("the response headers failed")),
+        }
+    }
+
+    /// Trailing metadata, after the stream ended with OK.
+    pub fn trailers(&self) -> Option<&MetadataMap> {
+        match &self.state {
+            ResponseState::Reading(_, stream) => stream.trailers(),
+            _ => None,
+        }
+    }
+}
+
+/// A client-streaming call: send messages, then [`finish`](Self::finish) to
+/// get the single response.
+#[derive(Debug)]
+pub struct ClientStreamingCall<In, Out> {
+    sink: RequestSink<In>,
+    response: ResponseStream<Out>,
+}
+
+impl<In: prost::Message, Out: prost::Message + Default> ClientStreamingCall<In, Out> {
+    /// Sends one request message.
+    pub async fn send(&mut self, message: &In) -> Result<(), Status> {
+        self.sink.send(message).await
+    }
+
+    /// Sends one request message, choosing whether to compress it.
+    pub async fn send_with(&mut self, message: &In, compress: bool) -> Result<(), Status> {
+        self.sink.send_with(message, compress).await
+    }
+
+    /// Half-closes and waits for the response and status.
+    pub async fn finish(mut self) -> Result<Response<Out>, Status> {
+        self.sink.close()?;
+        self.response.ready().await?;
+        match self.response.state {
+            ResponseState::Reading(metadata, stream) => single_response(metadata, stream).await,
+            _ => Err(Status::internal("the response headers failed")),
+        }
+    }
+
+    /// Cancels the call (RST_STREAM(CANCEL)).
+    pub fn cancel(mut self) {
+        self.sink.cancel();
+    }
+}
+
+/// A bidirectional-streaming call. Use it directly, or
+/// [`split`](Self::split) it to send and receive from different tasks.
+#[derive(Debug)]
+pub struct BidiCall<In, Out> {
+    sink: RequestSink<In>,
+    response: ResponseStream<Out>,
+}
+
+impl<In: prost::Message, Out: prost::Message + Default> BidiCall<In, Out> {
+    /// Sends one request message.
+    pub async fn send(&mut self, message: &In) -> Result<(), Status> {
+        self.sink.send(message).await
+    }
+
+    /// Sends one request message, choosing whether to compress it.
+    pub async fn send_with(&mut self, message: &In, compress: bool) -> Result<(), Status> {
+        self.sink.send_with(message, compress).await
+    }
+
+    /// Half-closes the request stream.
+    pub fn close_send(&mut self) -> Result<(), Status> {
+        self.sink.close()
+    }
+
+    /// The next response message; `Ok(None)` at a clean end.
+    pub async fn message(&mut self) -> Result<Option<Out>, Status> {
+        self.response.message().await
+    }
+
+    /// The response headers' custom metadata.
+    pub async fn headers(&mut self) -> Result<&MetadataMap, Status> {
+        self.response.headers().await
+    }
+
+    /// Trailing metadata, after the stream ended with OK.
+    pub fn trailers(&self) -> Option<&MetadataMap> {
+        self.response.trailers()
+    }
+
+    /// Cancels the call (RST_STREAM(CANCEL)).
+    pub fn cancel(mut self) {
+        self.sink.cancel();
+    }
+
+    /// The two halves, to use from different tasks.
+    pub fn split(self) -> (RequestSink<In>, ResponseStream<Out>) {
+        (self.sink, self.response)
+    }
+}
+
+impl Channel {
+    fn read_options(&self, request_timeout: Option<std::time::Duration>) -> ReadOptions {
+        ReadOptions {
+            max_recv_message_size: self.config().max_recv_message_size,
+            deadline: request_timeout.map(|t| Instant::now() + t),
+        }
+    }
+
+    async fn open_streaming<In, Out>(
+        &self,
+        path: &str,
+        request: &Request<()>,
+    ) -> Result<(RequestSink<In>, ResponseStream<Out>), Status> {
+        let options = self.read_options(request.timeout());
+        let (future, stream) = self
+            .open(
+                path,
+                request.metadata(),
+                request.timeout(),
+                request.compression(),
+            )
+            .await?;
+        Ok((
+            RequestSink {
+                stream,
+                compression: request.compression().filter(|e| *e != Encoding::Identity),
+                max_send_message_size: self.config().max_send_message_size,
+                closed: false,
+                _message: PhantomData,
+            },
+            ResponseStream {
+                state: ResponseState::Waiting(future),
+                options,
+            },
+        ))
+    }
+
+    /// A unary call: one request, one response.
+    pub async fn unary<In, Out>(
+        &self,
+        path: &str,
+        request: Request<In>,
+    ) -> Result<Response<Out>, Status>
+    where
+        In: prost::Message,
+        Out: prost::Message + Default,
+    {
+        let message = request.get_ref();
+        let header_only = request.headers_only();
+        let (mut sink, mut response) = self.open_streaming::<In, Out>(path, &header_only).await?;
+        let deadline = response.options.deadline;
+        let work = async {
+            sink.send(message).await?;
+            sink.close()?;
+            response.ready().await?;
+            match std::mem::replace(&mut response.state, ResponseState::Failed) {
+                ResponseState::Reading(metadata, stream) => single_response(metadata, stream).await,
+                _ => Err(Status::internal("the response headers failed")),
+            }
+        };
+        match deadline {
+            Some(at) => tokio::time::timeout_at(at, work)
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("deadline exceeded"))),
+            None => work.await,
+        }
+    }
+
+    /// A server-streaming call: one request, then a stream of responses.
+    pub async fn server_streaming<In, Out>(
+        &self,
+        path: &str,
+        request: Request<In>,
+    ) -> Result<Response<Streaming<Out>>, Status>
+    where
+        In: prost::Message,
+        Out: prost::Message + Default,
+    {
+        let header_only = request.headers_only();
+        let (mut sink, mut response) = self.open_streaming::<In, Out>(path, &header_only).await?;
+        sink.send(request.get_ref()).await?;
+        sink.close()?;
+        response.ready().await?;
+        match response.state {
+            ResponseState::Reading(metadata, stream) => {
+                Ok(Response::from_parts(metadata, stream, MetadataMap::new()))
+            }
+            _ => Err(Status::internal("the response headers failed")),
+        }
+    }
+
+    /// Opens a client-streaming call.
+    pub async fn client_streaming<In, Out>(
+        &self,
+        path: &str,
+        request: Request<()>,
+    ) -> Result<ClientStreamingCall<In, Out>, Status>
+    where
+        In: prost::Message,
+        Out: prost::Message + Default,
+    {
+        let (sink, response) = self.open_streaming(path, &request).await?;
+        Ok(ClientStreamingCall { sink, response })
+    }
+
+    /// Opens a bidirectional-streaming call.
+    pub async fn bidi_streaming<In, Out>(
+        &self,
+        path: &str,
+        request: Request<()>,
+    ) -> Result<BidiCall<In, Out>, Status>
+    where
+        In: prost::Message,
+        Out: prost::Message + Default,
+    {
+        let (sink, response) = self.open_streaming(path, &request).await?;
+        Ok(BidiCall { sink, response })
+    }
+}

@@ -1,0 +1,277 @@
+//! The gRPC client: a [`Channel`] (one HTTP/2 connection, many concurrent
+//! calls) and the four call shapes on top of it.
+//!
+//! # Layout
+//!
+//! * `mod.rs` (this file) — [`Channel`] and its [`Builder`]: connecting,
+//!   reconnecting after failure, opening streams with the request headers.
+//! * `call.rs` — the calls: [`unary`](Channel::unary),
+//!   [`server_streaming`](Channel::server_streaming), [`ClientStreamingCall`],
+//!   [`BidiCall`]; response headers, trailers → [`Status`], deadlines.
+//!
+//! Generated clients (`FooClient`, see `build.rs`) wrap a `Channel` and call
+//! these with the right path and types.
+//!
+//! Dropping a call before it ends sends RST_STREAM(CANCEL): `h2` does this
+//! when the last handle on an open stream goes away, so the server stops
+//! working on a call nobody waits for.
+
+mod call;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use http::HeaderValue;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+pub use call::{BidiCall, ClientStreamingCall, RequestSink, ResponseStream};
+
+use crate::framing::{
+    ACCEPT_ENCODING, DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE, Encoding,
+    MetadataMap, Status, format_timeout,
+};
+
+/// Default for [`Builder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`Builder::initial_stream_window_size`]: 1 MiB.
+pub const DEFAULT_INITIAL_STREAM_WINDOW_SIZE: u32 = 1024 * 1024;
+/// Default for [`Builder::initial_connection_window_size`]: 2 MiB.
+pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
+/// The `user-agent` sent with every call.
+pub const USER_AGENT: &str = concat!("grpc-chat-rust/", env!("CARGO_PKG_VERSION"));
+
+/// Client settings, shared by every call of a channel.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) initial_stream_window_size: u32,
+    pub(crate) initial_connection_window_size: u32,
+    pub(crate) max_recv_message_size: usize,
+    pub(crate) max_send_message_size: usize,
+}
+
+/// Configures a [`Channel`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    address: String,
+    config: Config,
+}
+
+impl Builder {
+    /// How long to wait for TCP connect plus the HTTP/2 handshake. Default
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// The flow-control window of each stream. Default
+    /// [`DEFAULT_INITIAL_STREAM_WINDOW_SIZE`].
+    pub fn initial_stream_window_size(&mut self, n: u32) -> &mut Self {
+        self.config.initial_stream_window_size = n;
+        self
+    }
+
+    /// The flow-control window of the connection. Default
+    /// [`DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE`].
+    pub fn initial_connection_window_size(&mut self, n: u32) -> &mut Self {
+        self.config.initial_connection_window_size = n;
+        self
+    }
+
+    /// The largest response message accepted. Default 4 MiB.
+    pub fn max_recv_message_size(&mut self, n: usize) -> &mut Self {
+        self.config.max_recv_message_size = n;
+        self
+    }
+
+    /// The largest request message sent. Default unlimited.
+    pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
+        self.config.max_send_message_size = n;
+        self
+    }
+
+    /// A channel that connects on its first call.
+    pub fn connect_lazy(&self) -> Channel {
+        Channel {
+            inner: Arc::new(Inner {
+                address: self.address.clone(),
+                config: self.config.clone(),
+                connection: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Connects now, so an unreachable server is reported here.
+    pub async fn connect(&self) -> Result<Channel, Status> {
+        let channel = self.connect_lazy();
+        channel.sender().await?;
+        Ok(channel)
+    }
+}
+
+/// A connection to one server, shared by any number of concurrent calls.
+///
+/// Cloning is cheap: clones share the connection. If the connection breaks,
+/// the next call dials again.
+#[derive(Clone)]
+pub struct Channel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `host:port`.
+    address: String,
+    config: Config,
+    /// The live connection's request handle, if any.
+    connection: tokio::sync::Mutex<Option<SendRequest<Bytes>>>,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("address", &self.inner.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// A builder for a channel to `address` (`host:port`).
+    pub fn builder(address: impl Into<String>) -> Builder {
+        Builder {
+            address: address.into(),
+            config: Config {
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                initial_stream_window_size: DEFAULT_INITIAL_STREAM_WINDOW_SIZE,
+                initial_connection_window_size: DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE,
+                max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+                max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+            },
+        }
+    }
+
+    /// Connects to `address` (`host:port`) with default settings.
+    pub async fn connect(address: impl Into<String>) -> Result<Channel, Status> {
+        Self::builder(address).connect().await
+    }
+
+    /// The server address.
+    pub fn address(&self) -> &str {
+        &self.inner.address
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// A request handle on a live connection, dialling if there is none or the
+    /// last one broke.
+    async fn sender(&self) -> Result<SendRequest<Bytes>, Status> {
+        let mut slot = self.inner.connection.lock().await;
+        if let Some(sender) = slot.as_ref() {
+            match sender.clone().ready().await {
+                Ok(ready) => return Ok(ready),
+                Err(e) => {
+                    debug!(address = %self.inner.address, error = %e, "connection lost: reconnecting");
+                    *slot = None;
+                }
+            }
+        }
+        let sender = tokio::time::timeout(self.inner.config.connect_timeout, self.dial())
+            .await
+            .map_err(|_| {
+                Status::unavailable(format!("timed out connecting to {}", self.inner.address))
+            })??;
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+
+    async fn dial(&self) -> Result<SendRequest<Bytes>, Status> {
+        let address = &self.inner.address;
+        let socket = TcpStream::connect(address.as_str())
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot connect to {address}: {e}")))?;
+        let _ = socket.set_nodelay(true);
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(self.inner.config.initial_stream_window_size)
+            .initial_connection_window_size(self.inner.config.initial_connection_window_size)
+            .handshake::<_, Bytes>(socket)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("HTTP/2 handshake with {address} failed: {e}"))
+            })?;
+        let address = address.clone();
+        // The connection future does the socket I/O for every stream; it runs
+        // until the connection closes.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%address, error = %e, "connection closed with error");
+            }
+        });
+        sender.ready().await.map_err(|e| {
+            Status::unavailable(format!("connection to {} failed: {e}", self.inner.address))
+        })
+    }
+
+    /// Opens a stream for `path` and sends the request headers.
+    pub(crate) async fn open(
+        &self,
+        path: &str,
+        metadata: &MetadataMap,
+        timeout: Option<Duration>,
+        compression: Option<Encoding>,
+    ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
+        let uri = format!("http://{}{}", self.inner.address, path);
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        // PROTOCOL-HTTP2.md: "TE → "te" "trailers" # Used to detect incompatible
+        // proxies" — a proxy that drops trailers would lose every status.
+        headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(USER_AGENT),
+        );
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
+        if let Some(encoding) = compression.filter(|e| *e != Encoding::Identity) {
+            headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        }
+        if let Some(timeout) = timeout {
+            if let Ok(value) = HeaderValue::from_str(&format_timeout(timeout)) {
+                headers.insert("grpc-timeout", value);
+            }
+        }
+        metadata.write_headers(&mut headers);
+        let request = || {
+            let mut request = http::Request::post(uri.as_str())
+                .body(())
+                .map_err(|e| Status::internal(format!("invalid request for {path}: {e}")))?;
+            *request.headers_mut() = headers.clone();
+            Ok::<_, Status>(request)
+        };
+
+        let mut sender = self.sender().await?;
+        match sender.send_request(request()?, false) {
+            Ok(opened) => Ok(opened),
+            Err(e) => {
+                // The connection may have died between `ready` and now (a
+                // GOAWAY, say): one more try on a fresh connection.
+                debug!(error = %e, "send_request failed: retrying on a new connection");
+                self.inner.connection.lock().await.take();
+                let mut sender = self.sender().await?;
+                sender
+                    .send_request(request()?, false)
+                    .map_err(|e| Status::unavailable(format!("cannot start call {path}: {e}")))
+            }
+        }
+    }
+}

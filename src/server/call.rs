@@ -1,0 +1,475 @@
+//! One server stream, from its request headers to its final status.
+//!
+//! [`serve_stream`] checks the request headers and finds the service; the
+//! generated router then picks one of the four call shapes below ([`unary`],
+//! [`server_streaming`], [`client_streaming`], [`bidi_streaming`]), which all
+//! end in [`drive`]: run the handler, but stop early when the client resets the
+//! stream or the deadline passes, then send the status.
+//!
+//! Errors found in the request headers are answered before any handler runs,
+//! as a trailers-only response (or a plain HTTP status where the peer may not
+//! be a gRPC client at all).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream};
+use http::{HeaderValue, Method, StatusCode};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::sink::{Responder, ResponseSink, h2_error_to_status};
+use super::{Dispatch, Inner};
+use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
+use crate::rpc::{RecvBody, Request, Response, Streaming};
+
+/// An accepted call, handed to the service that owns its path.
+pub struct ServerCall {
+    recv: RecvStream,
+    responder: Responder,
+    metadata: MetadataMap,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    request_encoding: Encoding,
+    max_recv_message_size: usize,
+    path: String,
+    peer: SocketAddr,
+}
+
+impl std::fmt::Debug for ServerCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerCall")
+            .field("path", &self.path)
+            .field("peer", &self.peer)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerCall {
+    /// The `:path` of the call, `/package.Service/Method`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Answers `UNIMPLEMENTED` for a method the service does not have.
+    pub fn unimplemented_method(self) -> Dispatch {
+        let status = Status::unimplemented(format!("unknown method {}", self.path));
+        Box::pin(async move {
+            debug!(path = %self.path, "unimplemented method");
+            self.responder.finish(&status);
+        })
+    }
+
+    fn into_parts<In: prost::Message + Default>(self) -> (Request<Streaming<In>>, CallEnd) {
+        let body = ServerBody { recv: self.recv };
+        let streaming = Streaming::new(
+            Box::new(body),
+            self.request_encoding,
+            self.max_recv_message_size,
+        );
+        let request = Request::from_parts(self.metadata, streaming, self.timeout);
+        let end = CallEnd {
+            responder: self.responder,
+            deadline: self.deadline,
+            path: self.path,
+            peer: self.peer,
+        };
+        (request, end)
+    }
+}
+
+/// What stays with the task after the request is handed to the handler.
+struct CallEnd {
+    responder: Responder,
+    deadline: Option<Instant>,
+    path: String,
+    peer: SocketAddr,
+}
+
+/// The request stream of a call, as a [`RecvBody`].
+struct ServerBody {
+    recv: RecvStream,
+}
+
+impl RecvBody for ServerBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        match self.recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                // Give the window back at once: `Streaming` asks for the next
+                // chunk only when it has no whole message buffered.
+                let _ = self.recv.flow_control().release_capacity(chunk.len());
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(h2_error_to_status(&e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_end(&mut self, _cx: &mut Context<'_>) -> Poll<Result<MetadataMap, Status>> {
+        // Clients do not send trailers in gRPC; END_STREAM is the end.
+        Poll::Ready(Ok(MetadataMap::new()))
+    }
+}
+
+/// Serves one HTTP/2 stream: checks the request, then dispatches it.
+pub(crate) async fn serve_stream(
+    request: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    server: Arc<Inner>,
+    peer: SocketAddr,
+) {
+    let (parts, recv) = request.into_parts();
+
+    // PROTOCOL-HTTP2.md: "Request-Headers → Call-Definition ..." with
+    // "Method → ":method POST"". Anything else is not a gRPC call.
+    if parts.method != Method::POST {
+        debug!(%peer, method = %parts.method, "non-POST request: 405");
+        http_error(
+            &mut respond,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "gRPC requires POST",
+        );
+        return;
+    }
+
+    // PROTOCOL-HTTP2.md: "If Content-Type does not begin with
+    // "application/grpc", gRPC servers SHOULD respond with HTTP status of 415
+    // (Unsupported Media Type). This will prevent other HTTP/2 clients from
+    // interpreting a gRPC error response, which uses status 200 (OK), as
+    // successful."
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes)
+        .unwrap_or_default();
+    if !is_grpc_content_type(content_type) {
+        debug!(%peer, content_type = %String::from_utf8_lossy(content_type), "not a gRPC content-type: 415");
+        http_error(
+            &mut respond,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "content-type must be application/grpc",
+        );
+        return;
+    }
+
+    let responder = Responder::new(
+        respond,
+        accepts_gzip(&parts.headers),
+        server.config.max_send_message_size,
+    );
+
+    // PROTOCOL-HTTP2.md: "Path → ":path" "/" Service-Name "/" {method name}".
+    let path = parts.uri.path().to_owned();
+    let Some((service_name, method)) = split_path(&path) else {
+        debug!(%peer, %path, "malformed :path");
+        responder.finish(&Status::unimplemented(format!(
+            "malformed method path {path:?}"
+        )));
+        return;
+    };
+
+    // PROTOCOL-HTTP2.md: "Timeout → "grpc-timeout" TimeoutValue TimeoutUnit".
+    let timeout = match parts.headers.get("grpc-timeout") {
+        None => None,
+        Some(value) => match parse_timeout(value.as_bytes()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                debug!(%peer, error = ?e, "malformed grpc-timeout");
+                responder.finish(&Status::internal(format!(
+                    "malformed grpc-timeout {:?}",
+                    String::from_utf8_lossy(value.as_bytes())
+                )));
+                return;
+            }
+        },
+    };
+
+    // PROTOCOL-HTTP2.md: "If a client message is compressed with an algorithm
+    // that is not supported by a server, the message will be rejected with
+    // UNIMPLEMENTED status on the server. The server will then include a
+    // grpc-accept-encoding response header which specifies the algorithms
+    // that the server accepts." We reject at the header: the encoding applies
+    // to every message of the stream.
+    let request_encoding = match parts.headers.get("grpc-encoding") {
+        None => Encoding::Identity,
+        Some(value) => match Encoding::from_header(value.as_bytes()) {
+            Ok(encoding) => encoding,
+            Err(unsupported) => {
+                debug!(%peer, encoding = %unsupported.0, "unsupported grpc-encoding");
+                let mut status: Status = unsupported.into();
+                if let Err(e) = status
+                    .metadata_mut()
+                    .insert("grpc-accept-encoding", ACCEPT_ENCODING)
+                {
+                    debug!(error = ?e, "grpc-accept-encoding not added");
+                }
+                responder.finish(&status);
+                return;
+            }
+        },
+    };
+
+    let Some(service) = server.services.get(service_name).cloned() else {
+        debug!(%peer, %path, "unknown service");
+        responder.finish(&Status::unimplemented(format!(
+            "unknown service {service_name}"
+        )));
+        return;
+    };
+    let method = method.to_owned();
+
+    let call = ServerCall {
+        recv,
+        responder,
+        metadata: MetadataMap::from_headers(&parts.headers),
+        timeout,
+        deadline: timeout.map(|t| Instant::now() + t),
+        request_encoding,
+        max_recv_message_size: server.config.max_recv_message_size,
+        path,
+        peer,
+    };
+    service.call(&method, call).await;
+}
+
+/// `application/grpc`, optionally followed by `+proto`, `+json`, `;…`.
+fn is_grpc_content_type(value: &[u8]) -> bool {
+    const GRPC: &[u8] = b"application/grpc";
+    match value.strip_prefix(GRPC) {
+        Some(rest) => rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"),
+        None => false,
+    }
+}
+
+/// `/package.Service/Method` → (`package.Service`, `Method`).
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix('/')?;
+    let (service, method) = rest.split_once('/')?;
+    if service.is_empty() || method.is_empty() || method.contains('/') {
+        return None;
+    }
+    Some((service, method))
+}
+
+/// Whether the client listed gzip in `grpc-accept-encoding` (or sent gzip
+/// itself, which implies it can read it).
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    let listed = headers
+        .get_all("grpc-accept-encoding")
+        .iter()
+        .any(|v| Encoding::negotiate(v.as_bytes()) == Some(Encoding::Gzip));
+    listed
+        || headers
+            .get("grpc-encoding")
+            .is_some_and(|v| v.as_bytes() == b"gzip")
+}
+
+/// A plain HTTP error response, for requests that are not gRPC calls.
+fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'static str) {
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    // A gRPC client that reached us by mistake still gets a readable status.
+    headers.insert("grpc-status", HeaderValue::from_static("13"));
+    headers.insert("grpc-message", HeaderValue::from_static(message));
+    if let Err(e) = respond.send_response(response, true) {
+        debug!(error = %e, "could not send HTTP error");
+    }
+}
+
+/// Runs `work` (the handler plus sending its response) and ends the call:
+///
+/// * `work` finished → its status goes out as trailers;
+/// * the deadline passed → `DEADLINE_EXCEEDED`, and `work` is dropped, which
+///   cancels the handler wherever it was waiting;
+/// * the client reset the stream (RST_STREAM) → `work` is dropped at once and
+///   nothing more is sent.
+async fn drive(end: CallEnd, work: impl Future<Output = Result<(), Status>>) {
+    let CallEnd {
+        responder,
+        deadline,
+        path,
+        peer,
+    } = end;
+    let reset = std::future::poll_fn(|cx| responder.poll_reset(cx));
+    let expired = async {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(work);
+    let outcome = tokio::select! {
+        result = &mut work => Some(result),
+        () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+        reason = reset => {
+            debug!(%peer, %path, ?reason, "client reset the stream: handler cancelled");
+            None
+        }
+    };
+    // Drop the handler before touching the stream again: it may hold parts
+    // of it.
+    drop(work);
+    match outcome {
+        Some(Ok(())) => responder.finish(&Status::ok()),
+        Some(Err(status)) => {
+            if status.code() == Code::Internal || status.code() == Code::Unknown {
+                warn!(%peer, %path, code = ?status.code(), message = status.message(), "call failed");
+            } else {
+                debug!(%peer, %path, code = ?status.code(), message = status.message(), "call ended with error");
+            }
+            responder.finish(&status);
+        }
+        None => responder.reset(Reason::CANCEL),
+    }
+}
+
+/// Reads the single request message of a unary or server-streaming call.
+async fn single_message<In: prost::Message + Default>(
+    stream: &mut Streaming<In>,
+) -> Result<In, Status> {
+    let Some(message) = stream.message().await? else {
+        return Err(Status::internal("the client sent no request message"));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::internal(
+            "the client sent more than one request message for a unary request",
+        ));
+    }
+    Ok(message)
+}
+
+/// Sends a handler's unary response: headers, one message, trailing metadata.
+async fn send_unary<Out: prost::Message>(
+    responder: &Responder,
+    response: Response<Out>,
+) -> Result<(), Status> {
+    let compression = response
+        .compression()
+        .filter(|&e| responder.enable_compression(e));
+    let mut sink = responder.sink::<Out>();
+    let headers = response.metadata().clone();
+    let trailers = response.trailers().clone();
+    responder.set_metadata(headers, trailers);
+    sink.send_with(response.get_ref(), compression.is_some())
+        .await
+}
+
+/// Serves a unary call: one request, one response.
+pub fn unary<In, Out, F, Fut>(call: ServerCall, handler: F) -> Dispatch
+where
+    In: prost::Message + Default + 'static,
+    Out: prost::Message + 'static,
+    F: FnOnce(Request<In>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Out>, Status>> + Send + 'static,
+{
+    Box::pin(async move {
+        let (request, end) = call.into_parts::<In>();
+        let responder = end.responder.clone();
+        let work = async move {
+            let timeout = request.timeout();
+            let (metadata, mut stream) = request.into_parts();
+            let message = single_message(&mut stream).await?;
+            let mut request = Request::from_parts(metadata, message, timeout);
+            request.set_message_compressed(stream.last_message_compressed());
+            let response = handler(request).await?;
+            send_unary(&responder, response).await
+        };
+        drive(end, work).await;
+    })
+}
+
+/// Serves a server-streaming call: one request, a stream of responses.
+pub fn server_streaming<In, Out, F, Fut>(call: ServerCall, handler: F) -> Dispatch
+where
+    In: prost::Message + Default + 'static,
+    Out: prost::Message + 'static,
+    F: FnOnce(Request<In>, ResponseSink<Out>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    Box::pin(async move {
+        let (request, end) = call.into_parts::<In>();
+        let sink = end.responder.sink::<Out>();
+        let work = async move {
+            let timeout = request.timeout();
+            let (metadata, mut stream) = request.into_parts();
+            let message = single_message(&mut stream).await?;
+            let mut request = Request::from_parts(metadata, message, timeout);
+            request.set_message_compressed(stream.last_message_compressed());
+            handler(request, sink).await
+        };
+        drive(end, work).await;
+    })
+}
+
+/// Serves a client-streaming call: a stream of requests, one response.
+pub fn client_streaming<In, Out, F, Fut>(call: ServerCall, handler: F) -> Dispatch
+where
+    In: prost::Message + Default + 'static,
+    Out: prost::Message + 'static,
+    F: FnOnce(Request<Streaming<In>>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<Out>, Status>> + Send + 'static,
+{
+    Box::pin(async move {
+        let (request, end) = call.into_parts::<In>();
+        let responder = end.responder.clone();
+        let work = async move {
+            let response = handler(request).await?;
+            send_unary(&responder, response).await
+        };
+        drive(end, work).await;
+    })
+}
+
+/// Serves a bidirectional-streaming call: both sides stream.
+pub fn bidi_streaming<In, Out, F, Fut>(call: ServerCall, handler: F) -> Dispatch
+where
+    In: prost::Message + Default + 'static,
+    Out: prost::Message + 'static,
+    F: FnOnce(Request<Streaming<In>>, ResponseSink<Out>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    Box::pin(async move {
+        let (request, end) = call.into_parts::<In>();
+        let sink = end.responder.sink::<Out>();
+        drive(end, handler(request, sink)).await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_content_types() {
+        assert!(is_grpc_content_type(b"application/grpc"));
+        assert!(is_grpc_content_type(b"application/grpc+proto"));
+        assert!(is_grpc_content_type(b"application/grpc;charset=utf-8"));
+        assert!(!is_grpc_content_type(b"application/grpcx"));
+        assert!(!is_grpc_content_type(b"application/json"));
+        assert!(!is_grpc_content_type(b""));
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            split_path("/grpc.testing.TestService/EmptyCall"),
+            Some(("grpc.testing.TestService", "EmptyCall"))
+        );
+        assert_eq!(split_path("grpc.testing.TestService/EmptyCall"), None);
+        assert_eq!(split_path("/onlyservice"), None);
+        assert_eq!(split_path("//Method"), None);
+        assert_eq!(split_path("/a/b/c"), None);
+        assert_eq!(split_path("/a/"), None);
+    }
+}

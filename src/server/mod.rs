@@ -1,0 +1,341 @@
+//! The gRPC server: accepts TCP connections, speaks HTTP/2 on each (via `h2`),
+//! and hands every stream to the service that owns its `:path`.
+//!
+//! # Layout
+//!
+//! * `mod.rs` (this file) — [`Server`] and its [`Builder`], the [`Service`]
+//!   trait generated routers implement, and the accept loop.
+//! * `connection.rs` — one HTTP/2 connection: handshake with explicit
+//!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
+//! * `call.rs` — one stream: request header checks (405, 415, path,
+//!   `grpc-timeout`, `grpc-encoding`), the four call shapes, deadlines and
+//!   cancellation.
+//! * `sink.rs` — the response side of a stream: headers, flow-controlled
+//!   messages, trailers (or trailers-only).
+//!
+//! Only this module and `src/client` touch `h2`; they drive the pure
+//! [`framing`](crate::framing) code over its streams.
+//!
+//! ```no_run
+//! # async fn run(listener: tokio::net::TcpListener) -> std::io::Result<()> {
+//! use grpc_chat::server::{Server, shutdown_signal};
+//! let server = Server::builder()
+//!     // .add_service(MyServiceServer::new(MyImpl))
+//!     .build();
+//! server.serve(listener, shutdown_signal()).await
+//! # }
+//! ```
+
+mod call;
+mod connection;
+mod sink;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+pub use call::{ServerCall, bidi_streaming, client_streaming, server_streaming, unary};
+pub use sink::ResponseSink;
+
+use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
+
+/// The future that serves one call, as returned by [`Service::call`].
+pub type Dispatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A gRPC service: routes a method name to the code that serves it.
+///
+/// `build.rs` generates an implementation (`FooServer<T>`) for every service
+/// in `proto/`; there is rarely a reason to write one by hand.
+pub trait Service: Send + Sync + 'static {
+    /// The fully qualified service name, e.g. `grpc.testing.TestService`.
+    fn name(&self) -> &'static str;
+    /// Serves `call` for `method` (the part of `:path` after the last `/`).
+    /// Unknown methods answer with [`ServerCall::unimplemented_method`].
+    fn call(&self, method: &str, call: ServerCall) -> Dispatch;
+}
+
+/// Default for [`Builder::max_concurrent_streams`].
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// Default for [`Builder::max_header_list_size`]: 16 KiB of headers per request.
+pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Default for [`Builder::initial_stream_window_size`]: 1 MiB, so a large
+/// message does not wait for a WINDOW_UPDATE every 64 KiB.
+pub const DEFAULT_INITIAL_STREAM_WINDOW_SIZE: u32 = 1024 * 1024;
+/// Default for [`Builder::initial_connection_window_size`].
+pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
+/// Default for [`Builder::max_frame_size`]: the HTTP/2 minimum, 16 KiB.
+pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// Default for [`Builder::keepalive_interval`].
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default for [`Builder::keepalive_timeout`].
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default for [`Builder::idle_timeout`].
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for [`Builder::handshake_timeout`].
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for [`Builder::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a connection needs to know, shared by all of them.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) max_header_list_size: u32,
+    pub(crate) initial_stream_window_size: u32,
+    pub(crate) initial_connection_window_size: u32,
+    pub(crate) max_frame_size: u32,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) keepalive_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) handshake_timeout: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_recv_message_size: usize,
+    pub(crate) max_send_message_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_header_list_size: DEFAULT_MAX_HEADER_LIST_SIZE,
+            initial_stream_window_size: DEFAULT_INITIAL_STREAM_WINDOW_SIZE,
+            initial_connection_window_size: DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
+            max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// Configures and builds a [`Server`].
+#[derive(Default)]
+pub struct Builder {
+    config: Config,
+    services: HashMap<&'static str, Arc<dyn Service>>,
+}
+
+impl Builder {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS: calls one connection may have open at
+    /// once. Default [`DEFAULT_MAX_CONCURRENT_STREAMS`].
+    pub fn max_concurrent_streams(&mut self, n: u32) -> &mut Self {
+        self.config.max_concurrent_streams = n;
+        self
+    }
+
+    /// SETTINGS_MAX_HEADER_LIST_SIZE: the largest request header block
+    /// accepted. Default [`DEFAULT_MAX_HEADER_LIST_SIZE`].
+    pub fn max_header_list_size(&mut self, n: u32) -> &mut Self {
+        self.config.max_header_list_size = n;
+        self
+    }
+
+    /// The flow-control window of each stream. Default
+    /// [`DEFAULT_INITIAL_STREAM_WINDOW_SIZE`].
+    pub fn initial_stream_window_size(&mut self, n: u32) -> &mut Self {
+        self.config.initial_stream_window_size = n;
+        self
+    }
+
+    /// The flow-control window of the whole connection. Default
+    /// [`DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE`].
+    pub fn initial_connection_window_size(&mut self, n: u32) -> &mut Self {
+        self.config.initial_connection_window_size = n;
+        self
+    }
+
+    /// SETTINGS_MAX_FRAME_SIZE: the largest frame payload accepted. Default
+    /// [`DEFAULT_MAX_FRAME_SIZE`].
+    pub fn max_frame_size(&mut self, n: u32) -> &mut Self {
+        self.config.max_frame_size = n;
+        self
+    }
+
+    /// How often an HTTP/2 PING checks that the peer is alive; `None` turns
+    /// keepalive off. Default [`DEFAULT_KEEPALIVE_INTERVAL`].
+    pub fn keepalive_interval(&mut self, interval: Option<Duration>) -> &mut Self {
+        self.config.keepalive_interval = interval;
+        self
+    }
+
+    /// How long to wait for the PING's acknowledgement before closing the
+    /// connection. Default [`DEFAULT_KEEPALIVE_TIMEOUT`].
+    pub fn keepalive_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.keepalive_timeout = timeout;
+        self
+    }
+
+    /// A connection without any open stream for this long is closed with
+    /// GOAWAY; `None` keeps idle connections. Default [`DEFAULT_IDLE_TIMEOUT`].
+    pub fn idle_timeout(&mut self, timeout: Option<Duration>) -> &mut Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// A connection that has not completed the HTTP/2 preface and SETTINGS
+    /// exchange in this time is dropped. Default [`DEFAULT_HANDSHAKE_TIMEOUT`].
+    pub fn handshake_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.handshake_timeout = timeout;
+        self
+    }
+
+    /// After shutdown starts, how long in-flight calls may take to finish
+    /// before their connections are closed. Default [`DEFAULT_SHUTDOWN_GRACE`].
+    pub fn shutdown_grace(&mut self, grace: Duration) -> &mut Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// The largest message accepted from a client (after decompression).
+    /// Default [`DEFAULT_MAX_RECV_MESSAGE_SIZE`] (4 MiB).
+    pub fn max_recv_message_size(&mut self, n: usize) -> &mut Self {
+        self.config.max_recv_message_size = n;
+        self
+    }
+
+    /// The largest message the server will send. Default
+    /// [`DEFAULT_MAX_SEND_MESSAGE_SIZE`].
+    pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
+        self.config.max_send_message_size = n;
+        self
+    }
+
+    /// Serves `service` under its [`Service::name`].
+    pub fn add_service(&mut self, service: impl Service) -> &mut Self {
+        self.services.insert(service.name(), Arc::new(service));
+        self
+    }
+
+    /// The server, ready to [`Server::serve`].
+    pub fn build(&mut self) -> Server {
+        Server {
+            inner: Arc::new(Inner {
+                config: self.config.clone(),
+                services: std::mem::take(&mut self.services),
+            }),
+        }
+    }
+}
+
+/// A gRPC server over HTTP/2. Build it with [`Server::builder`].
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+/// What every connection task shares.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) services: HashMap<&'static str, Arc<dyn Service>>,
+}
+
+impl Server {
+    /// A builder with the documented defaults.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Accepts connections on `listener` until `shutdown` completes, then shuts
+    /// down gracefully: every connection gets GOAWAY, in-flight calls have
+    /// [`Builder::shutdown_grace`] to finish, then the remaining connections are
+    /// closed and this returns.
+    ///
+    /// The listener is bound by the caller, so tests can bind `127.0.0.1:0`
+    /// and read the port before serving.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "serving gRPC");
+        }
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, peer)) => {
+                        // gRPC messages are small and latency matters more than
+                        // packet count: do not let Nagle hold them back.
+                        if let Err(e) = socket.set_nodelay(true) {
+                            debug!(%peer, error = %e, "set_nodelay failed");
+                        }
+                        let inner = Arc::clone(&self.inner);
+                        let stop = stop_rx.clone();
+                        connections.spawn(connection::serve(socket, peer, inner, stop));
+                    }
+                    Err(e) => {
+                        // Running out of file descriptors is the usual cause;
+                        // back off briefly instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                // Reap finished connection tasks so the set does not grow.
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        info!(
+            connections = connections.len(),
+            "shutting down: sending GOAWAY"
+        );
+        let _ = stop_tx.send(true);
+        // Each connection enforces the grace period itself; the extra second
+        // covers the final flush.
+        let grace = self.inner.config.shutdown_grace + Duration::from_secs(1);
+        let drained = tokio::time::timeout(grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                connections = connections.len(),
+                "grace period over: closing remaining connections"
+            );
+            connections.shutdown().await;
+        }
+        info!("server stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM: the usual `shutdown` argument of
+/// [`Server::serve`] for a binary.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("SIGINT received"),
+        () = term => info!("SIGTERM received"),
+    }
+}

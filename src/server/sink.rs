@@ -1,0 +1,332 @@
+//! The response half of one server stream: headers, messages, trailers.
+//!
+//! A gRPC response on the wire is
+//!
+//! ```text
+//! HEADERS  :status 200, content-type application/grpc, [grpc-encoding], custom metadata
+//! DATA     length-prefixed messages (any number, cut into frames by flow control)
+//! HEADERS  grpc-status, [grpc-message], [grpc-status-details-bin], custom metadata  (END_STREAM)
+//! ```
+//!
+//! or, when the call fails before any message was sent, a single
+//! **trailers-only** HEADERS frame carrying `:status 200`, the content-type and
+//! `grpc-status` together, with END_STREAM. Trailers-only exists so that an
+//! early error costs one frame, and so a client never has to tell "headers
+//! now, trailers later" apart from "no response at all".
+//!
+//! Sending respects HTTP/2 flow control: [`ResponseSink::send`] waits until the
+//! peer has opened its window before handing bytes to `h2`, so a client that
+//! stops reading makes its own call wait instead of making the server buffer
+//! without bound.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, SendStream};
+use http::{HeaderMap, HeaderValue};
+use parking_lot::Mutex;
+
+use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, Status};
+
+/// Where the response is: before headers, streaming, or done.
+enum Phase {
+    /// Nothing sent yet: the next frame may be headers or trailers-only.
+    Start(SendResponse<Bytes>),
+    /// Headers sent; messages may follow.
+    Streaming(SendStream<Bytes>),
+    /// Trailers (or a reset) sent.
+    Done,
+}
+
+/// State shared by the handler's [`ResponseSink`] and the task that owns the
+/// call (which sends the final status and watches for RST_STREAM).
+pub(crate) struct Shared {
+    phase: Phase,
+    /// Initial metadata, sent with the response headers.
+    headers: MetadataMap,
+    /// Trailing metadata, sent with the status.
+    trailers: MetadataMap,
+    /// The encoding announced in `grpc-encoding`, if responses may be compressed.
+    encoding: Option<Encoding>,
+    /// Whether the client said it accepts gzip (`grpc-accept-encoding`).
+    client_accepts_gzip: bool,
+    max_send_message_size: usize,
+}
+
+/// A handle on the response of one call, shared with [`ResponseSink`].
+#[derive(Clone)]
+pub(crate) struct Responder {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Responder {
+    pub(crate) fn new(
+        respond: SendResponse<Bytes>,
+        client_accepts_gzip: bool,
+        max_send_message_size: usize,
+    ) -> Self {
+        Responder {
+            shared: Arc::new(Mutex::new(Shared {
+                phase: Phase::Start(respond),
+                headers: MetadataMap::new(),
+                trailers: MetadataMap::new(),
+                encoding: None,
+                client_accepts_gzip,
+                max_send_message_size,
+            })),
+        }
+    }
+
+    pub(crate) fn sink<T>(&self) -> ResponseSink<T> {
+        ResponseSink {
+            responder: self.clone(),
+            _message: PhantomData,
+        }
+    }
+
+    /// Sets the initial and trailing metadata of a unary response.
+    pub(crate) fn set_metadata(&self, headers: MetadataMap, trailers: MetadataMap) {
+        let mut shared = self.shared.lock();
+        shared.headers = headers;
+        shared.trailers = trailers;
+    }
+
+    /// Asks for responses compressed with `encoding`, if the client accepts it
+    /// and headers are not sent yet. Returns whether compression is on.
+    pub(crate) fn enable_compression(&self, encoding: Encoding) -> bool {
+        let mut shared = self.shared.lock();
+        if encoding == Encoding::Identity {
+            return false;
+        }
+        if matches!(shared.phase, Phase::Start(_)) && shared.client_accepts_gzip {
+            shared.encoding = Some(encoding);
+        }
+        shared.encoding == Some(encoding)
+    }
+
+    pub(crate) fn max_send_message_size(&self) -> usize {
+        self.shared.lock().max_send_message_size
+    }
+
+    /// Sends the response headers now, if not sent yet.
+    pub(crate) fn flush_headers(&self) -> Result<(), Status> {
+        self.shared.lock().send_headers()
+    }
+
+    /// Sends already length-prefixed message bytes, waiting for flow-control
+    /// capacity as needed. Several messages may be concatenated in `data`:
+    /// they then go out in as few DATA frames as the window allows.
+    pub(crate) async fn send_frames(&self, mut data: Bytes) -> Result<(), Status> {
+        self.shared.lock().send_headers()?;
+        while !data.is_empty() {
+            let capacity = std::future::poll_fn(|cx| self.poll_capacity(cx, data.len())).await?;
+            let chunk = data.split_to(capacity.min(data.len()));
+            let mut shared = self.shared.lock();
+            let Phase::Streaming(stream) = &mut shared.phase else {
+                return Err(Status::cancelled("stream closed"));
+            };
+            stream
+                .send_data(chunk, false)
+                .map_err(|e| h2_error_to_status(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the peer's window lets at least one byte through, having
+    /// asked `h2` for `wanted` bytes of capacity.
+    fn poll_capacity(&self, cx: &mut Context<'_>, wanted: usize) -> Poll<Result<usize, Status>> {
+        let mut shared = self.shared.lock();
+        let Phase::Streaming(stream) = &mut shared.phase else {
+            return Poll::Ready(Err(Status::cancelled("stream closed")));
+        };
+        stream.reserve_capacity(wanted);
+        loop {
+            let available = stream.capacity();
+            if available > 0 {
+                return Poll::Ready(Ok(available));
+            }
+            // `poll_capacity` only reports increases, so check `capacity()`
+            // first and come back here until it is non-zero.
+            match stream.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_error_to_status(&e))),
+                Poll::Ready(None) => return Poll::Ready(Err(Status::cancelled("stream closed"))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Completes when the client resets the stream (RST_STREAM), with its reason.
+    pub(crate) fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Reason> {
+        let mut shared = self.shared.lock();
+        let polled = match &mut shared.phase {
+            Phase::Start(respond) => respond.poll_reset(cx),
+            Phase::Streaming(stream) => stream.poll_reset(cx),
+            Phase::Done => return Poll::Pending,
+        };
+        match polled {
+            Poll::Ready(Ok(reason)) => Poll::Ready(reason),
+            // The connection is gone: as good as a reset for this call.
+            Poll::Ready(Err(e)) => Poll::Ready(e.reason().unwrap_or(Reason::CANCEL)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Ends the call with `status`: trailers after headers, or trailers-only.
+    pub(crate) fn finish(&self, status: &Status) {
+        let mut shared = self.shared.lock();
+        let phase = std::mem::replace(&mut shared.phase, Phase::Done);
+        let result = match phase {
+            Phase::Start(mut respond) => {
+                // Nothing sent yet: one HEADERS frame carries everything.
+                let mut response = http::Response::new(());
+                let headers = response.headers_mut();
+                response_headers(headers, None);
+                shared.headers.write_headers(headers);
+                shared.trailers.write_headers(headers);
+                status.write_trailers(headers);
+                respond.send_response(response, true).map(drop)
+            }
+            Phase::Streaming(mut stream) => {
+                let mut trailers = HeaderMap::new();
+                shared.trailers.write_headers(&mut trailers);
+                status.write_trailers(&mut trailers);
+                stream.send_trailers(trailers)
+            }
+            Phase::Done => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "could not send the final status (peer gone)");
+        }
+    }
+
+    /// Abandons the call with RST_STREAM (used when the client already reset it,
+    /// or on a deadline after headers when trailers cannot go out).
+    pub(crate) fn reset(&self, reason: Reason) {
+        let mut shared = self.shared.lock();
+        match std::mem::replace(&mut shared.phase, Phase::Done) {
+            Phase::Start(mut respond) => respond.send_reset(reason),
+            Phase::Streaming(mut stream) => stream.send_reset(reason),
+            Phase::Done => {}
+        }
+    }
+}
+
+impl Shared {
+    fn send_headers(&mut self) -> Result<(), Status> {
+        let Phase::Start(respond) = &mut self.phase else {
+            return match self.phase {
+                Phase::Streaming(_) => Ok(()),
+                _ => Err(Status::cancelled("call already finished")),
+            };
+        };
+        let mut response = http::Response::new(());
+        response_headers(response.headers_mut(), self.encoding);
+        self.headers.write_headers(response.headers_mut());
+        let stream = respond
+            .send_response(response, false)
+            .map_err(|e| h2_error_to_status(&e))?;
+        self.phase = Phase::Streaming(stream);
+        Ok(())
+    }
+}
+
+/// The headers every response starts with.
+fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(ACCEPT_ENCODING),
+    );
+    if let Some(encoding) = encoding {
+        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+    }
+}
+
+/// Maps an `h2` stream error to the status a handler sees.
+pub(crate) fn h2_error_to_status(e: &h2::Error) -> Status {
+    match e.reason() {
+        Some(Reason::CANCEL) | Some(Reason::NO_ERROR) => {
+            Status::cancelled("the client cancelled the call")
+        }
+        _ if e.is_io() || e.is_go_away() => Status::unavailable(format!("connection lost: {e}")),
+        _ => Status::cancelled(format!("stream ended: {e}")),
+    }
+}
+
+/// The server's side of a streaming response: send messages of type `T`.
+///
+/// Response headers go out with the first message (or on
+/// [`ResponseSink::flush_headers`]); the status and trailing metadata go out
+/// when the handler returns.
+pub struct ResponseSink<T> {
+    responder: Responder,
+    _message: PhantomData<fn(T)>,
+}
+
+impl<T> std::fmt::Debug for ResponseSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseSink").finish_non_exhaustive()
+    }
+}
+
+impl<T: prost::Message> ResponseSink<T> {
+    /// Sends one message, uncompressed unless [`ResponseSink::set_compression`]
+    /// turned compression on. Waits while the client's flow-control window is
+    /// closed. Fails with `CANCELLED` once the client has gone.
+    pub async fn send(&mut self, message: &T) -> Result<(), Status> {
+        let compress = self.responder.shared.lock().encoding;
+        self.send_with(message, compress.is_some()).await
+    }
+
+    /// Sends one message, choosing per message whether to compress it (only
+    /// possible if [`ResponseSink::set_compression`] succeeded).
+    pub async fn send_with(&mut self, message: &T, compress: bool) -> Result<(), Status> {
+        let encoding = if compress {
+            self.responder.shared.lock().encoding
+        } else {
+            None
+        };
+        let max = self.responder.max_send_message_size();
+        let mut buf = BytesMut::new();
+        crate::codec::encode(message, encoding, max, &mut buf)?;
+        self.responder.send_frames(buf.freeze()).await
+    }
+
+    /// Sends bytes that already hold one or more length-prefixed messages of
+    /// type `T` — for servers that encode a message once and send it to many
+    /// clients. The caller vouches for the framing.
+    pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Status> {
+        self.responder.send_frames(frames).await
+    }
+
+    /// Turns on compression of the messages sent with [`ResponseSink::send`], if
+    /// the client accepts `encoding` and no header is sent yet. Returns
+    /// whether it is on.
+    pub fn set_compression(&mut self, encoding: Encoding) -> bool {
+        self.responder.enable_compression(encoding)
+    }
+
+    /// Initial metadata to send with the response headers (before the first
+    /// message).
+    pub fn set_header_metadata(&mut self, metadata: MetadataMap) {
+        self.responder.shared.lock().headers = metadata;
+    }
+
+    /// Trailing metadata to send with the status.
+    pub fn set_trailer_metadata(&mut self, metadata: MetadataMap) {
+        self.responder.shared.lock().trailers = metadata;
+    }
+
+    /// Sends the response headers now, so the client sees the call accepted
+    /// before the first message.
+    pub fn flush_headers(&mut self) -> Result<(), Status> {
+        self.responder.flush_headers()
+    }
+}
