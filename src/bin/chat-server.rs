@@ -1,0 +1,115 @@
+//! `chat-server`: the grpc-chat server (`chat.ChatService`).
+//!
+//! ```text
+//! chat-server                                  # 0.0.0.0:50053, default limits
+//! chat-server --addr 127.0.0.1:50102 --rate-limit 0
+//! RUST_LOG=debug chat-server
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit};
+use grpc_chat::pb::chat::ChatServiceServer;
+use grpc_chat::server::{Server, shutdown_signal};
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// The grpc-chat server: both original chat protocols, in rooms.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:50053")]
+    addr: SocketAddr,
+    /// Chat messages per second per client (0 turns rate limiting off).
+    #[arg(long, default_value_t = grpc_chat::chat::ratelimit::DEFAULT_RATE)]
+    rate_limit: f64,
+    /// Messages a client may send in one burst.
+    #[arg(long, default_value_t = grpc_chat::chat::ratelimit::DEFAULT_BURST)]
+    rate_burst: f64,
+    /// Longest user name, in characters.
+    #[arg(long, default_value_t = grpc_chat::chat::validate::DEFAULT_MAX_NAME_CHARS)]
+    max_name_chars: usize,
+    /// Longest message, in characters.
+    #[arg(long, default_value_t = grpc_chat::chat::validate::DEFAULT_MAX_MESSAGE_CHARS)]
+    max_message_chars: usize,
+    /// Bytes that may wait for one client before it is disconnected.
+    #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_MAX_QUEUE_BYTES)]
+    max_queue_bytes: usize,
+    /// Seconds a client may leave its messages unread before it is disconnected.
+    #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_SLOW_GRACE.as_secs_f64())]
+    slow_grace_secs: f64,
+    /// Members one room may hold.
+    #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_MAX_MEMBERS_PER_ROOM)]
+    max_room_members: usize,
+    /// Concurrent calls per connection.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_CONCURRENT_STREAMS)]
+    max_concurrent_streams: u32,
+    /// Largest message accepted from a client, in bytes.
+    #[arg(long, default_value_t = grpc_chat::framing::DEFAULT_MAX_RECV_MESSAGE_SIZE)]
+    max_recv_message_size: usize,
+    /// Seconds in-flight calls get to finish at shutdown.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace_secs: f64,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn seconds(s: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(s).map_err(|e| format!("invalid duration {s}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+    }
+
+    let config = ChatConfig {
+        max_queue_bytes: args.max_queue_bytes,
+        slow_grace: seconds(args.slow_grace_secs)?,
+        rate_limit: RateLimit {
+            rate: args.rate_limit,
+            burst: args.rate_burst,
+        },
+        limits: Limits {
+            max_name_chars: args.max_name_chars,
+            max_message_chars: args.max_message_chars,
+        },
+        max_members_per_room: args.max_room_members,
+        ..ChatConfig::default()
+    };
+    let chat = ChatService::new(config);
+    let hub = std::sync::Arc::clone(chat.hub());
+
+    let listener = TcpListener::bind(args.addr).await?;
+    info!(addr = %listener.local_addr()?, "chat-server listening");
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Tell members first, so their calls end with a reason rather than
+        // by the connection closing under them.
+        hub.shutdown("the server is shutting down");
+    };
+    Server::builder()
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .max_recv_message_size(args.max_recv_message_size)
+        .shutdown_grace(seconds(args.shutdown_grace_secs)?)
+        .add_service(ChatServiceServer::new(chat))
+        .build()
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The chat domain: rooms, members, identity, validation, rate limits and
+//! the fan-out of messages. It speaks both original chat protocols of
+//! `proto/chat.proto` (`ChatStream` and `Chat`) and lets their members talk
+//! to each other in the same room.
+//!
+//! This module knows gRPC only through the crate's own types (`Request`,
+//! `Streaming`, `ResponseSink`, `Status`); it never touches `h2` or `http`.
+//!
+//! # Layout
+//!
+//! * [`validate`] — names and messages: lengths, no control characters.
+//! * [`ratelimit`] — the per-member token bucket.
+//! * [`room`] — the hub of rooms, members and their outboxes: the fan-out.
+//! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
+//!
+//! # Behaviour worth knowing
+//!
+//! * A member's name is bound once (by the first `ChatStream` message, or by
+//!   the `USER_JOINED` event of `Chat`). A later `ChatStream` message that
+//!   claims another `user` is **delivered under the bound name** (the claim
+//!   is ignored and logged), so nobody can speak as someone else.
+//! * Clients choose a room with the `chat-room` request metadata; without it
+//!   they land in [`DEFAULT_ROOM`].
+
+pub mod ratelimit;
+pub mod room;
+pub mod service;
+pub mod validate;
+
+use std::time::Duration;
+
+pub use ratelimit::RateLimit;
+pub use room::Hub;
+pub use service::ChatService;
+pub use validate::Limits;
+
+/// The room of clients that do not choose one.
+pub const DEFAULT_ROOM: &str = "lobby";
+/// The request metadata key that chooses a room.
+pub const ROOM_METADATA_KEY: &str = "chat-room";
+/// Default for [`ChatConfig::max_queue_bytes`].
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 8 * 1024 * 1024;
+/// Default for [`ChatConfig::slow_grace`].
+pub const DEFAULT_SLOW_GRACE: Duration = Duration::from_secs(5);
+/// Default for [`ChatConfig::typing_timeout`].
+pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default for [`ChatConfig::max_members_per_room`].
+pub const DEFAULT_MAX_MEMBERS_PER_ROOM: usize = 50_000;
+
+/// Settings of the chat service.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// Bytes of encoded messages that may wait for one member before it is
+    /// disconnected with `RESOURCE_EXHAUSTED`. Default
+    /// [`DEFAULT_MAX_QUEUE_BYTES`]. Queued bytes are shared between members,
+    /// so this bounds the memory a slow member can pin.
+    pub max_queue_bytes: usize,
+    /// How long a member's stream may stay blocked (its flow-control window
+    /// closed) before it is disconnected with `RESOURCE_EXHAUSTED`. Default
+    /// [`DEFAULT_SLOW_GRACE`].
+    pub slow_grace: Duration,
+    /// A typing indicator without a stop expires after this. Default
+    /// [`DEFAULT_TYPING_TIMEOUT`].
+    pub typing_timeout: Duration,
+    /// Per-member message rate limit.
+    pub rate_limit: RateLimit,
+    /// Name and message length limits.
+    pub limits: Limits,
+    /// Members one room may hold. Default [`DEFAULT_MAX_MEMBERS_PER_ROOM`].
+    pub max_members_per_room: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            slow_grace: DEFAULT_SLOW_GRACE,
+            typing_timeout: DEFAULT_TYPING_TIMEOUT,
+            rate_limit: RateLimit::default(),
+            limits: Limits::default(),
+            max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
+        }
+    }
+}
