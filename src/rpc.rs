@@ -10,7 +10,7 @@
 //! wherever the sender's flow-control window happened to end. A DATA frame
 //! boundary therefore says nothing about message boundaries: [`Streaming`]
 //! keeps the unconsumed bytes in a buffer and asks the pure
-//! [`Decoder`](crate::framing::Decoder) for whole messages.
+//! [`Decoder`] for whole messages.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -25,7 +25,7 @@ struct Args {
     host: std::net::IpAddr,
     /// Accepted for compatibility with grpc-go's flags; only `false` is
     /// supported for now.
-    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
     use_tls: bool,
 }
 

@@ -80,7 +80,13 @@ mod tests {
     #[test]
     fn burst_then_rate() {
         let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(RateLimit { rate: 2.0, burst: 3.0 }, t0);
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                rate: 2.0,
+                burst: 3.0,
+            },
+            t0,
+        );
         for _ in 0..3 {
             assert!(bucket.try_take(t0).is_ok());
         }
@@ -101,7 +107,13 @@ mod tests {
     #[test]
     fn zero_rate_is_off() {
         let t0 = Instant::now();
-        let mut bucket = TokenBucket::new(RateLimit { rate: 0.0, burst: 1.0 }, t0);
+        let mut bucket = TokenBucket::new(
+            RateLimit {
+                rate: 0.0,
+                burst: 1.0,
+            },
+            t0,
+        );
         for _ in 0..10_000 {
             assert!(bucket.try_take(t0).is_ok());
         }

@@ -315,7 +315,9 @@ impl Drop for Membership {
         }
         let now_empty = {
             let mut state = self.room.state.lock();
-            state.members.retain(|slot| slot.member.id != self.member.id);
+            state
+                .members
+                .retain(|slot| slot.member.id != self.member.id);
             if let Some(name) = &name {
                 state.names.remove(&name.to_lowercase());
             }

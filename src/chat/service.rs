@@ -132,6 +132,7 @@ async fn run_member<T: prost::Message>(
 ) -> Result<(), Status> {
     let writer = write_loop(membership, sink, config);
     tokio::pin!(reader, writer);
+
     let mut reading = true;
     loop {
         tokio::select! {
@@ -192,7 +193,12 @@ impl ChatService {
                         let claimed = validate::name(&message.user, &config.limits)
                             .map_err(|why| Status::invalid_argument(format!("user name {why}")))?;
                         membership.claim_name(claimed)?;
-                        info!(room = membership.room_name(), user = claimed, protocol = "ChatStream", "joined");
+                        info!(
+                            room = membership.room_name(),
+                            user = claimed,
+                            protocol = "ChatStream",
+                            "joined"
+                        );
                         name = Some(claimed.to_owned());
                     }
                     Some(bound) => {
@@ -207,7 +213,9 @@ impl ChatService {
                         }
                     }
                 }
-                if let Some(text) = accept_message(membership, &mut bucket, &message.message, config) {
+                if let Some(text) =
+                    accept_message(membership, &mut bucket, &message.message, config)
+                {
                     events.push(Event::Message { text });
                 }
             }
@@ -244,7 +252,9 @@ impl ChatService {
             for message in batch {
                 match message.event {
                     Some(client_event::Event::ChatMessage(m)) => {
-                        if let Some(text) = accept_message(membership, &mut bucket, &m.message, config) {
+                        if let Some(text) =
+                            accept_message(membership, &mut bucket, &m.message, config)
+                        {
                             if typing_until.take().is_some() {
                                 events.push(Event::Typing { started: false });
                             }
@@ -260,7 +270,8 @@ impl ChatService {
                             if typing_until.is_none() {
                                 events.push(Event::Typing { started: true });
                             }
-                            typing_until = Some(tokio::time::Instant::now() + config.typing_timeout);
+                            typing_until =
+                                Some(tokio::time::Instant::now() + config.typing_timeout);
                         } else if stopped && typing_until.take().is_some() {
                             events.push(Event::Typing { started: false });
                         }
@@ -343,7 +354,10 @@ impl crate::pb::chat::ChatService for ChatService {
         membership.notify(&if others.is_empty() {
             format!("welcome to {room}, {name}: you are the only one here")
         } else {
-            format!("welcome to {room}, {name}: also here: {}", others.join(", "))
+            format!(
+                "welcome to {room}, {name}: also here: {}",
+                others.join(", ")
+            )
         });
         let reader = self.events_reader(&membership, &mut stream);
         run_member(&membership, reader, &mut sink, config).await

@@ -185,7 +185,11 @@ mod tests {
     #[test]
     fn messages_shown_to_the_sender_explain_themselves() {
         assert_eq!(
-            Invalid::TooLong { chars: 11, limit: 10 }.to_string(),
+            Invalid::TooLong {
+                chars: 11,
+                limit: 10
+            }
+            .to_string(),
             "too long (11 characters, at most 10)"
         );
     }

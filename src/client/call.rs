@@ -89,6 +89,15 @@ struct ClientBody {
 }
 
 impl ClientBody {
+    /// A stream error after our own deadline passed is the deadline's doing
+    /// (the server or `h2` reset the stream because of it): report that.
+    fn stream_error(&self, e: &h2::Error) -> Status {
+        match &self.deadline {
+            Some(sleep) if sleep.is_elapsed() => Status::deadline_exceeded("deadline exceeded"),
+            _ => stream_error(e),
+        }
+    }
+
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Status> {
         if let Some(sleep) = self.deadline.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {
@@ -113,7 +122,7 @@ impl RecvBody for ClientBody {
                 let _ = self.recv.flow_control().release_capacity(chunk.len());
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(stream_error(&e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(self.stream_error(&e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -131,7 +140,7 @@ impl RecvBody for ClientBody {
             Poll::Ready(Ok(None)) => Poll::Ready(Err(Status::internal(
                 "the server ended the stream without trailers (no grpc-status)",
             ))),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(stream_error(&e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(self.stream_error(&e))),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -165,7 +174,10 @@ async fn read_response<Out: prost::Message + Default>(
             .map_err(|_| Status::deadline_exceeded("deadline exceeded"))?,
         None => future.await,
     }
-    .map_err(|e| stream_error(&e))?;
+    .map_err(|e| match options.deadline {
+        Some(at) if Instant::now() >= at => Status::deadline_exceeded("deadline exceeded"),
+        _ => stream_error(&e),
+    })?;
     let (parts, recv) = response.into_parts();
 
     // A trailers-only response carries grpc-status in its only HEADERS frame.
@@ -271,6 +283,9 @@ impl<In> std::fmt::Debug for RequestSink<In> {
 impl<In: prost::Message> RequestSink<In> {
     /// Sends one message (compressed if the call was opened with compression).
     /// Waits while the server's flow-control window is closed.
+    ///
+    /// Fails if the server has already ended the call; its status is then
+    /// what the response side returns.
     pub async fn send(&mut self, message: &In) -> Result<(), Status> {
         self.send_with(message, self.compression.is_some()).await
     }
@@ -291,12 +306,15 @@ impl<In: prost::Message> RequestSink<In> {
 
     /// Half-closes the call: tells the server no more messages follow
     /// (END_STREAM).
+    ///
+    /// If the server has already ended the call there is nothing to close;
+    /// that is not an error here: the response carries the server's status.
     pub fn close(&mut self) -> Result<(), Status> {
         if !self.closed {
             self.closed = true;
-            self.stream
-                .send_data(Bytes::new(), true)
-                .map_err(|e| stream_error(&e))?;
+            if let Err(e) = self.stream.send_data(Bytes::new(), true) {
+                tracing::debug!(error = %e, "half-close after the server ended the call");
+            }
         }
         Ok(())
     }
@@ -319,7 +337,7 @@ enum ResponseState<Out> {
     /// Headers not read yet.
     Waiting(ResponseFuture),
     /// Headers read.
-    Reading(MetadataMap, Streaming<Out>),
+    Reading(MetadataMap, Box<Streaming<Out>>),
     /// The headers failed; the error was returned.
     Failed,
 }
@@ -339,7 +357,7 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
                 return Ok(());
             };
             let (metadata, stream) = read_response(future, &self.options).await?;
-            self.state = ResponseState::Reading(metadata, stream);
+            self.state = ResponseState::Reading(metadata, Box::new(stream));
         }
         Ok(())
     }
@@ -396,7 +414,7 @@ impl<In: prost::Message, Out: prost::Message + Default> ClientStreamingCall<In, 
         self.sink.close()?;
         self.response.ready().await?;
         match self.response.state {
-            ResponseState::Reading(metadata, stream) => single_response(metadata, stream).await,
+            ResponseState::Reading(metadata, stream) => single_response(metadata, *stream).await,
             _ => Err(Status::internal("the response headers failed")),
         }
     }
@@ -509,12 +527,21 @@ impl Channel {
         let (mut sink, mut response) = self.open_streaming::<In, Out>(path, &header_only).await?;
         let deadline = response.options.deadline;
         let work = async {
-            sink.send(message).await?;
+            // A server may answer before reading the request (an unknown
+            // method, say) and close the stream: then the send fails, and the
+            // status worth reporting is the server's, from the response.
+            let sent = sink.send(message).await;
             sink.close()?;
             response.ready().await?;
-            match std::mem::replace(&mut response.state, ResponseState::Failed) {
-                ResponseState::Reading(metadata, stream) => single_response(metadata, stream).await,
+            let answer = match std::mem::replace(&mut response.state, ResponseState::Failed) {
+                ResponseState::Reading(metadata, stream) => {
+                    single_response(metadata, *stream).await
+                }
                 _ => Err(Status::internal("the response headers failed")),
+            };
+            match (answer, sent) {
+                (Ok(_), Err(send_error)) => Err(send_error),
+                (answer, _) => answer,
             }
         };
         match deadline {
@@ -537,12 +564,19 @@ impl Channel {
     {
         let header_only = request.headers_only();
         let (mut sink, mut response) = self.open_streaming::<In, Out>(path, &header_only).await?;
-        sink.send(request.get_ref()).await?;
+        // As for unary: if the send fails, the server's status explains why.
+        let sent = sink.send(request.get_ref()).await;
         sink.close()?;
         response.ready().await?;
+        if let Err(send_error) = sent {
+            if let ResponseState::Reading(_, stream) = &mut response.state {
+                stream.message().await?;
+            }
+            return Err(send_error);
+        }
         match response.state {
             ResponseState::Reading(metadata, stream) => {
-                Ok(Response::from_parts(metadata, stream, MetadataMap::new()))
+                Ok(Response::from_parts(metadata, *stream, MetadataMap::new()))
             }
             _ => Err(Status::internal("the response headers failed")),
         }

@@ -308,18 +308,19 @@ async fn drive(end: CallEnd, work: impl Future<Output = Result<(), Status>>) {
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(work);
-    let outcome = tokio::select! {
-        result = &mut work => Some(result),
-        () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-        reason = reset => {
-            debug!(%peer, %path, ?reason, "client reset the stream: handler cancelled");
-            None
+    // The block owns the pinned handler, so it is dropped (cancelled, if it
+    // did not finish) before the stream is touched again below.
+    let outcome = {
+        tokio::pin!(work);
+        tokio::select! {
+            result = &mut work => Some(result),
+            () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+            reason = reset => {
+                debug!(%peer, %path, ?reason, "client reset the stream: handler cancelled");
+                None
+            }
         }
     };
-    // Drop the handler before touching the stream again: it may hold parts
-    // of it.
-    drop(work);
     match outcome {
         Some(Ok(())) => responder.finish(&Status::ok()),
         Some(Err(status)) => {

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Builds the interop peers used by the cargo integration tests and benches:
+#
+#   tests/interop/bin/go-interop-client      grpc-go's interop client  (google.golang.org/grpc/interop/client)
+#   tests/interop/bin/go-interop-server      grpc-go's interop server  (google.golang.org/grpc/interop/server)
+#   tests/interop/bin/go-compression-client  our Go client for the 4 compression cases
+#   tests/interop/bin/go-compression-server  grpc-go's interop server + the compression features
+#   tests/interop/bin/ghz                    github.com/bojand/ghz load generator
+#   tests/interop/bin/grpc_testing.protoset  descriptors of grpc/testing/test.proto (for ghz)
+#   tests/interop/.venv                      Python venv with tests/interop/requirements.txt
+#
+# Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION below and
+# requirements.txt. Idempotent: when nothing that goes into the outputs changed
+# since the last successful run (see bin/.stamp) it returns at once.
+# Options: --force rebuilds everything; --no-python skips the venv.
+set -euo pipefail
+
+GHZ_VERSION=v0.120.0
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+dir="$root/tests/interop"
+bin="$dir/bin"
+venv="$dir/.venv"
+force=0
+python=1
+for arg in "$@"; do
+  case "$arg" in
+    --force) force=1 ;;
+    --no-python) python=0 ;;
+    *) echo "setup-interop: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { echo "setup-interop: $*" >&2; }
+
+command -v go >/dev/null || { log "go is not installed (need Go >= 1.24)"; exit 1; }
+
+# Concurrent runs (parallel test processes) wait for each other.
+mkdir -p "$bin"
+exec 9>"$bin/.lock"
+flock 9
+
+# Everything the Go outputs depend on: Go sources and module files, this
+# script (which holds GHZ_VERSION), the Go toolchain.
+go_stamp_input() {
+  (
+    cd "$dir"
+    go version
+    find . \( -path ./bin -o -path ./.venv \) -prune -o -type f \
+      \( -name '*.go' -o -name go.mod -o -name go.sum \) -print \
+      | LC_ALL=C sort | xargs sha256sum
+    sha256sum <"$root/scripts/setup-interop.sh"
+  ) | sha256sum | cut -d' ' -f1
+}
+py_stamp_input() {
+  { "${PYTHON:-python3}" --version 2>&1; sha256sum <"$dir/requirements.txt"; } | sha256sum | cut -d' ' -f1
+}
+
+outputs=(go-interop-client go-interop-server go-compression-client go-compression-server ghz grpc_testing.protoset)
+go_want=$(go_stamp_input)
+go_done=0
+if [[ $force == 0 && -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$go_want" ]]; then
+  go_done=1
+  for o in "${outputs[@]}"; do [[ -e "$bin/$o" ]] || go_done=0; done
+fi
+py_want=$(py_stamp_input)
+py_done=1
+if [[ $python == 1 ]]; then
+  if [[ $force == 1 || ! -x "$venv/bin/python" || ! -f "$venv/.stamp" || "$(cat "$venv/.stamp")" != "$py_want" ]]; then
+    py_done=0
+  fi
+fi
+if [[ $go_done == 1 && $py_done == 1 ]]; then
+  log "up to date ($bin)"
+  exit 0
+fi
+
+start=$SECONDS
+cd "$dir"
+
+if [[ $go_done == 0 ]]; then
+  rm -f "$bin/.stamp"
+  log "go mod download (grpc-go $(go list -m -f '{{.Version}}' google.golang.org/grpc))"
+  go mod download
+
+  build() { # output package
+    log "go build -o bin/$1 $2"
+    go build -trimpath -o "$bin/$1" "$2"
+  }
+  build go-interop-client google.golang.org/grpc/interop/client
+  build go-interop-server google.golang.org/grpc/interop/server
+  build go-compression-client ./compression-client
+  build go-compression-server ./compression-server
+
+  log "generating bin/grpc_testing.protoset"
+  go run ./protoset -o "$bin/grpc_testing.protoset"
+
+  if [[ -x "$bin/ghz" ]] && "$bin/ghz" --version 2>&1 | grep -q "${GHZ_VERSION#v}"; then
+    log "ghz $GHZ_VERSION already installed"
+  else
+    log "go install github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
+    # ghz has its own go.mod; build it outside our module. Its version string
+    # is set by ldflags in upstream releases; set it the same way here.
+    (cd / && GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath \
+      -ldflags "-X main.version=${GHZ_VERSION#v}" "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION")
+  fi
+  echo "$go_want" >"$bin/.stamp"
+fi
+
+if [[ $py_done == 0 ]]; then
+  rm -f "$venv/.stamp"
+  py=${PYTHON:-python3}
+  if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating venv $venv ($($py --version 2>&1))"
+    "$py" -m venv "$venv"
+  fi
+  log "pip install -r tests/interop/requirements.txt"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
+  "$venv/bin/python" -c 'import grpc, grpc_tools.protoc; print("setup-interop: python grpcio", grpc.__version__)' >&2
+  echo "$py_want" >"$venv/.stamp"
+fi
+log "done in $((SECONDS - start))s"

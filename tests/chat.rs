@@ -1,0 +1,626 @@
+//! End-to-end tests of the chat service through our own client layer, over
+//! real TCP on 127.0.0.1: both protocols, rooms, identity, validation, rate
+//! limits, typing expiry, the slow-reader rule and HealthCheck.
+//!
+//! Go and Python clients are exercised in `tests/chat_interop.rs`.
+
+use std::time::Duration;
+
+use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
+use grpc_chat::client::{BidiCall, Channel};
+use grpc_chat::pb::chat::{
+    ChatMessage, ChatMessageEvent, ChatServiceClient, ChatServiceServer, ClientEvent,
+    HealthCheckRequest, ServerEvent, TypingEvent, TypingEventType, UserEvent, UserEventType,
+    client_event, server_event,
+};
+use grpc_chat::rpc::Request;
+use grpc_chat::server::Server;
+use grpc_chat::{Code, Status};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+/// A chat server on a free port, stopped when dropped.
+struct TestServer {
+    address: String,
+    hub: std::sync::Arc<grpc_chat::chat::Hub>,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(config: ChatConfig) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let chat = ChatService::new(config);
+    let hub = chat.hub().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(200))
+        .add_service(ChatServiceServer::new(chat))
+        .build();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        address,
+        hub,
+        _stop: stop,
+    }
+}
+
+fn no_rate_limit() -> ChatConfig {
+    ChatConfig {
+        rate_limit: RateLimit {
+            rate: 0.0,
+            burst: 1.0,
+        },
+        ..ChatConfig::default()
+    }
+}
+
+async fn client(server: &TestServer) -> ChatServiceClient {
+    ChatServiceClient::new(Channel::connect(server.address.clone()).await.unwrap())
+}
+
+fn in_room<T>(message: T, room: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("chat-room", room).unwrap();
+    request
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn next<Out: prost::Message + Default, In: prost::Message>(
+    call: &mut BidiCall<In, Out>,
+) -> Out {
+    timeout(WAIT, call.message())
+        .await
+        .expect("timed out waiting for a message")
+        .expect("stream failed")
+        .expect("stream ended")
+}
+
+async fn end_status<Out: prost::Message + Default, In: prost::Message>(
+    call: &mut BidiCall<In, Out>,
+) -> Status {
+    loop {
+        match timeout(WAIT, call.message()).await.expect("timed out") {
+            Ok(Some(_)) => continue,
+            Ok(None) => return Status::ok(),
+            Err(status) => return status,
+        }
+    }
+}
+
+fn say(user: &str, text: &str) -> ChatMessage {
+    ChatMessage {
+        user: user.into(),
+        message: text.into(),
+        ..Default::default()
+    }
+}
+
+fn event(e: client_event::Event) -> ClientEvent {
+    ClientEvent { event: Some(e) }
+}
+
+fn join(name: &str) -> ClientEvent {
+    event(client_event::Event::UserEvent(UserEvent {
+        r#type: UserEventType::UserJoined.into(),
+        username: name.into(),
+        timestamp: 0,
+    }))
+}
+
+fn text(message: &str) -> ClientEvent {
+    event(client_event::Event::ChatMessage(ChatMessageEvent {
+        message: message.into(),
+        ..Default::default()
+    }))
+}
+
+fn typing(kind: TypingEventType) -> ClientEvent {
+    event(client_event::Event::TypingEvent(TypingEvent {
+        r#type: kind.into(),
+        ..Default::default()
+    }))
+}
+
+/// Reads events until one matches, returning it (others are skipped).
+async fn until<In: prost::Message>(
+    call: &mut BidiCall<In, ServerEvent>,
+    mut pred: impl FnMut(&server_event::Event) -> bool,
+) -> server_event::Event {
+    loop {
+        let e = next(call).await.event.expect("empty event");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+#[tokio::test]
+async fn chat_stream_broadcasts_to_the_others_only() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut alice = c.chat_stream(Request::new(())).await.unwrap();
+    let mut bob = c.chat_stream(Request::new(())).await.unwrap();
+    // Bob is a member before he speaks: he receives Alice's first message.
+    alice.send(&say("Alice", "Hi Bob!\n")).await.unwrap();
+    let got = next(&mut bob).await;
+    assert_eq!(got.user, "Alice");
+    assert_eq!(got.message, "Hi Bob!", "trailing newline trimmed");
+    assert!(got.timestamp > 1_600_000_000, "server stamps Unix seconds");
+    assert!(got.id > 0, "server assigns an id");
+
+    bob.send(&say("Bob", "Hi Alice!")).await.unwrap();
+    let got = next(&mut alice).await;
+    assert_eq!(
+        (got.user.as_str(), got.message.as_str()),
+        ("Bob", "Hi Alice!")
+    );
+    // Alice never hears her own message back: the next thing she gets is Bob's
+    // second one.
+    bob.send(&say("Bob", "second")).await.unwrap();
+    assert_eq!(next(&mut alice).await.message, "second");
+}
+
+#[tokio::test]
+async fn chat_stream_keeps_the_bound_name() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut mallory = c.chat_stream(Request::new(())).await.unwrap();
+    let mut bob = c.chat_stream(Request::new(())).await.unwrap();
+    mallory.send(&say("mallory", "hello")).await.unwrap();
+    assert_eq!(next(&mut bob).await.user, "mallory");
+    mallory.send(&say("alice", "I am alice now")).await.unwrap();
+    let got = next(&mut bob).await;
+    assert_eq!(
+        got.user, "mallory",
+        "a later message cannot change the name"
+    );
+    assert_eq!(got.message, "I am alice now");
+}
+
+#[tokio::test]
+async fn one_order_for_everyone() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut senders = Vec::new();
+    for i in 0..3 {
+        let mut s = c.chat_stream(Request::new(())).await.unwrap();
+        s.send(&say(&format!("s{i}"), "hello")).await.unwrap();
+        senders.push(s);
+    }
+    let mut watchers = Vec::new();
+    for _ in 0..2 {
+        watchers.push(c.chat(Request::new(())).await.unwrap());
+    }
+    for (i, w) in watchers.iter_mut().enumerate() {
+        w.send(&join(&format!("w{i}"))).await.unwrap();
+    }
+    // Let the joins settle, then all three senders talk at once.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let per_sender = 50;
+    let mut tasks = Vec::new();
+    for (i, mut s) in senders.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..per_sender {
+                s.send(&say(&format!("s{i}"), &format!("{i}:{n}")))
+                    .await
+                    .unwrap();
+            }
+            s
+        }));
+    }
+    let mut orders = Vec::new();
+    for w in &mut watchers {
+        let mut seen = Vec::new();
+        while seen.len() < 3 * per_sender {
+            if let server_event::Event::ChatMessage(m) = next(w).await.event.unwrap() {
+                if m.message.contains(':') {
+                    seen.push((m.id, m.message));
+                }
+            }
+        }
+        orders.push(seen);
+    }
+    assert_eq!(orders[0], orders[1], "both watchers see one order");
+    let ids: Vec<u64> = orders[0].iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
+    // Each sender's own messages stay in the order it sent them.
+    for i in 0..3 {
+        let mine: Vec<&str> = orders[0]
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .filter(|m| m.starts_with(&format!("{i}:")))
+            .collect();
+        let want: Vec<String> = (0..per_sender).map(|n| format!("{i}:{n}")).collect();
+        assert_eq!(mine, want);
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn chat_first_event_must_be_a_join() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut call = c.chat(Request::new(())).await.unwrap();
+    call.send(&text("hello?")).await.unwrap();
+    let status = end_status(&mut call).await;
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("USER_JOINED"), "{status}");
+}
+
+#[tokio::test]
+async fn a_name_in_use_is_refused() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut first = c.chat(Request::new(())).await.unwrap();
+    first.send(&join("alice")).await.unwrap();
+    until(&mut first, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    let mut second = c.chat(Request::new(())).await.unwrap();
+    second.send(&join("Alice")).await.unwrap();
+    assert_eq!(end_status(&mut second).await.code(), Code::AlreadyExists);
+    // The same name in another room is fine.
+    let mut elsewhere = c.chat(in_room((), "kitchen")).await.unwrap();
+    elsewhere.send(&join("alice")).await.unwrap();
+    let e = until(&mut elsewhere, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    assert!(matches!(e, server_event::Event::UserEvent(u) if u.username == "alice"));
+}
+
+#[tokio::test]
+async fn joins_messages_typing_and_leaves_reach_chat_clients() {
+    let config = ChatConfig {
+        typing_timeout: Duration::from_millis(300),
+        ..no_rate_limit()
+    };
+    let server = start(config).await;
+    let c = client(&server).await;
+    let mut alice = c.chat(Request::new(())).await.unwrap();
+    alice.send(&join("alice")).await.unwrap();
+    until(&mut alice, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+
+    let mut bob = c.chat(Request::new(())).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::UserEvent(u)
+        if u.username == "bob" && u.r#type == UserEventType::UserJoined as i32),
+        "{e:?}"
+    );
+
+    // A message reaches everyone, the sender included.
+    bob.send(&text("hi all")).await.unwrap();
+    for call in [&mut alice, &mut bob] {
+        let e = until(call, |e| matches!(e, server_event::Event::ChatMessage(_))).await;
+        assert!(
+            matches!(&e, server_event::Event::ChatMessage(m)
+            if m.username == "bob" && m.message == "hi all"),
+            "{e:?}"
+        );
+    }
+
+    // Typing goes to the others; without a stop it expires by itself.
+    bob.send(&typing(TypingEventType::TypingStart))
+        .await
+        .unwrap();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::TypingEvent(_))
+    })
+    .await;
+    assert!(matches!(&e, server_event::Event::TypingEvent(t)
+        if t.username == "bob" && t.r#type == TypingEventType::TypingStart as i32));
+    let started = tokio::time::Instant::now();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::TypingEvent(_))
+    })
+    .await;
+    assert!(matches!(&e, server_event::Event::TypingEvent(t)
+        if t.username == "bob" && t.r#type == TypingEventType::TypingStop as i32));
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "expired, not echoed"
+    );
+
+    // Leaving is announced.
+    bob.send(&event(client_event::Event::UserEvent(UserEvent {
+        r#type: UserEventType::UserLeft.into(),
+        username: "bob".into(),
+        timestamp: 0,
+    })))
+    .await
+    .unwrap();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::UserEvent(u)
+        if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn both_protocols_share_a_room() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut events = c.chat(in_room((), "mixed")).await.unwrap();
+    events.send(&join("eve")).await.unwrap();
+    until(&mut events, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    let mut stream = c.chat_stream(in_room((), "mixed")).await.unwrap();
+    let mut outsider = c.chat_stream(Request::new(())).await.unwrap();
+    outsider
+        .send(&say("outsider", "not for you"))
+        .await
+        .unwrap();
+
+    stream.send(&say("sam", "from ChatStream")).await.unwrap();
+    let e = until(&mut events, |e| {
+        matches!(e, server_event::Event::ChatMessage(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::ChatMessage(m)
+        if m.username == "sam" && m.message == "from ChatStream"),
+        "{e:?}"
+    );
+
+    events.send(&text("from Chat")).await.unwrap();
+    let got = next(&mut stream).await;
+    assert_eq!(
+        (got.user.as_str(), got.message.as_str()),
+        ("eve", "from Chat")
+    );
+}
+
+#[tokio::test]
+async fn control_characters_and_long_messages_are_refused_with_a_notice() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut alice = c.chat(Request::new(())).await.unwrap();
+    alice.send(&join("alice")).await.unwrap();
+    let mut bob = c.chat(Request::new(())).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    until(
+        &mut alice,
+        |e| matches!(e, server_event::Event::UserEvent(u) if u.username == "bob"),
+    )
+    .await;
+
+    bob.send(&text("\u{1b}[2Jgotcha")).await.unwrap();
+    let e = until(
+        &mut bob,
+        |e| matches!(e, server_event::Event::SystemEvent(s) if s.message.contains("not delivered")),
+    )
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::SystemEvent(s) if s.message.contains("control character"))
+    );
+    bob.send(&text(&"x".repeat(5000))).await.unwrap();
+    let e = until(
+        &mut bob,
+        |e| matches!(e, server_event::Event::SystemEvent(s) if s.message.contains("not delivered")),
+    )
+    .await;
+    assert!(matches!(&e, server_event::Event::SystemEvent(s) if s.message.contains("too long")));
+    // Alice saw neither: the next message she gets is the clean one.
+    bob.send(&text("clean")).await.unwrap();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::ChatMessage(_))
+    })
+    .await;
+    assert!(matches!(&e, server_event::Event::ChatMessage(m) if m.message == "clean"));
+
+    let mut bad = c.chat(Request::new(())).await.unwrap();
+    bad.send(&join("evil\u{7}")).await.unwrap();
+    assert_eq!(end_status(&mut bad).await.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn rate_limited_messages_get_a_system_event() {
+    let config = ChatConfig {
+        rate_limit: RateLimit {
+            rate: 1.0,
+            burst: 3.0,
+        },
+        ..ChatConfig::default()
+    };
+    let server = start(config).await;
+    let c = client(&server).await;
+    let mut alice = c.chat(Request::new(())).await.unwrap();
+    alice.send(&join("alice")).await.unwrap();
+    for n in 0..5 {
+        alice.send(&text(&format!("m{n}"))).await.unwrap();
+    }
+    let mut delivered = Vec::new();
+    let mut limited = 0;
+    while delivered.len() + limited < 5 {
+        match next(&mut alice).await.event.unwrap() {
+            server_event::Event::ChatMessage(m) => delivered.push(m.message),
+            server_event::Event::SystemEvent(s) if s.message.contains("rate limited") => {
+                limited += 1
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(delivered, ["m0", "m1", "m2"]);
+    assert_eq!(limited, 2);
+}
+
+#[tokio::test]
+async fn health_check_reports_live_figures() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let h = c
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((h.status.as_str(), h.active_clients), ("SERVING", 0));
+    let mut a = c.chat_stream(Request::new(())).await.unwrap();
+    a.send(&say("a", "hi")).await.unwrap();
+    let mut b = c.chat(Request::new(())).await.unwrap();
+    b.send(&join("b")).await.unwrap();
+    until(&mut b, |e| matches!(e, server_event::Event::UserEvent(_))).await;
+    let h = c
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.active_clients, 2);
+    drop(a);
+    let mut left = false;
+    for _ in 0..50 {
+        let h = c
+            .health_check(HealthCheckRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if h.active_clients == 1 {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(left, "a cancelled member is counted out");
+}
+
+#[tokio::test]
+async fn shutdown_tells_chat_clients() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut alice = c.chat(Request::new(())).await.unwrap();
+    alice.send(&join("alice")).await.unwrap();
+    until(&mut alice, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    server.hub.shutdown("the server is shutting down");
+    let e = until(
+        &mut alice,
+        |e| matches!(e, server_event::Event::SystemEvent(s) if !s.message.starts_with("welcome")),
+    )
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::SystemEvent(s) if s.message.contains("shutting down"))
+    );
+    assert_eq!(end_status(&mut alice).await.code(), Code::Unavailable);
+    let h = c
+        .health_check(HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(h.status, "DRAINING");
+}
+
+/// A member that stops reading is disconnected after the grace period with
+/// RESOURCE_EXHAUSTED, while a reading member gets every message.
+///
+/// The stalled member speaks raw HTTP/2 (the `h2` crate) so that nothing on
+/// its side reads or returns flow-control window: exactly a client that
+/// stopped reading.
+#[tokio::test]
+async fn a_stalled_reader_is_disconnected_and_the_others_lose_nothing() {
+    let config = ChatConfig {
+        slow_grace: Duration::from_millis(300),
+        ..no_rate_limit()
+    };
+    let server = start(config).await;
+    let c = client(&server).await;
+    let mut reader = c.chat_stream(Request::new(())).await.unwrap();
+    reader.send(&say("reader", "hi")).await.unwrap();
+
+    let socket = tokio::net::TcpStream::connect(&server.address)
+        .await
+        .unwrap();
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .handshake::<_, bytes::Bytes>(socket)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/chat.ChatService/ChatStream",
+        server.address
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    let mut hello = bytes::BytesMut::new();
+    grpc_chat::codec::encode(&say("sloth", "hi"), None, usize::MAX, &mut hello).unwrap();
+    send.send_data(hello.freeze(), false).unwrap();
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(next(&mut reader).await.user, "sloth");
+
+    let mut sender = c.chat_stream(Request::new(())).await.unwrap();
+    sender.send(&say("sender", "hi")).await.unwrap();
+    assert_eq!(next(&mut reader).await.user, "sender");
+
+    let total = 2000;
+    let payload = "p".repeat(200);
+    let send_task = tokio::spawn(async move {
+        for n in 0..total {
+            sender
+                .send(&say("sender", &format!("{n} {payload}")))
+                .await
+                .unwrap();
+        }
+        sender
+    });
+    for n in 0..total {
+        let got = next(&mut reader).await;
+        assert!(
+            got.message.starts_with(&format!("{n} ")),
+            "lost or reordered at {n}"
+        );
+    }
+    let _sender = send_task.await.unwrap();
+    // The stalled member has now been blocked on its window since the burst;
+    // give the grace period time to run out.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+
+    // Now drain the stalled stream: what fit in its window, then the status.
+    let mut body = response.into_body();
+    let mut received = 0;
+    while let Some(chunk) = timeout(WAIT, body.data())
+        .await
+        .unwrap_or_else(|_| panic!("no end after {received} bytes"))
+    {
+        let chunk = chunk.unwrap();
+        received += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert!(
+        received < 200 * total,
+        "the stalled member got only what its window allowed"
+    );
+    let trailers = timeout(WAIT, body.trailers())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let status = Status::from_trailers(&trailers).unwrap();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+}

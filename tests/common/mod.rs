@@ -1,0 +1,331 @@
+//! Helpers shared by the Rust integration tests that drive external peers
+//! (grpc-go's interop client/server, our Go compression client, later the
+//! Python chat peers).
+//!
+//! * [`interop_bin`] locates a binary built by `scripts/setup-interop.sh` in
+//!   `tests/interop/bin/`, running the script once per test process first
+//!   (it returns in a fraction of a second when everything is up to date).
+//! * [`cargo_bin`] locates one of this package's binaries (`interop-server`,
+//!   `interop-client`, ...).
+//! * [`Server::spawn`] starts a server on a free 127.0.0.1 port, waits until
+//!   the port accepts connections and kills the process when dropped.
+//! * [`run_client`] runs a client to completion with a timeout.
+//!
+//! Only `std` is used. Each test file includes this with `mod common;`, and
+//! not every file uses every helper.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a client (one interop case) may run before it is killed.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to accept connections after being spawned.
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The package root (where Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/interop/bin`, where `scripts/setup-interop.sh` puts the Go peers.
+pub fn interop_bin_dir() -> PathBuf {
+    repo_root().join("tests/interop/bin")
+}
+
+/// Runs `scripts/setup-interop.sh` once per test process. Panics with the
+/// script's output if it fails.
+pub fn ensure_interop_setup() {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        let script = repo_root().join("scripts/setup-interop.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            eprint!("{text}");
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}); it needs Go >= 1.24 and Python 3 with venv, and the Go \
+                 module proxy / PyPI reachable on the first run. Output:\n{text}",
+                script.display(),
+                out.status
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Path of a peer built by `scripts/setup-interop.sh` (`go-interop-client`,
+/// `go-interop-server`, `go-compression-client`, `go-compression-server`,
+/// `ghz`, ...). Runs the script first (once per process).
+pub fn interop_bin(name: &str) -> PathBuf {
+    ensure_interop_setup();
+    let path = interop_bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing even after scripts/setup-interop.sh succeeded; \
+         try `scripts/setup-interop.sh --force`",
+        path.display()
+    );
+    path
+}
+
+/// Path of one of this package's binaries. `compiled` is
+/// `option_env!("CARGO_BIN_EXE_<name>")` evaluated in the test file (Cargo
+/// sets it, and builds the binary, for every `[[bin]]` target of the package;
+/// `option_env!` rather than `env!` keeps the test file compiling while a
+/// binary target does not exist yet). Falls back to `<target dir>/debug/<name>`.
+pub fn cargo_bin(name: &str, compiled: Option<&'static str>) -> PathBuf {
+    if let Some(p) = compiled {
+        return PathBuf::from(p);
+    }
+    // CARGO_TARGET_TMPDIR is <target dir>/tmp; the debug binaries are beside it.
+    let fallback = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("../debug")
+        .join(name);
+    assert!(
+        fallback.is_file(),
+        "binary `{name}` is not a target of this package yet (expected \
+         src/bin/{name}.rs or a [[bin]] entry) and {} does not exist",
+        fallback.display()
+    );
+    fallback
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released again
+/// before returning, so there is a small window in which another process
+/// could take it; [`Server::spawn`] retries on a different port if so).
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind 127.0.0.1:0")
+}
+
+/// A unique file under Cargo's per-target temp dir for a child's output.
+fn log_path(label: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("peer-logs");
+    std::fs::create_dir_all(&dir).expect("create peer log dir");
+    let safe: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!(
+        "{}-{}-{safe}.log",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+fn read_log(path: &Path) -> String {
+    let mut s = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut s);
+    }
+    s
+}
+
+/// A server child process listening on 127.0.0.1:`port`. Killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Spawns `bin` with `args(port)` on a free port and waits until
+    /// 127.0.0.1:port accepts a TCP connection. Retries on another port if the
+    /// server exits early (e.g. the port was taken in the meantime); panics
+    /// with the server's output if it never comes up.
+    pub fn spawn(bin: &Path, args: impl Fn(u16) -> Vec<String>) -> Server {
+        let name = bin
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let mut last_err = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let log = log_path(&name);
+            let out = File::create(&log).expect("create server log");
+            let err = out.try_clone().expect("clone log handle");
+            let argv = args(port);
+            let child = Command::new(bin)
+                .args(&argv)
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+            let mut server = Server {
+                child,
+                port,
+                name: name.clone(),
+                log,
+            };
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(e) => {
+                    last_err = format!(
+                        "{} {argv:?}: {e}\n--- server output ---\n{}",
+                        bin.display(),
+                        read_log(&server.log)
+                    );
+                    // Dropping `server` kills it if it is still running.
+                }
+            }
+        }
+        panic!("server did not start: {last_err}");
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + SERVER_START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Err(format!("exited with {status} before accepting connections"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not accepting on {addr} after {SERVER_START_TIMEOUT:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's stdout+stderr so far.
+    pub fn output(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// Panics (with its output) if the server has exited, e.g. crashed while
+    /// serving a test.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "server {} exited with {status} during the test\n--- server output ---\n{}",
+                self.name,
+                self.output()
+            );
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Keep the log of a failed test (its path is in target/tmp/peer-logs).
+        if !thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// The outcome of [`run_client`].
+pub struct ClientRun {
+    pub status: Option<ExitStatus>, // None: killed after the timeout
+    pub output: String,             // stdout and stderr, interleaved
+    pub elapsed: Duration,
+    pub command: String,
+}
+
+impl ClientRun {
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+}
+
+/// Runs `bin args...` to completion, killing it after `timeout`.
+pub fn run_client(bin: &Path, args: &[String], timeout: Duration) -> ClientRun {
+    let name = bin
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let log = log_path(&name);
+    let out = File::create(&log).expect("create client log");
+    let err = out.try_clone().expect("clone log handle");
+    let command = format!("{} {}", bin.display(), args.join(" "));
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+    let status = loop {
+        match child.try_wait().expect("wait for client") {
+            Some(status) => break Some(status),
+            None if start.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            None => thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    let output = read_log(&log);
+    let _ = std::fs::remove_file(&log);
+    ClientRun {
+        status,
+        output,
+        elapsed: start.elapsed(),
+        command,
+    }
+}
+
+/// Runs a client against `server` and panics with both sides' output unless
+/// the client exits 0 within [`CLIENT_TIMEOUT`] and the server is still up.
+pub fn assert_client_passes(bin: &Path, args: &[String], server: &mut Server) {
+    let run = run_client(bin, args, CLIENT_TIMEOUT);
+    if !run.success() {
+        let how = match run.status {
+            Some(s) => format!("failed ({s})"),
+            None => format!("timed out after {CLIENT_TIMEOUT:?} and was killed"),
+        };
+        panic!(
+            "client {how} after {:.2?}\ncommand: {}\n--- client output ---\n{}\
+             --- server ({} on 127.0.0.1:{}) output ---\n{}",
+            run.elapsed,
+            run.command,
+            run.output,
+            server.name,
+            server.port,
+            server.output()
+        );
+    }
+    server.assert_running();
+}
