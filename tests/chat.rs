@@ -624,3 +624,30 @@ async fn a_stalled_reader_is_disconnected_and_the_others_lose_nothing() {
     let status = Status::from_trailers(&trailers).unwrap();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
 }
+
+#[tokio::test]
+async fn who_lists_the_named_members_of_a_room() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut bob = c.chat(in_room((), "den")).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    until(&mut bob, |e| matches!(e, server_event::Event::UserEvent(_))).await;
+    let mut ann = c.chat_stream(in_room((), "den")).await.unwrap();
+    ann.send(&say("ann", "hi")).await.unwrap();
+    until(&mut bob, |e| {
+        matches!(e, server_event::Event::ChatMessage(_))
+    })
+    .await;
+    let who = c
+        .who(grpc_chat::pb::chat::WhoRequest { room: "den".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(who.users, ["ann", "bob"]);
+    let lobby = c
+        .who(grpc_chat::pb::chat::WhoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((lobby.room.as_str(), lobby.users.len()), ("lobby", 0));
+}

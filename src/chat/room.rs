@@ -286,16 +286,9 @@ impl Membership {
         }
     }
 
-    /// Names of the room's members that have one.
+    /// Names of the room's members that have one, sorted.
     pub fn names(&self) -> Vec<String> {
-        let state = self.room.state.lock();
-        let mut names: Vec<String> = state
-            .members
-            .iter()
-            .filter_map(|slot| slot.name.as_deref().map(str::to_owned))
-            .collect();
-        names.sort();
-        names
+        self.room.names()
     }
 }
 
@@ -382,6 +375,17 @@ fn encode_one<M: prost::Message>(message: &M) -> Bytes {
 }
 
 impl Room {
+    fn names(&self) -> Vec<String> {
+        let state = self.state.lock();
+        let mut names: Vec<String> = state
+            .members
+            .iter()
+            .filter_map(|slot| slot.name.as_deref().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
     fn publish(&self, sender: u64, events: &[Event], config: &ChatConfig) {
         let mut state = self.state.lock();
         let Some(sender_slot) = state.members.iter().find(|s| s.member.id == sender) else {
@@ -568,6 +572,13 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Names of the members of `room` that have one, sorted (empty if the
+    /// room does not exist).
+    pub fn names_in(&self, room: &str) -> Vec<String> {
+        let room = self.rooms.lock().get(room).cloned();
+        room.map(|room| room.names()).unwrap_or_default()
     }
 
     /// Members connected right now.

@@ -23,7 +23,7 @@ use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
 use crate::pb::chat::{
     ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, ServerEvent,
-    TypingEventType, UserEventType, client_event,
+    TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
 };
 use crate::rpc::{Request, Response, Streaming};
 use crate::server::ResponseSink;
@@ -377,5 +377,18 @@ impl crate::pb::chat::ChatService for ChatService {
             active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
             uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
         }))
+    }
+
+    async fn who(&self, request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        let asked = request.into_inner().room;
+        let room = if asked.is_empty() {
+            DEFAULT_ROOM.to_owned()
+        } else {
+            validate::name(&asked, &self.config().limits)
+                .map_err(|why| Status::invalid_argument(format!("room name {why}")))?
+                .to_owned()
+        };
+        let users = self.hub.names_in(&room);
+        Ok(Response::new(WhoResponse { room, users }))
     }
 }
