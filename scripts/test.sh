@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's one test command (also what CI runs):
+#
+#   scripts/test.sh
+#
+# On a bare machine it first installs what the tests need: the Go interop
+# peers and Python packages (scripts/setup-interop.sh). Then it checks
+# formatting and lints, and runs every test: unit, property, end-to-end chat,
+# and interop against grpc-go and grpcio.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# rustup, Go and pyenv install into these; a non-login shell may lack them.
+export PATH="$HOME/.cargo/bin:/usr/local/go/bin:$HOME/go/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "interop peers (Go modules, Python packages)"
+scripts/setup-interop.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --all-targets 2>&1 | tee target/test-output.txt
+# `cargo test --all-targets` skips doctests; run them too.
+cargo test --doc
+
+step "summary"
+python3 - target/test-output.txt <<'PY'
+import re, sys
+passed = failed = 0
+for line in open(sys.argv[1]):
+    m = re.match(r"test result: \w+\. (\d+) passed; (\d+) failed", line)
+    if m:
+        passed += int(m.group(1)); failed += int(m.group(2))
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
+PY
