@@ -8,19 +8,29 @@
 #   tests/interop/bin/ghz                    github.com/bojand/ghz load generator
 #   tests/interop/bin/grpc_testing.protoset  descriptors of grpc/testing/test.proto (for ghz)
 #   tests/interop/.venv                      Python venv with tests/interop/requirements.txt
+#   tests/interop/bin/go-chat-client         tests/interop/chat/goclient: scriptable chat.ChatService peer
+#   tests/interop/chat/chatpb/               Go code for proto/chat.proto (generated, not committed)
+#   tests/interop/chat/pygen/                Python code for proto/chat.proto (generated, not committed)
+#   tests/interop/bin/protoc-gen-go{,-grpc}  the Go protoc plugins used for chatpb
 #
 # Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION below and
-# requirements.txt. Idempotent: when nothing that goes into the outputs changed
+# requirements.txt; the chat client has its own module (tests/interop/chat/
+# go.mod / go.sum, which also pins protoc-gen-go: it is built at the version of
+# google.golang.org/protobuf there) and PROTOC_GEN_GO_GRPC_VERSION below. The
+# protoc is the one bundled with grpcio-tools (`python -m grpc_tools.protoc`),
+# so the chat peers need the venv (they are skipped with --no-python). Idempotent: when nothing that goes into the outputs changed
 # since the last successful run (see bin/.stamp) it returns at once.
 # Options: --force rebuilds everything; --no-python skips the venv.
 set -euo pipefail
 
 GHZ_VERSION=v0.120.0
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dir="$root/tests/interop"
 bin="$dir/bin"
 venv="$dir/.venv"
+chat="$dir/chat"
 force=0
 python=1
 for arg in "$@"; do
@@ -46,7 +56,7 @@ go_stamp_input() {
   (
     cd "$dir"
     go version
-    find . \( -path ./bin -o -path ./.venv \) -prune -o -type f \
+    find . \( -path ./bin -o -path ./.venv -o -path ./chat \) -prune -o -type f \
       \( -name '*.go' -o -name go.mod -o -name go.sum \) -print \
       | LC_ALL=C sort | xargs sha256sum
     sha256sum <"$root/scripts/setup-interop.sh"
@@ -70,7 +80,30 @@ if [[ $python == 1 ]]; then
     py_done=0
   fi
 fi
-if [[ $go_done == 1 && $py_done == 1 ]]; then
+# The chat peers: inputs are our proto, the chat module, the Go toolchain, the
+# Python requirements (protoc and grpcio come from there) and this script.
+chat_stamp_input() {
+  (
+    cd "$chat"
+    go version
+    sha256sum "$root/proto/chat.proto" "$dir/requirements.txt" go.mod go.sum
+    find ./goclient -type f -name '*.go' -print | LC_ALL=C sort | xargs sha256sum
+    sha256sum <"$root/scripts/setup-interop.sh"
+  ) | sha256sum | cut -d' ' -f1
+}
+chat_outputs=("$bin/go-chat-client" "$bin/protoc-gen-go" "$bin/protoc-gen-go-grpc"
+  "$chat/chatpb/chat.pb.go" "$chat/chatpb/chat_grpc.pb.go"
+  "$chat/pygen/chat_pb2.py" "$chat/pygen/chat_pb2_grpc.py")
+chat_want=$(chat_stamp_input)
+chat_done=1
+if [[ $python == 1 ]]; then
+  if [[ $force == 1 || ! -f "$bin/.chat-stamp" || "$(cat "$bin/.chat-stamp")" != "$chat_want" ]]; then
+    chat_done=0
+  fi
+  for o in "${chat_outputs[@]}"; do [[ -e "$o" ]] || chat_done=0; done
+fi
+
+if [[ $go_done == 1 && $py_done == 1 && $chat_done == 1 ]]; then
   log "up to date ($bin)"
   exit 0
 fi
@@ -118,5 +151,39 @@ if [[ $py_done == 0 ]]; then
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$dir/requirements.txt"
   "$venv/bin/python" -c 'import grpc, grpc_tools.protoc; print("setup-interop: python grpcio", grpc.__version__)' >&2
   echo "$py_want" >"$venv/.stamp"
+fi
+if [[ $python == 0 ]]; then
+  log "--no-python: skipping the chat peers (they need grpcio-tools' protoc)"
+elif [[ $chat_done == 0 ]]; then
+  rm -f "$bin/.chat-stamp"
+  # protoc-gen-go at the protobuf runtime version the chat module uses, so
+  # the generated code and the runtime agree.
+  pgg_version=$(cd "$chat" && go list -m -f '{{.Version}}' google.golang.org/protobuf)
+  install_plugin() { # binary package version
+    if [[ -x "$bin/$1" ]] && "$bin/$1" --version 2>&1 | grep -qF "${3#v}"; then
+      return
+    fi
+    log "go install $2@$3"
+    (cd / && GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath "$2@$3")
+  }
+  install_plugin protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$pgg_version"
+  install_plugin protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
+
+  log "generating tests/interop/chat/{chatpb,pygen} from proto/chat.proto"
+  rm -rf "$chat/chatpb" "$chat/pygen"
+  mkdir -p "$chat/pygen"
+  # go_package is "grpcchat.test/chatpb" and the chat module is
+  # "grpcchat.test", so module= puts the Go files in chat/chatpb/.
+  "$venv/bin/python" -m grpc_tools.protoc -I "$root/proto" \
+    --plugin=protoc-gen-go="$bin/protoc-gen-go" \
+    --plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc" \
+    --go_out="$chat" --go_opt=module=grpcchat.test \
+    --go-grpc_out="$chat" --go-grpc_opt=module=grpcchat.test \
+    --python_out="$chat/pygen" --grpc_python_out="$chat/pygen" \
+    chat.proto
+
+  log "go build -o bin/go-chat-client ./chat/goclient"
+  (cd "$chat" && go build -trimpath -o "$bin/go-chat-client" ./goclient)
+  echo "$chat_want" >"$bin/.chat-stamp"
 fi
 log "done in $((SECONDS - start))s"

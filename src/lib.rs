@@ -22,10 +22,13 @@
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
+//! * [`chat_client`] — the `chat-client` terminal app: TUI and line mode,
+//!   reconnection, sanitising peer text; pure logic apart from I/O.
 
 #![forbid(unsafe_code)]
 
 pub mod chat;
+pub mod chat_client;
 pub mod client;
 pub mod codec;
 pub mod framing;

@@ -41,6 +41,9 @@ struct Args {
     /// Seconds a client may leave its messages unread before it is disconnected.
     #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_SLOW_GRACE.as_secs_f64())]
     slow_grace_secs: f64,
+    /// Seconds after which a typing indicator without a stop expires.
+    #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_TYPING_TIMEOUT.as_secs_f64())]
+    typing_timeout_secs: f64,
     /// Members one room may hold.
     #[arg(long, default_value_t = grpc_chat::chat::DEFAULT_MAX_MEMBERS_PER_ROOM)]
     max_room_members: usize,
@@ -84,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = ChatConfig {
         max_queue_bytes: args.max_queue_bytes,
         slow_grace: seconds(args.slow_grace_secs)?,
+        typing_timeout: seconds(args.typing_timeout_secs)?,
         rate_limit: RateLimit {
             rate: args.rate_limit,
             burst: args.rate_burst,

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -294,7 +295,10 @@ fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'
 ///   cancels the handler wherever it was waiting;
 /// * the client reset the stream (RST_STREAM) → `work` is dropped at once and
 ///   nothing more is sent.
-async fn drive(end: CallEnd, work: impl Future<Output = Result<(), Status>>) {
+///
+/// `work` is pinned by the caller: the call's state then lives once, in the
+/// caller's future, instead of being moved (and so stored twice) into this one.
+async fn drive<W: Future<Output = Result<(), Status>>>(end: CallEnd, mut work: Pin<&mut W>) {
     let CallEnd {
         responder,
         deadline,
@@ -302,18 +306,16 @@ async fn drive(end: CallEnd, work: impl Future<Output = Result<(), Status>>) {
         peer,
     } = end;
     let reset = std::future::poll_fn(|cx| responder.poll_reset(cx));
-    let expired = async {
-        match deadline {
-            Some(at) => tokio::time::sleep_until(at).await,
-            None => std::future::pending().await,
-        }
-    };
-    // The block owns the pinned handler, so it is dropped (cancelled, if it
-    // did not finish) before the stream is touched again below.
+    // Boxed, and only when there is a deadline: a timer is large (it is
+    // cache-line aligned), and every long-lived call would carry one inline.
+    let mut timer = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
+    let expired = std::future::poll_fn(|cx| match timer.as_mut() {
+        Some(timer) => timer.as_mut().poll(cx),
+        None => Poll::Pending,
+    });
     let outcome = {
-        tokio::pin!(work);
         tokio::select! {
-            result = &mut work => Some(result),
+            result = work.as_mut() => Some(result),
             () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
             reason = reset => {
                 debug!(%peer, %path, ?reason, "client reset the stream: handler cancelled");
@@ -386,7 +388,7 @@ where
             let response = handler(request).await?;
             send_unary(&responder, response).await
         };
-        drive(end, work).await;
+        drive(end, std::pin::pin!(work)).await;
     })
 }
 
@@ -409,7 +411,7 @@ where
             request.set_message_compressed(stream.last_message_compressed());
             handler(request, sink).await
         };
-        drive(end, work).await;
+        drive(end, std::pin::pin!(work)).await;
     })
 }
 
@@ -428,7 +430,7 @@ where
             let response = handler(request).await?;
             send_unary(&responder, response).await
         };
-        drive(end, work).await;
+        drive(end, std::pin::pin!(work)).await;
     })
 }
 
@@ -443,7 +445,8 @@ where
     Box::pin(async move {
         let (request, end) = call.into_parts::<In>();
         let sink = end.responder.sink::<Out>();
-        drive(end, handler(request, sink)).await;
+        let work = std::pin::pin!(handler(request, sink));
+        drive(end, work).await;
     })
 }
 

@@ -43,6 +43,7 @@ pub(crate) async fn serve(
         .initial_window_size(config.initial_stream_window_size)
         .initial_connection_window_size(config.initial_connection_window_size)
         .max_frame_size(config.max_frame_size)
+        .max_send_buffer_size(config.max_send_buffer_size)
         // Bound what a peer can make us hold: streams it resets before we
         // accept them (the "rapid reset" attack), and streams we had to reset.
         .max_pending_accept_reset_streams(64)

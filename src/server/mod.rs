@@ -73,6 +73,8 @@ pub const DEFAULT_INITIAL_STREAM_WINDOW_SIZE: u32 = 1024 * 1024;
 pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 /// Default for [`Builder::max_frame_size`]: the HTTP/2 minimum, 16 KiB.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
+/// Default for [`Builder::max_send_buffer_size`]: 32 KiB per stream.
+pub const DEFAULT_MAX_SEND_BUFFER_SIZE: usize = 32 * 1024;
 /// Default for [`Builder::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for [`Builder::keepalive_timeout`].
@@ -92,6 +94,7 @@ pub(crate) struct Config {
     pub(crate) initial_stream_window_size: u32,
     pub(crate) initial_connection_window_size: u32,
     pub(crate) max_frame_size: u32,
+    pub(crate) max_send_buffer_size: usize,
     pub(crate) keepalive_interval: Option<Duration>,
     pub(crate) keepalive_timeout: Duration,
     pub(crate) idle_timeout: Option<Duration>,
@@ -109,6 +112,7 @@ impl Default for Config {
             initial_stream_window_size: DEFAULT_INITIAL_STREAM_WINDOW_SIZE,
             initial_connection_window_size: DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_send_buffer_size: DEFAULT_MAX_SEND_BUFFER_SIZE,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
@@ -160,6 +164,16 @@ impl Builder {
     /// [`DEFAULT_MAX_FRAME_SIZE`].
     pub fn max_frame_size(&mut self, n: u32) -> &mut Self {
         self.config.max_frame_size = n;
+        self
+    }
+
+    /// Bytes of response data one stream may have handed to HTTP/2 but not
+    /// yet written to the socket. Beyond this, senders wait (see
+    /// [`ResponseSink::send`]): data waits in the application, where it may
+    /// be shared between streams, rather than as a per-stream copy in the
+    /// connection's queue. Default [`DEFAULT_MAX_SEND_BUFFER_SIZE`].
+    pub fn max_send_buffer_size(&mut self, n: usize) -> &mut Self {
+        self.config.max_send_buffer_size = n;
         self
     }
 

@@ -10,16 +10,21 @@
 //! * [`Server::spawn`] starts a server on a free 127.0.0.1 port, waits until
 //!   the port accepts connections and kills the process when dropped.
 //! * [`run_client`] runs a client to completion with a timeout.
+//! * [`Peer`] runs a long-lived, scripted peer (the chat peers of
+//!   `tests/interop/chat/`): lines to its stdin, each stdout line handed to a
+//!   callback on a reader thread; killed when dropped.
+//! * [`interop_python`] / [`interop_path`] locate the venv's Python and files
+//!   under `tests/interop/` (after running the setup script).
 //!
 //! Only `std` is used. Each test file includes this with `mod common;`, and
 //! not every file uses every helper.
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -328,4 +333,124 @@ pub fn assert_client_passes(bin: &Path, args: &[String], server: &mut Server) {
         );
     }
     server.assert_running();
+}
+
+/// The Python of `tests/interop/.venv` (grpcio, grpcio-tools). Runs the setup
+/// script first (once per process).
+pub fn interop_python() -> PathBuf {
+    interop_path(".venv/bin/python")
+}
+
+/// A file under `tests/interop/` that `scripts/setup-interop.sh` provides or
+/// generates (`chat/py_client.py`, ...). Runs the script first.
+pub fn interop_path(relative: &str) -> PathBuf {
+    ensure_interop_setup();
+    let path = repo_root().join("tests/interop").join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing even after scripts/setup-interop.sh succeeded; \
+         try `scripts/setup-interop.sh --force`",
+        path.display()
+    );
+    path
+}
+
+/// A long-lived peer process driven line by line: [`Peer::send_line`]
+/// writes to its stdin, a reader thread hands every stdout line to the
+/// callback given to [`Peer::spawn`], stderr goes to a log file. Killed when
+/// dropped (its log is kept if the test is panicking).
+pub struct Peer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    pub label: String,
+}
+
+impl Peer {
+    /// Starts `program args...`; `on_line` runs on a reader thread for each
+    /// line of stdout, until the process closes it.
+    pub fn spawn(
+        program: &Path,
+        args: &[String],
+        label: &str,
+        mut on_line: impl FnMut(String) + Send + 'static,
+    ) -> Peer {
+        let log = log_path(label);
+        let err = File::create(&log).expect("create peer log");
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", program.display()));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        thread::Builder::new()
+            .name(format!("{label} stdout"))
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    match line {
+                        Ok(line) => on_line(line),
+                        Err(_) => break,
+                    }
+                }
+            })
+            .expect("spawn reader thread");
+        Peer {
+            stdin: child.stdin.take(),
+            child,
+            log,
+            label: label.to_owned(),
+        }
+    }
+
+    /// Writes `line` and a newline to the peer's stdin. Panics if the peer
+    /// has closed it (exited), with its stderr.
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{}: stdin already closed", self.label));
+        if let Err(e) = writeln!(stdin, "{line}").and_then(|()| stdin.flush()) {
+            panic!(
+                "{}: cannot write {line:?} to its stdin ({e}); stderr:\n{}",
+                self.label,
+                self.stderr()
+            );
+        }
+    }
+
+    /// Closes the peer's stdin (end of input).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// What the peer wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// Waits up to `timeout` for the peer to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
 }

@@ -1,0 +1,63 @@
+//! `chat-client`: a terminal chat client for `chat-server` (the `Chat`
+//! event protocol). A full-screen TUI on a terminal; one line per event when
+//! stdin/stdout are pipes, for scripts.
+//!
+//! ```text
+//! chat-client                                   # asks your name; 127.0.0.1:50053, lobby
+//! chat-client --user alice --room rust
+//! printf 'hello\n/quit\n' | chat-client --user bot
+//! ```
+//!
+//! The logic lives in `grpc_chat::chat_client`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use grpc_chat::chat_client::{self, DEFAULT_ADDRESS, DEFAULT_CONNECT_RETRIES, Options};
+
+/// Chat in a grpc-chat room from the terminal.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Server address, HOST:PORT.
+    #[arg(long, default_value = DEFAULT_ADDRESS)]
+    address: String,
+    /// Your name (asked for when missing; in line mode the first input line).
+    #[arg(long)]
+    user: Option<String>,
+    /// The room to join (the server's default room when missing).
+    #[arg(long)]
+    room: Option<String>,
+    /// Line mode: retries when the server cannot be reached at startup
+    /// before giving up (the TUI retries until you quit).
+    #[arg(long, default_value_t = DEFAULT_CONNECT_RETRIES)]
+    connect_retries: u32,
+    /// Use line mode even on a terminal.
+    #[arg(long)]
+    line: bool,
+    /// Line mode: prefix each line with the local time (HH:MM).
+    #[arg(long)]
+    timestamps: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    // Logs go to stderr only when asked for (RUST_LOG): they would garble
+    // the TUI.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    chat_client::run(Options {
+        address: args.address,
+        user: args.user,
+        room: args.room,
+        connect_retries: args.connect_retries,
+        force_line_mode: args.line,
+        timestamps: args.timestamps,
+    })
+    .await
+}

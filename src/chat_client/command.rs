@@ -1,0 +1,107 @@
+//! What a line the user typed means: a message to send, or a command.
+//!
+//! ```text
+//! hello            → a message "hello"
+//! /me waves        → a message "/me waves" (shown as `* alice waves`)
+//! //etc/hosts      → a message "/etc/hosts" (a doubled slash escapes)
+//! /who             → ask the server who is in the room (the Who RPC)
+//! /help, /quit, /clear
+//! ```
+
+/// A line of input, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send this text as a chat message.
+    Say(String),
+    /// Leave the room and exit (`/quit`, `/exit`, `/q`).
+    Quit,
+    /// Show the commands (`/help`, `/?`).
+    Help,
+    /// List who is in the room (`/who`, `/names`).
+    Who,
+    /// Clear the message pane (`/clear`).
+    Clear,
+    /// Nothing to do (a blank line).
+    Nothing,
+    /// `/something` we do not know, or a command used wrongly; the text says
+    /// what went wrong.
+    Invalid(String),
+}
+
+/// The help text, one line per entry.
+pub const HELP: &[&str] = &[
+    "commands:",
+    "  /who         who is in this room",
+    "  /me ACTION   say what you do: * you ACTION",
+    "  /clear       clear the screen",
+    "  /quit        leave (also Ctrl-C, Ctrl-D)",
+    "  //text       send text that starts with /",
+    "keys: PgUp/PgDn scroll, Up/Down scroll when the input is empty,",
+    "  Ctrl-Up/Down any time, Esc back to the bottom, Tab completes names",
+];
+
+/// Parses one line of input (without its line ending).
+pub fn parse(line: &str) -> Command {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Command::Nothing;
+    }
+    if let Some(escaped) = line.strip_prefix("//") {
+        return Command::Say(format!("/{escaped}"));
+    }
+    let Some(command) = line.strip_prefix('/') else {
+        return Command::Say(line.to_owned());
+    };
+    let (name, rest) = match command.split_once(char::is_whitespace) {
+        Some((name, rest)) => (name, rest.trim()),
+        None => (command, ""),
+    };
+    match name.to_lowercase().as_str() {
+        "quit" | "exit" | "q" => Command::Quit,
+        "help" | "?" => Command::Help,
+        "who" | "names" => Command::Who,
+        "clear" => Command::Clear,
+        "me" if rest.is_empty() => Command::Invalid("usage: /me ACTION".to_owned()),
+        "me" => Command::Say(format!("{}{rest}", super::display::ACTION_PREFIX)),
+        _ => Command::Invalid(format!(
+            "unknown command /{name} (try /help; start with // to send a /)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let say = |s: &str| Command::Say(s.to_owned());
+        let cases = [
+            ("hello", say("hello")),
+            ("  spaced  ", say("  spaced  ")),
+            ("hello\r\n", say("hello")),
+            ("", Command::Nothing),
+            ("   ", Command::Nothing),
+            ("/quit", Command::Quit),
+            ("/QUIT", Command::Quit),
+            ("/exit", Command::Quit),
+            ("/q", Command::Quit),
+            ("/help", Command::Help),
+            ("/who", Command::Who),
+            ("/names", Command::Who),
+            ("/clear", Command::Clear),
+            ("/me waves", say("/me waves")),
+            ("/me   waves  twice ", say("/me waves  twice")),
+            ("//etc/hosts", say("/etc/hosts")),
+            (
+                "/",
+                Command::Invalid("unknown command / (try /help; start with // to send a /)".into()),
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse(input), want, "{input:?}");
+        }
+        assert!(matches!(parse("/me"), Command::Invalid(_)));
+        assert!(matches!(parse("/frobnicate x"), Command::Invalid(m) if m.contains("/frobnicate")));
+    }
+}

@@ -1,0 +1,353 @@
+//! Drawing the TUI with `ratatui`: the status bar, the message pane, the
+//! typing line and the input line.
+//!
+//! ```text
+//! ┌───────────────────────────────────────────────────────────┐
+//! │ #lobby · alice · 127.0.0.1:50053 · connected · 3 here     │ status bar
+//! │12:01 -- welcome to lobby, alice: also here: bob, carol -- │
+//! │12:02 [bob] hi!                                            │ message pane
+//! │12:02 [you] hello                                          │ (scrolls)
+//! │12:03 * carol joined                                       │
+//! │* bob typing...                                            │ typing line
+//! │> what's up_                                               │ input line
+//! └───────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! Long lines wrap, with continuation rows indented under the text; the
+//! wrapping is done here ([`wrap`]) rather than by `ratatui` so that the
+//! pane can count rows and scroll by them.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Position};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use unicode_width::UnicodeWidthChar;
+
+use super::app::App;
+use super::display::{DisplayLine, Entry, Speaker, color_index};
+use super::view::Connection;
+
+/// Name colours; a name's slot is [`color_index`] of it.
+pub const PALETTE: &[Color] = &[
+    Color::Red,
+    Color::Green,
+    Color::Yellow,
+    Color::Blue,
+    Color::Magenta,
+    Color::Cyan,
+    Color::LightRed,
+    Color::LightGreen,
+    Color::LightYellow,
+    Color::LightBlue,
+    Color::LightMagenta,
+    Color::LightCyan,
+];
+
+/// The colour of `name`.
+pub fn name_color(name: &str) -> Color {
+    PALETTE[color_index(name, PALETTE.len())]
+}
+
+const TIME_WIDTH: usize = 6; // "HH:MM "
+const PROMPT: &str = "> ";
+
+fn dim() -> Style {
+    Style::default().fg(Color::DarkGray)
+}
+
+/// The styled spans of one line, time first.
+pub fn spans(line: &DisplayLine, me: &str) -> Vec<Span<'static>> {
+    let mut spans = vec![Span::styled(format!("{} ", line.clock()), dim())];
+    let text_style = if line.mentions_you {
+        Style::default().add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    match &line.entry {
+        Entry::Message {
+            from: Speaker::You,
+            text,
+        } => {
+            spans.push(Span::styled(
+                "[you] ",
+                Style::default()
+                    .fg(name_color(me))
+                    .add_modifier(Modifier::BOLD),
+            ));
+            spans.push(Span::styled(text.clone(), text_style));
+        }
+        Entry::Message {
+            from: Speaker::Other(name),
+            text,
+        } => {
+            spans.push(Span::styled(
+                format!("[{name}] "),
+                Style::default()
+                    .fg(name_color(name))
+                    .add_modifier(Modifier::BOLD),
+            ));
+            spans.push(Span::styled(text.clone(), text_style));
+        }
+        Entry::Action { name, text, .. } => {
+            let italic = Style::default().add_modifier(Modifier::ITALIC);
+            spans.push(Span::styled("* ", italic));
+            spans.push(Span::styled(
+                name.clone(),
+                italic.fg(name_color(name)).add_modifier(Modifier::BOLD),
+            ));
+            spans.push(Span::styled(format!(" {text}"), italic.patch(text_style)));
+        }
+        Entry::Joined(_) | Entry::Left(_) => {
+            spans.push(Span::styled(line.plain(), dim()));
+        }
+        Entry::Notice(_) => {
+            spans.push(Span::styled(
+                line.plain(),
+                dim().add_modifier(Modifier::ITALIC),
+            ));
+        }
+    }
+    spans
+}
+
+/// Wraps styled spans into rows of at most `width` columns, breaking after a
+/// space where one is near, otherwise anywhere; continuation rows start with
+/// `indent` spaces.
+pub fn wrap(spans: &[Span<'static>], width: usize, indent: usize) -> Vec<Line<'static>> {
+    let width = width.max(1);
+    let indent = if indent * 2 > width { 0 } else { indent };
+    let cells: Vec<(char, Style)> = spans
+        .iter()
+        .flat_map(|s| s.content.chars().map(move |c| (c, s.style)))
+        .collect();
+    let mut rows: Vec<Vec<(char, Style)>> = Vec::new();
+    let mut start = 0;
+    while start < cells.len() || rows.is_empty() {
+        let lead = if rows.is_empty() { 0 } else { indent };
+        let mut used = lead;
+        let mut end = start;
+        let mut last_space = None;
+        while end < cells.len() {
+            let w = cells[end].0.width().unwrap_or(0);
+            if used + w > width {
+                break;
+            }
+            if cells[end].0 == ' ' {
+                last_space = Some(end);
+            }
+            used += w;
+            end += 1;
+        }
+        if end < cells.len() {
+            // Break after the last space, unless it would leave a short row.
+            if let Some(space) =
+                last_space.filter(|s| *s > start && (s - start) * 3 >= (end - start))
+            {
+                end = space + 1;
+            }
+            if end == start {
+                // A character wider than the row: take it anyway.
+                end = start + 1;
+            }
+        }
+        let mut row = vec![(' ', Style::default()); lead];
+        row.extend_from_slice(&cells[start..end]);
+        rows.push(row);
+        start = end;
+        if cells.is_empty() {
+            break;
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let mut spans: Vec<Span<'static>> = Vec::new();
+            let mut current = String::new();
+            let mut style = None;
+            for (c, s) in row {
+                if style != Some(s) && !current.is_empty() {
+                    spans.push(Span::styled(
+                        std::mem::take(&mut current),
+                        style.unwrap_or_default(),
+                    ));
+                }
+                style = Some(s);
+                current.push(c);
+            }
+            if !current.is_empty() {
+                spans.push(Span::styled(current, style.unwrap_or_default()));
+            }
+            Line::from(spans)
+        })
+        .collect()
+}
+
+/// The rows to show in a pane `height` rows tall, scrolled `scroll` rows up
+/// from the bottom. Only the lines needed are wrapped. Clamps `scroll` to
+/// the top.
+pub fn visible_rows(app: &mut App, width: usize, height: usize) -> Vec<Line<'static>> {
+    let me = app.view.me().to_owned();
+    let want = height.saturating_add(app.scroll);
+    let mut rows: Vec<Line<'static>> = Vec::new();
+    for line in app.lines.iter().rev() {
+        let mut wrapped = wrap(&spans(line, &me), width, TIME_WIDTH);
+        wrapped.reverse();
+        rows.extend(wrapped);
+        if rows.len() >= want {
+            break;
+        }
+    }
+    // `rows` is newest first. Clamp the scroll so the top line stays at the
+    // top of the pane.
+    let max_scroll = rows.len().saturating_sub(height);
+    if app.scroll > max_scroll {
+        app.scroll = max_scroll;
+        if app.scroll == 0 {
+            app.unread = 0;
+        }
+    }
+    let mut shown: Vec<Line<'static>> = rows.into_iter().skip(app.scroll).take(height).collect();
+    shown.reverse();
+    shown
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
+    let [status, pane, typing, input] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    // Status bar.
+    let (state, state_color) = match app.view.connection() {
+        Connection::Connecting => ("connecting…", Color::Yellow),
+        Connection::Connected => ("connected", Color::Green),
+        Connection::Reconnecting => ("reconnecting…", Color::Yellow),
+        Connection::Closed => ("closed", Color::Red),
+    };
+    let here = app.view.members().count() + 1;
+    let bar = Style::default().bg(Color::DarkGray).fg(Color::White);
+    let mut status_spans = vec![
+        Span::styled(format!(" #{} ", app.room), bar.add_modifier(Modifier::BOLD)),
+        Span::styled(format!("· {} · {} · ", app.view.me(), app.address), bar),
+        Span::styled(state, bar.fg(state_color)),
+    ];
+    if *app.view.connection() == Connection::Connected {
+        status_spans.push(Span::styled(format!(" · {here} here"), bar));
+    }
+    if app.scroll > 0 {
+        let more = if app.unread > 0 {
+            format!(" · ↓ {} new (Esc) ", app.unread)
+        } else {
+            " · scrolled (Esc) ".to_owned()
+        };
+        status_spans.push(Span::styled(more, bar.fg(Color::LightYellow)));
+    }
+    status_spans.push(Span::styled(" ".repeat(usize::from(status.width)), bar));
+    frame.render_widget(Paragraph::new(Line::from(status_spans)), status);
+
+    // Message pane.
+    app.page = usize::from(pane.height);
+    let rows = visible_rows(app, usize::from(pane.width), usize::from(pane.height));
+    frame.render_widget(Paragraph::new(rows), pane);
+
+    // Typing line.
+    if let Some(line) = &app.typing_line {
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                line.clone(),
+                dim().add_modifier(Modifier::ITALIC),
+            )),
+            typing,
+        );
+    }
+
+    // Input line, scrolled so the cursor stays visible.
+    let room = usize::from(input.width).saturating_sub(PROMPT.len());
+    let (text, column) = app.input.window(room);
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(PROMPT, Style::default().add_modifier(Modifier::BOLD)),
+            Span::raw(text.to_owned()),
+        ])),
+        input,
+    );
+    let x = input
+        .x
+        .saturating_add(u16::try_from(PROMPT.len() + column).unwrap_or(u16::MAX))
+        .min(input.right().saturating_sub(1));
+    frame.set_cursor_position(Position::new(x, input.y));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(line: &Line<'_>) -> String {
+        line.spans.iter().map(|s| s.content.as_ref()).collect()
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_and_indents() {
+        let spans = vec![
+            Span::raw("12:00 "),
+            Span::raw("[bob] the quick brown fox jumps"),
+        ];
+        let rows: Vec<String> = wrap(&spans, 20, 6).iter().map(text).collect();
+        assert_eq!(
+            rows,
+            ["12:00 [bob] the ", "      quick brown ", "      fox jumps"]
+        );
+        for row in &rows {
+            assert!(unicode_width::UnicodeWidthStr::width(row.as_str()) <= 20);
+        }
+    }
+
+    #[test]
+    fn wrap_splits_long_words_and_wide_chars() {
+        let rows: Vec<String> = wrap(&[Span::raw("abcdefghij")], 4, 0)
+            .iter()
+            .map(text)
+            .collect();
+        assert_eq!(rows, ["abcd", "efgh", "ij"]);
+        let rows: Vec<String> = wrap(&[Span::raw("漢字漢字")], 5, 0)
+            .iter()
+            .map(text)
+            .collect();
+        assert_eq!(rows, ["漢字", "漢字"]);
+        assert_eq!(wrap(&[], 10, 2).len(), 1, "an empty line is one row");
+    }
+
+    #[test]
+    fn wrap_keeps_styles() {
+        let red = Style::default().fg(Color::Red);
+        let rows = wrap(&[Span::styled("ab", red), Span::raw("cd")], 3, 0);
+        assert_eq!(rows[0].spans[0].style, red);
+        assert_eq!(rows[0].spans[1].content, "c");
+        assert_eq!(rows[1].spans[0].content, "d");
+    }
+
+    #[test]
+    fn scroll_is_clamped_to_the_top() {
+        let mut app = App::new("alice", "lobby", "x");
+        for i in 0..5 {
+            app.push(DisplayLine::notice(0, &format!("n{i}")));
+        }
+        app.scroll = 100;
+        let rows = visible_rows(&mut app, 40, 3);
+        assert_eq!(app.scroll, 2);
+        assert!(text(&rows[0]).contains("n0"));
+        app.scroll = 0;
+        let rows = visible_rows(&mut app, 40, 3);
+        assert!(text(&rows[2]).contains("n4"));
+    }
+
+    #[test]
+    fn names_have_stable_colours() {
+        assert_eq!(name_color("alice"), name_color("alice"));
+        assert_eq!(name_color("ALICE"), name_color("alice"));
+    }
+}

@@ -1,0 +1,604 @@
+//! The connection to the server: one task that dials, joins the room with
+//! `USER_JOINED`, passes events both ways, and reconnects with backoff when
+//! the connection breaks. The user interface talks to it through two
+//! channels and never sees a socket or a `Status`.
+//!
+//! ```text
+//!   UI ── Outgoing (message, typing, /who, leave) ──▶ session task ──▶ server
+//!   UI ◀── Update (events, connected, disconnected) ── session task ◀── server
+//! ```
+//!
+//! States of the task:
+//!
+//! ```text
+//!            ok                        stream error / end
+//! Dialling ─────▶ Joined ───────────────────────────────▶ Waiting(backoff) ──▶ Dialling
+//!    │ refused       │ Leave: USER_LEFT, half-close,            │ Leave
+//!    ▼               ▼ wait for the server's end                ▼
+//! Waiting         Done                                         Done
+//!    (at startup, after `startup_attempts` failures: GaveUp)
+//! ```
+//!
+//! A call is "joined" only once the server's first event arrives: a name in
+//! use or a bad room is reported as the call's status, after the `USER_JOINED`
+//! was sent.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tracing::debug;
+
+use super::typing::Signal;
+use crate::chat::ROOM_METADATA_KEY;
+use crate::client::{Channel, RequestSink};
+use crate::pb::chat::{
+    ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, TypingEvent, TypingEventType,
+    UserEvent, UserEventType, WhoRequest, WhoResponse, client_event, server_event,
+};
+use crate::rpc::Request;
+use crate::{Code, Status};
+
+/// Default for [`SessionConfig::backoff_min`].
+pub const DEFAULT_BACKOFF_MIN: Duration = Duration::from_millis(500);
+/// Default for [`SessionConfig::backoff_max`].
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Default for [`SessionConfig::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long leaving waits for the server to end the call, so the
+/// `USER_LEFT` is on the wire before the process exits.
+pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Events buffered between the connection and the session task. When the
+/// UI falls this far behind, reading stops and HTTP/2 flow control pushes
+/// back on the server.
+const INBOUND_BUFFER: usize = 256;
+
+/// Where and as whom to chat.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Server address, `host:port`.
+    pub address: String,
+    /// The user name sent with `USER_JOINED`.
+    pub user: String,
+    /// The room (`chat-room` metadata); `None` for the server's default.
+    pub room: Option<String>,
+    /// Connection attempts before giving up when the first connection cannot
+    /// be made; `None` retries for ever. Once connected, reconnecting never
+    /// gives up.
+    pub startup_attempts: Option<u32>,
+    /// The first reconnection delay; it doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// The longest reconnection delay.
+    pub backoff_max: Duration,
+    /// How long dialling plus joining may take.
+    pub connect_timeout: Duration,
+}
+
+impl SessionConfig {
+    /// Defaults for everything but who and where.
+    pub fn new(address: impl Into<String>, user: impl Into<String>, room: Option<String>) -> Self {
+        SessionConfig {
+            address: address.into(),
+            user: user.into(),
+            room,
+            startup_attempts: None,
+            backoff_min: DEFAULT_BACKOFF_MIN,
+            backoff_max: DEFAULT_BACKOFF_MAX,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// What the UI asks of the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// Send a chat message.
+    Message(String),
+    /// Send a typing event.
+    Typing(Signal),
+    /// Ask who is in the room; answered by [`Update::Who`].
+    Who,
+    /// Leave now: `USER_LEFT`, half-close, then [`Update::Left`]. Before
+    /// the first connection: stop trying, then [`Update::Left`].
+    Leave,
+    /// Leave once everything sent so far is delivered (the end of a
+    /// script's input). Before the first connection the session keeps
+    /// trying, delivers, then leaves; if it never connects the session ends
+    /// with [`Update::GaveUp`]. Once joined this is [`Outgoing::Leave`].
+    Finish,
+}
+
+/// What the session tells the UI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    /// Joined the room; `reconnected` after an earlier connection was lost.
+    Connected {
+        /// Whether this is a reconnection.
+        reconnected: bool,
+    },
+    /// An event from the server.
+    Event(ServerEvent),
+    /// The answer to [`Outgoing::Who`].
+    Who(Result<WhoResponse, String>),
+    /// Not connected; a new attempt follows. The notice says why and when.
+    Disconnected {
+        /// For the user, e.g. "connection lost, reconnecting in 2s".
+        notice: String,
+    },
+    /// A message could not be sent (not connected).
+    NotSent(String),
+    /// The session ended without the user asking: cannot connect, or the
+    /// server refused us (name in use, invalid room...). Says why.
+    GaveUp(String),
+    /// The session ended after [`Outgoing::Leave`].
+    Left,
+}
+
+/// Reconnection delays: `min`, doubling to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Delays from `min` doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The delay before the next attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(self.max);
+        delay
+    }
+
+    /// Back to `min` (after a successful connection).
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// "0.5s", "2s", "10s".
+pub fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Why we are not connected.
+#[derive(Debug, Clone)]
+pub enum Cause {
+    /// The call or connection ended while joined.
+    Lost(Status),
+    /// Dialling or joining failed.
+    ConnectFailed(Status),
+}
+
+/// The notice shown while waiting to reconnect.
+pub fn disconnect_notice(cause: &Cause, retry_in: Duration) -> String {
+    let when = short_duration(retry_in);
+    match cause {
+        // Unavailable is the connection breaking or the server going away;
+        // its message is transport detail the user cannot act on.
+        Cause::Lost(status) if status.code() == Code::Unavailable => {
+            format!("connection lost, reconnecting in {when}")
+        }
+        Cause::Lost(status) => {
+            format!("disconnected: {}; reconnecting in {when}", reason(status))
+        }
+        Cause::ConnectFailed(status) => {
+            format!("{}; retrying in {when}", reason(status))
+        }
+    }
+}
+
+/// A status as one short phrase for the user.
+pub fn reason(status: &Status) -> String {
+    if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_owned()
+    }
+}
+
+/// Whether a failure to join should end the session rather than be retried:
+/// the server understood us and said no.
+fn is_refusal(status: &Status, reconnecting: bool) -> bool {
+    match status.code() {
+        Code::InvalidArgument
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::Unimplemented
+        | Code::FailedPrecondition => true,
+        // On a reconnection our old membership may not have been noticed as
+        // gone yet: the name frees up shortly.
+        Code::AlreadyExists => !reconnecting,
+        _ => false,
+    }
+}
+
+/// Starts the session task; returns its two channel ends.
+pub fn start(
+    config: SessionConfig,
+) -> (
+    mpsc::UnboundedSender<Outgoing>,
+    mpsc::UnboundedReceiver<Update>,
+) {
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (up_tx, up_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(config, out_rx, up_tx));
+    (out_tx, up_rx)
+}
+
+/// A joined call.
+struct Joined {
+    client: ChatServiceClient,
+    sink: RequestSink<ClientEvent>,
+    /// Events (and finally the end) read by `reader`.
+    inbound: mpsc::Receiver<Result<ServerEvent, Status>>,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        // Dropping the response stream in the reader cancels the call
+        // (RST_STREAM) if it is still open.
+        self.reader.abort();
+    }
+}
+
+/// Requests made before the first connection, carried out once joined.
+#[derive(Debug, Default)]
+struct Held {
+    /// Messages to send.
+    messages: Vec<String>,
+    /// Leave right after sending them ([`Outgoing::Finish`]).
+    finish: bool,
+}
+
+/// How a joined call ended.
+enum Ended {
+    Left,
+    Lost(Status),
+}
+
+/// The session task.
+async fn run(
+    config: SessionConfig,
+    mut outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    updates: mpsc::UnboundedSender<Update>,
+) {
+    let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+    let mut ever_joined = false;
+    let mut failed_attempts = 0u32;
+    // The id of the last chat message seen. A later history feature will
+    // send it when rejoining, so the server can replay what was missed.
+    let mut last_message_id: Option<u64> = None;
+    // What was asked before the first connection: done once joined (a
+    // script's input usually arrives before the server answers).
+    let mut held = Held::default();
+    loop {
+        let cause = match join(&config).await {
+            Ok((mut joined, first)) => {
+                backoff.reset();
+                failed_attempts = 0;
+                let _ = updates.send(Update::Connected {
+                    reconnected: ever_joined,
+                });
+                ever_joined = true;
+                forward(first, &mut last_message_id, &updates);
+                for text in held.messages.drain(..) {
+                    let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
+                        message: text,
+                        ..Default::default()
+                    }));
+                    if let Err(status) = joined.sink.send(&message).await {
+                        debug!(%status, "sending a held message failed");
+                    }
+                }
+                match serve(
+                    &config,
+                    &mut joined,
+                    &mut outgoing,
+                    &updates,
+                    &mut last_message_id,
+                )
+                .await
+                {
+                    Ended::Left => {
+                        let _ = updates.send(Update::Left);
+                        return;
+                    }
+                    Ended::Lost(status) => Cause::Lost(status),
+                }
+            }
+            Err(status) if is_refusal(&status, ever_joined) => {
+                let _ = updates.send(Update::GaveUp(reason(&status)));
+                return;
+            }
+            Err(status) => {
+                failed_attempts += 1;
+                if !ever_joined
+                    && config
+                        .startup_attempts
+                        .is_some_and(|most| failed_attempts >= most)
+                {
+                    let _ = updates.send(Update::GaveUp(reason(&status)));
+                    return;
+                }
+                Cause::ConnectFailed(status)
+            }
+        };
+        let delay = backoff.next_delay();
+        debug!(?cause, ?delay, "not connected");
+        let _ = updates.send(Update::Disconnected {
+            notice: disconnect_notice(&cause, delay),
+        });
+        let hold = (!ever_joined).then_some(&mut held);
+        if wait(delay, &mut outgoing, &updates, hold).await.is_break() {
+            let _ = updates.send(Update::Left);
+            return;
+        }
+    }
+}
+
+/// Waits out a backoff delay, answering the UI meanwhile: messages and
+/// [`Outgoing::Finish`] go to `hold` when given (before the first
+/// connection); otherwise messages are reported not sent and `Finish` leaves.
+/// `Break` when the user left.
+async fn wait(
+    delay: Duration,
+    outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
+    updates: &mpsc::UnboundedSender<Update>,
+    mut hold: Option<&mut Held>,
+) -> std::ops::ControlFlow<()> {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return std::ops::ControlFlow::Continue(()),
+            out = outgoing.recv() => match out {
+                None | Some(Outgoing::Leave) => return std::ops::ControlFlow::Break(()),
+                Some(Outgoing::Finish) => match hold.as_deref_mut() {
+                    Some(held) => held.finish = true,
+                    None => return std::ops::ControlFlow::Break(()),
+                },
+                Some(Outgoing::Message(text)) => match hold.as_deref_mut() {
+                    Some(held) => held.messages.push(text),
+                    None => {
+                        let _ = updates.send(Update::NotSent(text));
+                    }
+                },
+                Some(Outgoing::Who) => {
+                    let _ = updates.send(Update::Who(Err("not connected".to_owned())));
+                }
+                // Typing means nothing to a room we are not in.
+                Some(Outgoing::Typing(_)) => {}
+            },
+        }
+    }
+}
+
+fn event(event: client_event::Event) -> ClientEvent {
+    ClientEvent { event: Some(event) }
+}
+
+fn user_event(kind: UserEventType, user: &str) -> ClientEvent {
+    event(client_event::Event::UserEvent(UserEvent {
+        r#type: kind.into(),
+        username: user.to_owned(),
+        timestamp: 0,
+    }))
+}
+
+/// Dials, opens `Chat`, sends `USER_JOINED` and waits for the first event.
+async fn join(config: &SessionConfig) -> Result<(Joined, ServerEvent), Status> {
+    let attempt = async {
+        let channel = Channel::builder(config.address.clone())
+            .connect_timeout(config.connect_timeout)
+            .connect()
+            .await?;
+        let client = ChatServiceClient::new(channel);
+        let mut request = Request::new(());
+        if let Some(room) = &config.room {
+            request
+                .metadata_mut()
+                .insert(ROOM_METADATA_KEY, room)
+                .map_err(|e| Status::invalid_argument(format!("room name {room:?}: {e}")))?;
+        }
+        let (mut sink, mut stream) = client.chat(request).await?.split();
+        // If the server refuses the call it may end it before reading: the
+        // send then fails, and the reason is the response's status.
+        let sent = sink
+            .send(&user_event(UserEventType::UserJoined, &config.user))
+            .await;
+        let first = match stream.message().await {
+            Ok(Some(first)) => first,
+            Ok(None) => return Err(Status::unavailable("the server ended the call at once")),
+            Err(status) => return Err(status),
+        };
+        sent?;
+        let (tx, inbound) = mpsc::channel(INBOUND_BUFFER);
+        let reader = tokio::spawn(async move {
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => Err(Status::unavailable("the server ended the chat")),
+                    Err(status) => Err(status),
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok((
+            Joined {
+                client,
+                sink,
+                inbound,
+                reader,
+            },
+            first,
+        ))
+    };
+    timeout(config.connect_timeout, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Status::unavailable(format!(
+                "timed out joining at {}",
+                config.address
+            )))
+        })
+}
+
+/// Passes a server event on, remembering the last message id.
+fn forward(
+    event: ServerEvent,
+    last_message_id: &mut Option<u64>,
+    updates: &mpsc::UnboundedSender<Update>,
+) {
+    if let Some(server_event::Event::ChatMessage(m)) = &event.event {
+        if m.id > 0 {
+            *last_message_id = Some(last_message_id.map_or(m.id, |last| last.max(m.id)));
+        }
+    }
+    let _ = updates.send(Update::Event(event));
+}
+
+/// Runs a joined call until it breaks or the user leaves.
+async fn serve(
+    config: &SessionConfig,
+    joined: &mut Joined,
+    outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
+    updates: &mpsc::UnboundedSender<Update>,
+    last_message_id: &mut Option<u64>,
+) -> Ended {
+    loop {
+        tokio::select! {
+            item = joined.inbound.recv() => match item {
+                Some(Ok(event)) => forward(event, last_message_id, updates),
+                Some(Err(status)) => return Ended::Lost(status),
+                None => return Ended::Lost(Status::unavailable("connection lost")),
+            },
+            out = outgoing.recv() => {
+                let message = match out {
+                    None | Some(Outgoing::Leave | Outgoing::Finish) => {
+                        leave(config, joined).await;
+                        return Ended::Left;
+                    }
+                    Some(Outgoing::Who) => {
+                        let client = joined.client.clone();
+                        let room = config.room.clone().unwrap_or_default();
+                        let updates = updates.clone();
+                        tokio::spawn(async move {
+                            let answer = timeout(DEFAULT_CONNECT_TIMEOUT, client.who(WhoRequest { room }))
+                                .await
+                                .map_err(|_| "timed out".to_owned())
+                                .and_then(|r| r.map(|r| r.into_inner()).map_err(|s| reason(&s)));
+                            let _ = updates.send(Update::Who(answer));
+                        });
+                        continue;
+                    }
+                    Some(Outgoing::Message(text)) => event(client_event::Event::ChatMessage(
+                        ChatMessageEvent { message: text, ..Default::default() },
+                    )),
+                    Some(Outgoing::Typing(signal)) => {
+                        let kind = match signal {
+                            Signal::Start => TypingEventType::TypingStart,
+                            Signal::Stop => TypingEventType::TypingStop,
+                        };
+                        event(client_event::Event::TypingEvent(TypingEvent {
+                            r#type: kind.into(),
+                            ..Default::default()
+                        }))
+                    }
+                };
+                if let Err(status) = joined.sink.send(&message).await {
+                    if let Some(client_event::Event::ChatMessage(m)) = message.event {
+                        let _ = updates.send(Update::NotSent(m.message));
+                    }
+                    return Ended::Lost(status);
+                }
+            }
+        }
+    }
+}
+
+/// Sends `USER_LEFT`, half-closes, and waits (briefly) for the server to end
+/// the call, so the leave is delivered before the process exits.
+async fn leave(config: &SessionConfig, joined: &mut Joined) {
+    let _ = joined
+        .sink
+        .send(&user_event(UserEventType::UserLeft, &config.user))
+        .await;
+    let _ = joined.sink.close();
+    let _ = timeout(LEAVE_TIMEOUT, async {
+        while let Some(Ok(_)) = joined.inbound.recv().await {}
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+        let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]
+        );
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(short_duration(Duration::from_millis(500)), "0.5s");
+        assert_eq!(short_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(short_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(short_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn notices() {
+        let lost = Cause::Lost(Status::unavailable("connection lost: broken pipe"));
+        assert_eq!(
+            disconnect_notice(&lost, Duration::from_secs(2)),
+            "connection lost, reconnecting in 2s"
+        );
+        let kicked = Cause::Lost(Status::resource_exhausted("too slow"));
+        assert_eq!(
+            disconnect_notice(&kicked, Duration::from_millis(500)),
+            "disconnected: too slow; reconnecting in 0.5s"
+        );
+        let refused = Cause::ConnectFailed(Status::unavailable("cannot connect to h:1: refused"));
+        assert_eq!(
+            disconnect_notice(&refused, Duration::from_secs(4)),
+            "cannot connect to h:1: refused; retrying in 4s"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(is_refusal(&Status::invalid_argument("bad name"), false));
+        assert!(is_refusal(&Status::already_exists("taken"), false));
+        assert!(!is_refusal(&Status::already_exists("taken"), true));
+        assert!(!is_refusal(&Status::unavailable("down"), false));
+        assert!(!is_refusal(&Status::resource_exhausted("full"), true));
+    }
+}

@@ -1,0 +1,371 @@
+//! The conversation as the user sees it, built from session updates: display
+//! lines, the typing line, the member list and the connection state. Both
+//! front ends (line mode and the TUI) feed it the same [`Update`]s and draw
+//! what it returns; it does no I/O and is told the time.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::display::{DisplayLine, now_unix, same_name};
+use super::sanitize::sanitize;
+use super::session::Update;
+use super::typing::TypingIndicator;
+use crate::pb::chat::{ServerEvent, TypingEventType, UserEventType, server_event};
+
+/// The connection as the status bar shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// Not joined yet.
+    Connecting,
+    /// Joined.
+    Connected,
+    /// Lost; trying again.
+    Reconnecting,
+    /// Ended.
+    Closed,
+}
+
+/// What changed, for the front end to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A new line of conversation.
+    Line(DisplayLine),
+    /// The typing line is now this (or gone).
+    Typing(Option<String>),
+}
+
+/// The state behind the display.
+#[derive(Debug)]
+pub struct ChatView {
+    /// This client's user name.
+    me: String,
+    /// Others typing.
+    typing: TypingIndicator,
+    /// Members of the room other than us, lower-cased name → name as shown
+    /// (sanitised): from `/who` answers, joins and leaves.
+    members: BTreeMap<String, String>,
+    /// `/who` answers to absorb without printing (asked for by the client
+    /// itself, to learn the member list).
+    silent_who: usize,
+    /// The connection state.
+    connection: Connection,
+}
+
+impl ChatView {
+    /// A view for user `me`.
+    pub fn new(me: &str) -> Self {
+        ChatView {
+            me: me.trim().to_owned(),
+            typing: TypingIndicator::new(),
+            members: BTreeMap::new(),
+            silent_who: 0,
+            connection: Connection::Connecting,
+        }
+    }
+
+    /// This client's user name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The connection state.
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// Other members, sorted (sanitised names).
+    pub fn members(&self) -> impl Iterator<Item = &str> {
+        self.members.values().map(String::as_str)
+    }
+
+    /// The typing line, if anyone is typing.
+    pub fn typing_line(&self) -> Option<String> {
+        self.typing.line()
+    }
+
+    /// The next `/who` answer only updates the member list.
+    pub fn expect_silent_who(&mut self) {
+        self.silent_who += 1;
+    }
+
+    /// A notice from this client, stamped now.
+    pub fn local(&self, text: &str) -> DisplayLine {
+        DisplayLine::notice(now_unix(), text)
+    }
+
+    /// Applies an update from the session.
+    pub fn update(&mut self, update: &Update, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        match update {
+            Update::Event(event) => self.event(event, now, &mut changes),
+            Update::Connected { reconnected } => {
+                self.connection = Connection::Connected;
+                if *reconnected {
+                    changes.push(Change::Line(self.local("reconnected")));
+                }
+            }
+            Update::Disconnected { notice } => {
+                self.connection = Connection::Reconnecting;
+                self.members.clear();
+                if self.typing.clear() {
+                    changes.push(Change::Typing(None));
+                }
+                changes.push(Change::Line(self.local(notice)));
+            }
+            Update::Who(answer) => {
+                let silent = self.silent_who > 0;
+                self.silent_who = self.silent_who.saturating_sub(1);
+                match answer {
+                    Ok(who) => {
+                        self.members = who
+                            .users
+                            .iter()
+                            .filter(|n| !same_name(n, &self.me))
+                            .map(|n| (n.to_lowercase(), sanitize(n).into_owned()))
+                            .collect();
+                        if !silent {
+                            let names: Vec<String> =
+                                who.users.iter().map(|n| sanitize(n).into_owned()).collect();
+                            let text = format!(
+                                "in {}: {} ({})",
+                                sanitize(&who.room),
+                                names.join(", "),
+                                names.len()
+                            );
+                            changes.push(Change::Line(DisplayLine::notice(now_unix(), &text)));
+                        }
+                    }
+                    Err(why) if !silent => {
+                        changes.push(Change::Line(self.local(&format!("/who failed: {why}"))));
+                    }
+                    Err(_) => {}
+                }
+            }
+            Update::NotSent(text) => {
+                changes.push(Change::Line(
+                    self.local(&format!("not connected: not sent: {text}")),
+                ));
+            }
+            Update::GaveUp(why) => {
+                self.connection = Connection::Closed;
+                changes.push(Change::Line(self.local(why)));
+            }
+            Update::Left => self.connection = Connection::Closed,
+        }
+        changes
+    }
+
+    /// Time passed: expires stale typing indicators.
+    pub fn tick(&mut self, now: Instant) -> Vec<Change> {
+        if self.typing.tick(now) {
+            vec![Change::Typing(self.typing.line())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn event(&mut self, event: &ServerEvent, now: Instant, changes: &mut Vec<Change>) {
+        let Some(event) = &event.event else {
+            return;
+        };
+        match event {
+            server_event::Event::ChatMessage(m) => {
+                if self.typing.stop(&sanitize(&m.username)) {
+                    changes.push(Change::Typing(self.typing.line()));
+                }
+                changes.push(Change::Line(DisplayLine::message(
+                    m.timestamp,
+                    &m.username,
+                    &m.message,
+                    &self.me,
+                )));
+            }
+            server_event::Event::TypingEvent(t) => {
+                if same_name(&t.username, &self.me) {
+                    return;
+                }
+                let name = sanitize(&t.username);
+                let changed = if t.r#type == TypingEventType::TypingStart as i32 {
+                    self.typing.start(&name, now)
+                } else if t.r#type == TypingEventType::TypingStop as i32 {
+                    self.typing.stop(&name)
+                } else {
+                    false
+                };
+                if changed {
+                    changes.push(Change::Typing(self.typing.line()));
+                }
+            }
+            server_event::Event::UserEvent(u) => {
+                // Our own join comes back too; the welcome notice that
+                // follows says it better.
+                if same_name(&u.username, &self.me) {
+                    return;
+                }
+                let name = sanitize(&u.username).into_owned();
+                if u.r#type == UserEventType::UserJoined as i32 {
+                    self.members.insert(u.username.to_lowercase(), name);
+                    changes.push(Change::Line(DisplayLine::joined(u.timestamp, &u.username)));
+                } else if u.r#type == UserEventType::UserLeft as i32 {
+                    self.members.remove(&u.username.to_lowercase());
+                    if self.typing.stop(&name) {
+                        changes.push(Change::Typing(self.typing.line()));
+                    }
+                    changes.push(Change::Line(DisplayLine::left(u.timestamp, &u.username)));
+                }
+            }
+            server_event::Event::SystemEvent(s) => {
+                changes.push(Change::Line(DisplayLine::notice(s.timestamp, &s.message)));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::chat::{ChatMessageEvent, SystemEvent, TypingEvent, UserEvent, WhoResponse};
+
+    fn ev(e: server_event::Event) -> Update {
+        Update::Event(ServerEvent { event: Some(e) })
+    }
+    fn msg(user: &str, text: &str) -> Update {
+        ev(server_event::Event::ChatMessage(ChatMessageEvent {
+            message: text.into(),
+            username: user.into(),
+            timestamp: 1_700_000_000,
+            id: 1,
+        }))
+    }
+    fn user(kind: UserEventType, name: &str) -> Update {
+        ev(server_event::Event::UserEvent(UserEvent {
+            r#type: kind.into(),
+            username: name.into(),
+            timestamp: 1_700_000_000,
+        }))
+    }
+    fn typing(kind: TypingEventType, name: &str) -> Update {
+        ev(server_event::Event::TypingEvent(TypingEvent {
+            username: name.into(),
+            timestamp: 0,
+            r#type: kind.into(),
+        }))
+    }
+    fn plain(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Line(l) => l.plain(),
+                Change::Typing(t) => format!("typing: {t:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_conversation() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        let mut log = Vec::new();
+        let steps = [
+            Update::Connected { reconnected: false },
+            user(UserEventType::UserJoined, "alice"),
+            ev(server_event::Event::SystemEvent(SystemEvent {
+                message: "welcome to lobby, alice: you are the only one here".into(),
+                timestamp: 0,
+            })),
+            user(UserEventType::UserJoined, "bob"),
+            typing(TypingEventType::TypingStart, "bob"),
+            typing(TypingEventType::TypingStart, "alice"),
+            msg("bob", "hi"),
+            msg("alice", "hello"),
+            msg("bob", "/me waves"),
+            user(UserEventType::UserLeft, "bob"),
+        ];
+        for step in &steps {
+            log.extend(plain(&v.update(step, t)));
+        }
+        assert_eq!(
+            log,
+            [
+                "-- welcome to lobby, alice: you are the only one here --",
+                "* bob joined",
+                "typing: Some(\"* bob typing...\")",
+                "typing: None",
+                "[bob] hi",
+                "[you] hello",
+                "* bob waves",
+                "* bob left",
+            ]
+        );
+        assert_eq!(v.connection(), &Connection::Connected);
+    }
+
+    #[test]
+    fn leaving_clears_typing_and_members() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        v.update(&user(UserEventType::UserJoined, "bob"), t);
+        v.update(&typing(TypingEventType::TypingStart, "bob"), t);
+        assert_eq!(v.members().collect::<Vec<_>>(), ["bob"]);
+        let changes = v.update(&user(UserEventType::UserLeft, "bob"), t);
+        assert_eq!(plain(&changes), ["typing: None", "* bob left"]);
+        assert_eq!(v.members().count(), 0);
+    }
+
+    #[test]
+    fn connection_notices() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        v.update(&typing(TypingEventType::TypingStart, "bob"), t);
+        let changes = v.update(
+            &Update::Disconnected {
+                notice: "connection lost, reconnecting in 0.5s".into(),
+            },
+            t,
+        );
+        assert_eq!(
+            plain(&changes),
+            [
+                "typing: None",
+                "-- connection lost, reconnecting in 0.5s --"
+            ]
+        );
+        assert_eq!(v.connection(), &Connection::Reconnecting);
+        let changes = v.update(&Update::Connected { reconnected: true }, t);
+        assert_eq!(plain(&changes), ["-- reconnected --"]);
+    }
+
+    #[test]
+    fn who_answers() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        let who = Update::Who(Ok(WhoResponse {
+            room: "lobby".into(),
+            users: vec!["alice".into(), "bob".into(), "e\x1bve".into()],
+        }));
+        v.expect_silent_who();
+        assert!(
+            v.update(&who, t).is_empty(),
+            "a silent answer prints nothing"
+        );
+        assert_eq!(v.members().collect::<Vec<_>>(), ["bob", "e\\x1bve"]);
+        assert_eq!(
+            plain(&v.update(&who, t)),
+            ["-- in lobby: alice, bob, e\\x1bve (3) --"]
+        );
+        assert_eq!(
+            plain(&v.update(&Update::Who(Err("not connected".into())), t)),
+            ["-- /who failed: not connected --"]
+        );
+    }
+
+    #[test]
+    fn stale_typing_expires_on_tick() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        v.update(&typing(TypingEventType::TypingStart, "bob"), t);
+        assert!(v.tick(t).is_empty());
+        let later = t + super::super::typing::OTHERS_EXPIRY;
+        assert_eq!(v.tick(later), [Change::Typing(None)]);
+    }
+}

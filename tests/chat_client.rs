@@ -1,0 +1,452 @@
+//! End-to-end tests of the `chat-client` binary in line mode (stdin and
+//! stdout are pipes): real `chat-client` processes against a `chat-server`
+//! process (or, to send what a real server never would, a hostile server in
+//! this process), checking the exact lines people and scripts see.
+//!
+//! The TUI is the same session and view code with a different front end; its
+//! key handling and drawing are unit-tested in `src/chat_client/`.
+//!
+//! Every wait polls with a deadline; nothing sleeps for a fixed time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use grpc_chat::Status;
+use grpc_chat::pb::chat::{
+    ChatMessageEvent, ChatServiceServer, ClientEvent, HealthCheckRequest, HealthCheckResponse,
+    ServerEvent, SystemEvent, WhoRequest, WhoResponse, server_event,
+};
+use grpc_chat::rpc::{Request, Response, Streaming};
+use grpc_chat::server::{ResponseSink, Server};
+
+/// How long any single expected thing may take.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A `chat-server` process on a fixed port, killed when dropped.
+struct ChatServer {
+    child: Child,
+}
+
+impl ChatServer {
+    fn start(port: u16) -> ChatServer {
+        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--rate-limit", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chat-server");
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chat-server did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        ChatServer { child }
+    }
+
+    /// Kills the server abruptly (no goodbye to the clients).
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects a pipe's lines on a thread.
+fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            match line {
+                Ok(line) => sink.lock().unwrap().push(line),
+                Err(_) => return,
+            }
+        }
+    });
+    lines
+}
+
+/// A `chat-client` process in line mode.
+struct Client {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Lines of stdout already matched by `expect`.
+    seen: usize,
+}
+
+impl Client {
+    fn start(name: &str, args: &[&str]) -> Client {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start chat-client");
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Client {
+            name: name.to_owned(),
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+            seen: 0,
+        }
+    }
+
+    /// A client named with `--user`, in `room`.
+    fn join(port: u16, user: &str, room: &str) -> Client {
+        let address = format!("127.0.0.1:{port}");
+        Client::start(
+            user,
+            &["--address", &address, "--user", user, "--room", room],
+        )
+    }
+
+    fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin closed");
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Closes stdin (EOF, as Ctrl-D on a terminal).
+    fn close_stdin(&mut self) {
+        self.stdin.take();
+    }
+
+    fn dump(&self) -> String {
+        format!(
+            "{} stdout:\n{}\n{} stderr:\n{}",
+            self.name,
+            self.stdout.lock().unwrap().join("\n"),
+            self.name,
+            self.stderr.lock().unwrap().join("\n"),
+        )
+    }
+
+    /// Waits for a stdout line matching `pred` after the last one matched;
+    /// returns it.
+    fn expect_by(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            {
+                let lines = self.stdout.lock().unwrap();
+                if let Some(i) = lines[self.seen..].iter().position(|l| pred(l)) {
+                    self.seen += i + 1;
+                    return lines[self.seen - 1].clone();
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("{} never printed {what}\n{}", self.name, self.dump());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for exactly this stdout line.
+    fn expect(&mut self, line: &str) {
+        self.expect_by(&format!("{line:?}"), |l| l == line);
+    }
+
+    fn all_stdout(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits for the process to exit.
+    fn exit_status(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not exit\n{}", self.name, self.dump());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_clients_chat_in_a_room() {
+    let port = free_port();
+    let _server = ChatServer::start(port);
+    let address = format!("127.0.0.1:{port}");
+
+    let mut alice = Client::join(port, "alice", "tea");
+    alice.expect("-- welcome to tea, alice: you are the only one here --");
+
+    // Bob gives his name as the first line, as the original clients did.
+    let mut bob = Client::start("bob", &["--address", &address, "--room", "tea"]);
+    bob.say("bob");
+    bob.expect("-- welcome to tea, bob: also here: alice --");
+    alice.expect("* bob joined");
+
+    alice.say("hello");
+    alice.expect("[you] hello");
+    bob.expect("[alice] hello");
+
+    bob.say("hi alice");
+    bob.expect("[you] hi alice");
+    alice.expect("[bob] hi alice");
+
+    alice.say("/me pours the tea");
+    bob.expect("* alice pours the tea");
+    alice.say("//etc is a path");
+    bob.expect("[alice] /etc is a path");
+
+    bob.say("/who");
+    bob.expect("-- in tea: alice, bob (2) --");
+
+    // A name in use is refused with a clear message and a failure status.
+    let mut impostor = Client::join(port, "alice", "tea");
+    assert!(!impostor.exit_status().success());
+    let err = impostor.stderr.lock().unwrap().join("\n");
+    assert!(err.contains("in use"), "{err}");
+
+    alice.say("/quit");
+    assert!(alice.exit_status().success(), "{}", alice.dump());
+    bob.expect("* alice left");
+
+    // EOF (Ctrl-D) leaves cleanly too.
+    bob.close_stdin();
+    assert!(bob.exit_status().success(), "{}", bob.dump());
+
+    // Nothing but chat lines on stdout: no debug output, no typing noise.
+    for line in alice.all_stdout().iter().chain(bob.all_stdout().iter()) {
+        assert!(
+            line.starts_with("[") || line.starts_with("* ") || line.starts_with("-- "),
+            "unexpected line {line:?}"
+        );
+    }
+}
+
+#[test]
+fn rooms_are_separate_and_scripts_deliver_before_leaving() {
+    let port = free_port();
+    let _server = ChatServer::start(port);
+    let mut watcher = Client::join(port, "watcher", "lobby");
+    watcher.expect("-- welcome to lobby, watcher: you are the only one here --");
+    let mut elsewhere = Client::join(port, "other", "garden");
+    elsewhere.expect("-- welcome to garden, other: you are the only one here --");
+
+    // A script: all input, then EOF, at once.
+    let mut script = Client::start(
+        "script",
+        &["--address", &format!("127.0.0.1:{port}"), "--user", "bot"],
+    );
+    script.say("first");
+    script.say("second");
+    script.close_stdin();
+    watcher.expect("* bot joined");
+    watcher.expect("[bot] first");
+    watcher.expect("[bot] second");
+    watcher.expect("* bot left");
+    assert!(script.exit_status().success(), "{}", script.dump());
+
+    elsewhere.say("/quit");
+    assert!(elsewhere.exit_status().success());
+    assert!(
+        !elsewhere.all_stdout().iter().any(|l| l.contains("bot")),
+        "another room heard it: {:?}",
+        elsewhere.all_stdout()
+    );
+}
+
+#[test]
+fn unreachable_server_is_a_clear_error() {
+    let port = free_port();
+    let started = Instant::now();
+    let mut client = Client::start(
+        "lonely",
+        &[
+            "--address",
+            &format!("127.0.0.1:{port}"),
+            "--user",
+            "lonely",
+            "--connect-retries",
+            "1",
+        ],
+    );
+    client.say("is anyone there?");
+    client.close_stdin();
+    let status = client.exit_status();
+    assert!(!status.success(), "{}", client.dump());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let stderr = client.stderr.lock().unwrap().clone();
+    assert_eq!(stderr.len(), 1, "one line: {stderr:?}");
+    assert!(
+        stderr[0].starts_with("chat-client: cannot connect to 127.0.0.1:"),
+        "{stderr:?}"
+    );
+    assert!(!stderr[0].contains("panicked"));
+    assert!(
+        client
+            .all_stdout()
+            .iter()
+            .any(|l| l.ends_with("retrying in 0.5s --")),
+        "says it retries: {}",
+        client.dump()
+    );
+}
+
+#[test]
+fn reconnects_after_the_server_restarts() {
+    let port = free_port();
+    let server = ChatServer::start(port);
+    let mut alice = Client::join(port, "alice", "lobby");
+    alice.expect("-- welcome to lobby, alice: you are the only one here --");
+    let mut bob = Client::join(port, "bob", "lobby");
+    alice.expect("* bob joined");
+    bob.expect_by("bob's welcome", |l| {
+        l.starts_with("-- welcome to lobby, bob")
+    });
+
+    server.kill();
+    alice.expect("-- connection lost, reconnecting in 0.5s --");
+    bob.expect("-- connection lost, reconnecting in 0.5s --");
+
+    let _server = ChatServer::start(port);
+    alice.expect("-- reconnected --");
+    bob.expect("-- reconnected --");
+    // Same name, same room: the server welcomes each again.
+    alice.expect_by("alice's new welcome", |l| {
+        l.starts_with("-- welcome to lobby, alice")
+    });
+    bob.expect_by("bob's new welcome", |l| {
+        l.starts_with("-- welcome to lobby, bob")
+    });
+
+    // Both are in again before anyone speaks: Who lists them.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        alice.say("/who");
+        let who = alice.expect_by("a /who answer", |l| l.starts_with("-- in lobby:"));
+        if who == "-- in lobby: alice, bob (2) --" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never came back: {who}");
+    }
+    alice.say("back again");
+    bob.expect("[alice] back again");
+    bob.say("welcome back");
+    alice.expect("[bob] welcome back");
+
+    alice.say("/quit");
+    bob.say("/quit");
+    assert!(alice.exit_status().success());
+    assert!(bob.exit_status().success());
+}
+
+/// A server that sends what the real one refuses to relay: names, messages
+/// and notices full of terminal escape sequences.
+struct Hostile;
+
+impl grpc_chat::pb::chat::ChatService for Hostile {
+    async fn chat_stream(
+        &self,
+        _request: Request<Streaming<grpc_chat::pb::chat::ChatMessage>>,
+        _sink: ResponseSink<grpc_chat::pb::chat::ChatMessage>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<ClientEvent>>,
+        mut sink: ResponseSink<ServerEvent>,
+    ) -> Result<(), Status> {
+        let (_, mut stream) = request.into_parts();
+        // The join.
+        stream.message().await?;
+        let events = [
+            server_event::Event::ChatMessage(ChatMessageEvent {
+                username: "eve\x1b[2J".into(),
+                message: "\x1b]0;pwned\x07hi\r[bob] fake".into(),
+                timestamp: 1_700_000_000,
+                id: 1,
+            }),
+            server_event::Event::SystemEvent(SystemEvent {
+                message: "\u{9b}31mred\u{202e}".into(),
+                timestamp: 1_700_000_000,
+            }),
+        ];
+        for event in events {
+            sink.send(&ServerEvent { event: Some(event) }).await?;
+        }
+        while stream.message().await?.is_some() {}
+        Ok(())
+    }
+
+    async fn health_check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+}
+
+#[test]
+fn escape_sequences_from_peers_are_neutralised() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(200))
+        .add_service(ChatServiceServer::new(Hostile))
+        .build();
+    runtime.spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let mut client = Client::join(port, "alice", "lobby");
+    client.expect(r"[eve\x1b[2J] \x1b]0;pwned\x07hi\x0d[bob] fake");
+    client.expect(r"-- \x9b31mred\u{202e} --");
+    client.say("/quit");
+    assert!(client.exit_status().success(), "{}", client.dump());
+    for line in client.all_stdout() {
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "raw control character reached stdout: {line:?}"
+        );
+    }
+    let _ = stop.send(());
+}
