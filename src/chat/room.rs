@@ -3,36 +3,44 @@
 //! # How a message travels
 //!
 //! ```text
-//!  sender's task                     room (one lock)                each member's task
-//!  ─────────────                     ───────────────                ──────────────────
-//!  reads a batch of messages ──▶ assign ids, encode the batch  ──▶ outbox: [Bytes, Bytes, …]
-//!                                ONCE per protocol, push the         │ woken (Notify)
-//!                                same `Bytes` to every outbox        ▼
-//!                                                               take everything queued,
-//!                                                               one send within the
-//!                                                               client's flow-control window
+//!  sender's task                     room (one lock)                  each member's task
+//!  ─────────────                     ───────────────                  ──────────────────
+//!  reads a batch of messages ──▶ assign ids, encode the batch  ──▶  its cursor walks the log:
+//!                                ONCE per protocol, append one       node → node → node …
+//!                                node to the room's log, wake        and sends what it finds,
+//!                                the members that sleep              coalesced, within the
+//!                                                                    client's flow-control window
+//!
+//!  the room's log:   [node 41] ─▶ [node 42] ─▶ [node 43] ─▶ (tail)
+//!                        ▲             ▲                        ▲
+//!                     a slow        a member                 members that
+//!                     member        catching up              are up to date
 //! ```
 //!
 //! Three choices make this cheap and fair:
 //!
 //! * **Encode once, share the bytes.** A batch is serialised into gRPC frames
-//!   once per protocol; every recipient's outbox gets a clone of the same
-//!   [`Bytes`] (a reference count, not a copy).
+//!   once per protocol and appended to the room's log as one [`Node`]. No
+//!   member gets a copy or even a queue entry: each member's task holds a
+//!   cursor (an `Arc` of the last node it sent) and follows the `next` links.
+//!   Publishing costs, per member, an atomic check and — only if the member
+//!   sleeps — a wake-up.
 //! * **Batch on both ends.** The sender's task takes every message already
-//!   received before fanning out, and a member's task sends everything queued
-//!   for it in one go: under load, the work per message shrinks.
-//! * **Nobody waits for anybody.** Publishing never blocks on a recipient: it
-//!   only appends to outboxes. A member that stops reading stalls only its own
-//!   task (waiting for its window); its outbox is bounded, and if it stays
-//!   stuck past the grace period it is disconnected with `RESOURCE_EXHAUSTED`.
-//!   Members that read lose nothing.
+//!   received before publishing, and a member's task sends everything it has
+//!   not sent yet in one go: under load, the work per message shrinks.
+//! * **Nobody waits for anybody.** Publishing never blocks on a recipient. A
+//!   member that stops reading stalls only its own task (waiting for its
+//!   window) and keeps the nodes after its cursor alive — so how far behind it
+//!   may fall is bounded ([`ChatConfig::max_queue_bytes`]); past that, or past
+//!   the grace period, it is disconnected with `RESOURCE_EXHAUSTED`. Members
+//!   that read lose nothing. Nodes nobody needs any more are freed by `Arc`.
 //!
-//! The room lock is held while ids are assigned and outboxes appended, so
-//! every member sees the room's messages in one order.
+//! The room lock is held while ids are assigned and nodes appended, so every
+//! member sees the room's messages in one order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -77,22 +85,73 @@ pub enum Event {
     Left,
 }
 
-/// Where a member's outbox stands.
-#[derive(Debug, Clone)]
-enum OutboxState {
-    Open,
-    /// Send what is queued, then end the call with this status.
-    Closing(Status),
-    /// End the call now with this status; what is queued is dropped.
-    Kicked(Status),
+/// One published batch: a node of the room's log, shared by every member.
+#[derive(Debug)]
+struct Node {
+    /// Who published it (0: the server itself).
+    sender: u64,
+    /// `ChatMessage` frames, for `ChatStream` members other than the sender.
+    stream: Bytes,
+    /// `ServerEvent` frames, for `Chat` members other than the sender.
+    events: Bytes,
+    /// `ServerEvent` frames for the sender, when they differ from `events`
+    /// (typing is not echoed); `None` means "same as `events`".
+    events_to_sender: Option<Bytes>,
+    /// Bytes published to the room up to and including this node: a member's
+    /// lag is the tail's offset minus the offset of its cursor.
+    end_offset: u64,
+    /// The next node, once published.
+    next: OnceLock<Arc<Node>>,
 }
 
-/// The frames waiting to be sent to one member.
-#[derive(Debug)]
-struct Outbox {
-    frames: VecDeque<Bytes>,
-    bytes: usize,
-    state: OutboxState,
+impl Node {
+    /// A node carrying these frames (its offset and link are set on append).
+    fn new(sender: u64, stream: Bytes, events: Bytes, events_to_sender: Option<Bytes>) -> Self {
+        Node {
+            sender,
+            stream,
+            events,
+            events_to_sender,
+            end_offset: 0,
+            next: OnceLock::new(),
+        }
+    }
+
+    /// The frames of this node that `member` must receive.
+    fn frames_for(&self, member: &Member) -> &Bytes {
+        static NONE: Bytes = Bytes::new();
+        let own = self.sender == member.id;
+        match (member.protocol, own) {
+            (Protocol::Stream, false) => &self.stream,
+            (Protocol::Stream, true) => &NONE,
+            (Protocol::Events, false) => &self.events,
+            (Protocol::Events, true) => self.events_to_sender.as_ref().unwrap_or(&self.events),
+        }
+    }
+}
+
+impl Drop for Node {
+    /// Frees a long chain of nodes iteratively: the default recursive drop
+    /// of `next` could overflow the stack when a slow member let thousands of
+    /// nodes pile up behind its cursor.
+    fn drop(&mut self) {
+        let mut next = self.next.take();
+        while let Some(node) = next {
+            next = match Arc::try_unwrap(node) {
+                Ok(mut node) => node.next.take(),
+                Err(_) => None,
+            };
+        }
+    }
+}
+
+/// How a member's call must end, once decided.
+#[derive(Debug, Clone)]
+enum Ending {
+    /// Send what is pending, then end the call with this status.
+    AfterFlush(Status),
+    /// End the call now with this status; what is pending is dropped.
+    Now(Status),
 }
 
 /// One connected stream of a room.
@@ -100,7 +159,16 @@ struct Outbox {
 pub struct Member {
     id: u64,
     protocol: Protocol,
-    outbox: Mutex<Outbox>,
+    /// The last node this member's writer has taken (its read position).
+    cursor: Mutex<Arc<Node>>,
+    /// `end_offset` of the cursor, readable by publishers without the lock.
+    consumed: AtomicU64,
+    /// Notices for this member only (rate limited, too long, …).
+    private: Mutex<VecDeque<Bytes>>,
+    /// Set when the call must end.
+    ending: Mutex<Option<Ending>>,
+    /// The writer is asleep and wants a wake-up on the next publish.
+    waiting: AtomicBool,
     wake: Notify,
 }
 
@@ -113,19 +181,9 @@ pub enum Outgoing {
     End(Status),
 }
 
-/// What became of frames pushed to a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Push {
-    Queued,
-    /// The outbox overflowed just now: the member is being disconnected.
-    Kicked,
-    /// The member is already leaving; nothing queued.
-    Dropped,
-}
-
-/// Most bytes coalesced into one send (see [`take`]).
+/// Most bytes coalesced into one send (see [`Member::next_batch`]).
 const MAX_COALESCE: usize = 16 * 1024;
-/// Frame buffers at least this big are sent without copying (see [`take`]).
+/// Node frames at least this big are sent without copying.
 const COPY_LIMIT: usize = 4 * 1024;
 
 impl Member {
@@ -134,100 +192,108 @@ impl Member {
         self.protocol
     }
 
-    /// Appends frames; kicks the member if its outbox would go over `limit`.
-    fn push(&self, frames: &Bytes, limit: usize) -> Push {
-        let mut outbox = self.outbox.lock();
-        match outbox.state {
-            OutboxState::Open => {}
-            OutboxState::Closing(_) | OutboxState::Kicked(_) => return Push::Dropped,
-        }
-        if outbox.bytes + frames.len() > limit {
-            outbox.frames = VecDeque::new();
-            outbox.bytes = 0;
-            outbox.state = OutboxState::Kicked(Status::resource_exhausted(format!(
-                "too far behind: more than {limit} bytes of messages waiting for this client"
-            )));
-            drop(outbox);
-            self.wake.notify_one();
-            return Push::Kicked;
-        }
-        let was_empty = outbox.frames.is_empty();
-        outbox.bytes += frames.len();
-        outbox.frames.push_back(frames.clone());
-        drop(outbox);
-        // The writer takes everything queued when it wakes, so only the first
-        // frame of a backlog needs to wake it.
-        if was_empty {
+    /// Wakes the writer if it sleeps.
+    fn wake_if_waiting(&self) {
+        if self.waiting.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
         }
-        Push::Queued
     }
 
-    /// Ends the member's call once its queue is sent.
-    pub fn close(&self, status: Status) {
-        let mut outbox = self.outbox.lock();
-        if let OutboxState::Open = outbox.state {
-            outbox.state = OutboxState::Closing(status);
+    /// Decides how the call ends (the first decision wins) and wakes the writer.
+    fn end(&self, ending: Ending) {
+        let mut slot = self.ending.lock();
+        if slot.is_none() {
+            *slot = Some(ending);
         }
-        drop(outbox);
+        drop(slot);
         self.wake.notify_one();
     }
 
-    /// Waits for something to send (see [`take`]), or the end of the call.
+    /// Ends the member's call with `status` once everything published before
+    /// now is sent.
+    pub fn close(&self, status: Status) {
+        self.end(Ending::AfterFlush(status));
+    }
+
+    /// Queues a notice for this member alone.
+    fn push_private(&self, frames: Bytes) {
+        self.private.lock().push_back(frames);
+        self.wake.notify_one();
+    }
+
+    /// Waits for something to send, or the end of the call.
+    ///
+    /// Small node frames are coalesced, up to [`MAX_COALESCE`] bytes, into
+    /// one copy, so the member's task hands `h2` one DATA payload instead of
+    /// many. Frames of [`COPY_LIMIT`] bytes or more go out as they are: they
+    /// are big enough already, and sending the shared bytes avoids copying
+    /// them once per member.
     pub async fn next_batch(&self) -> Outgoing {
         loop {
-            {
-                let mut outbox = self.outbox.lock();
-                if let OutboxState::Kicked(status) = &outbox.state {
-                    return Outgoing::End(status.clone());
-                }
-                if !outbox.frames.is_empty() {
-                    return Outgoing::Frames(take(&mut outbox));
-                }
-                if let OutboxState::Closing(status) = &outbox.state {
-                    return Outgoing::End(status.clone());
-                }
+            if let Some(Ending::Now(status)) = self.ending.lock().clone() {
+                return Outgoing::End(status);
             }
-            // `notify_one` stores a permit when nobody waits, so a push between
-            // the check above and this await is not lost.
+            if let Some(frames) = self.private.lock().pop_front() {
+                return Outgoing::Frames(frames);
+            }
+            if let Some(frames) = self.take_from_log() {
+                return Outgoing::Frames(frames);
+            }
+            if let Some(Ending::AfterFlush(status)) = self.ending.lock().clone() {
+                return Outgoing::End(status);
+            }
+            // Sleep until a publisher sees `waiting` — but look once more
+            // after raising the flag: a node published in between would
+            // otherwise not wake us.
+            self.waiting.store(true, Ordering::SeqCst);
+            if self.cursor.lock().next.get().is_some() {
+                self.waiting.store(false, Ordering::SeqCst);
+                continue;
+            }
             self.wake.notified().await;
         }
     }
-}
 
-/// Takes the next buffer to send from the outbox.
-///
-/// Small frame buffers (a few messages each) are coalesced, up to
-/// [`MAX_COALESCE`] bytes, into one copy, so the member's task hands `h2` one
-/// DATA payload instead of many; under load this is where most of the saving
-/// per delivery comes from. A buffer of [`COPY_LIMIT`] bytes or more goes out
-/// as it is: it is already big enough, and sending the shared bytes avoids
-/// copying them once per member.
-fn take(outbox: &mut Outbox) -> Bytes {
-    let Some(first) = outbox.frames.pop_front() else {
-        return Bytes::new();
-    };
-    let mut total = first.len();
-    let mut count = 0;
-    if total < COPY_LIMIT {
-        for frame in &outbox.frames {
-            if frame.len() >= COPY_LIMIT || total + frame.len() > MAX_COALESCE {
+    /// Walks the log from the cursor, collecting this member's frames.
+    fn take_from_log(&self) -> Option<Bytes> {
+        let mut cursor = self.cursor.lock();
+        let mut first: Option<Bytes> = None;
+        let mut coalesced: Option<BytesMut> = None;
+        loop {
+            let Some(next) = cursor.next.get().cloned() else {
+                break;
+            };
+            let frames = next.frames_for(self);
+            if !frames.is_empty() {
+                let pending = coalesced.as_ref().map_or(0, BytesMut::len)
+                    + first.as_ref().map_or(0, Bytes::len);
+                if pending > 0
+                    && (frames.len() >= COPY_LIMIT || pending + frames.len() > MAX_COALESCE)
+                {
+                    // Send what we have; this node waits for the next batch.
+                    break;
+                }
+                match (&mut first, &mut coalesced) {
+                    (None, None) => first = Some(frames.clone()),
+                    (Some(one), None) => {
+                        let mut buf =
+                            BytesMut::with_capacity(MAX_COALESCE.min(one.len() + frames.len() * 4));
+                        buf.extend_from_slice(one);
+                        buf.extend_from_slice(frames);
+                        first = None;
+                        coalesced = Some(buf);
+                    }
+                    (_, Some(buf)) => buf.extend_from_slice(frames),
+                }
+            }
+            self.consumed.store(next.end_offset, Ordering::Relaxed);
+            *cursor = next;
+            if first.as_ref().is_some_and(|f| f.len() >= COPY_LIMIT) {
                 break;
             }
-            total += frame.len();
-            count += 1;
         }
+        coalesced.map(BytesMut::freeze).or(first)
     }
-    outbox.bytes -= total;
-    if count == 0 {
-        return first;
-    }
-    let mut buf = BytesMut::with_capacity(total);
-    buf.extend_from_slice(&first);
-    for frame in outbox.frames.drain(..count) {
-        buf.extend_from_slice(&frame);
-    }
-    buf.freeze()
 }
 
 /// A member's place in its room; leaving the room happens on drop, so a call
@@ -290,16 +356,9 @@ impl Membership {
                 timestamp: unix_now(),
                 id: 0,
             }),
-            Protocol::Events => encode_one(&ServerEvent {
-                event: Some(server_event::Event::SystemEvent(SystemEvent {
-                    message: text.to_owned(),
-                    timestamp: unix_now(),
-                })),
-            }),
+            Protocol::Events => encode_one(&system_event(text)),
         };
-        if self.member.push(&frames, self.hub.config.max_queue_bytes) == Push::Kicked {
-            warn!(room = %self.room.name, "member too far behind: disconnecting with RESOURCE_EXHAUSTED");
-        }
+        self.member.push_private(frames);
     }
 
     /// Names of the room's members that have one, sorted.
@@ -310,30 +369,34 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        let name = {
-            let state = self.room.state.lock();
-            state
-                .members
-                .iter()
-                .find(|slot| slot.member.id == self.member.id)
-                .and_then(|slot| slot.name.clone())
-        };
-        if name.is_some() {
+        let named = self
+            .room
+            .state
+            .lock()
+            .members
+            .iter()
+            .find(|slot| slot.member.id == self.member.id)
+            .and_then(|slot| slot.name.clone());
+        if named.is_some() {
             self.room
                 .publish(self.member.id, &[Event::Left], &self.hub.config);
         }
         let now_empty = {
             let mut state = self.room.state.lock();
+            let before = state.members.len();
             state
                 .members
                 .retain(|slot| slot.member.id != self.member.id);
-            if let Some(name) = &name {
+            if state.members.len() < before {
+                state.count(self.member.protocol, false);
+            }
+            if let Some(name) = &named {
                 state.names.remove(&name.to_lowercase());
             }
             state.members.is_empty()
         };
         self.hub.active.fetch_sub(1, Ordering::Relaxed);
-        if let Some(name) = name {
+        if let Some(name) = named {
             info!(room = %self.room.name, user = %name, "left");
         }
         if now_empty {
@@ -349,10 +412,12 @@ struct Slot {
     name: Option<Arc<str>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoomState {
     /// Id of the last message.
-    next_id: u64,
+    last_id: u64,
+    /// The newest node of the log; new members start here.
+    tail: Arc<Node>,
     members: Vec<Slot>,
     /// Members speaking `ChatStream`.
     stream_members: usize,
@@ -375,6 +440,41 @@ impl RoomState {
             *counter = counter.saturating_sub(1);
         }
     }
+
+    /// Appends a node to the log and wakes the members that sleep; members
+    /// too far behind are disconnected.
+    fn append(&mut self, mut node: Node, room: &str, max_lag: usize) {
+        let size = node.stream.len().max(node.events.len());
+        node.end_offset = self.tail.end_offset + size as u64;
+        let node = Arc::new(node);
+        // Only this room's lock holder appends, so `next` is always unset.
+        if self.tail.next.set(Arc::clone(&node)).is_err() {
+            warn!(room, "room log out of step: node dropped");
+            return;
+        }
+        let end = node.end_offset;
+        self.tail = node;
+        for slot in &self.members {
+            let member = &slot.member;
+            let lag = end.saturating_sub(member.consumed.load(Ordering::Relaxed));
+            if lag > max_lag as u64 {
+                let already = member.ending.lock().is_some();
+                if !already {
+                    warn!(
+                        room,
+                        user = slot.name.as_deref().unwrap_or("(unnamed)"),
+                        lag,
+                        "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
+                    );
+                    member.end(Ending::Now(Status::resource_exhausted(format!(
+                        "too far behind: more than {max_lag} bytes of messages waiting for this client"
+                    ))));
+                }
+                continue;
+            }
+            member.wake_if_waiting();
+        }
+    }
 }
 
 /// One chat room.
@@ -382,18 +482,6 @@ impl RoomState {
 pub struct Room {
     name: String,
     state: Mutex<RoomState>,
-}
-
-/// Frames of one batch, for each kind of recipient.
-#[derive(Default)]
-struct Encoded {
-    /// `ChatMessage` frames for `ChatStream` members other than the sender.
-    stream: BytesMut,
-    /// `ServerEvent` frames for `Chat` members other than the sender.
-    events_others: BytesMut,
-    /// `ServerEvent` frames for the sender, when it speaks `Chat` (no typing
-    /// echo).
-    events_sender: BytesMut,
 }
 
 fn encode_into<M: prost::Message>(message: &M, buf: &mut BytesMut) {
@@ -407,6 +495,15 @@ fn encode_one<M: prost::Message>(message: &M) -> Bytes {
     let mut buf = BytesMut::new();
     encode_into(message, &mut buf);
     buf.freeze()
+}
+
+fn system_event(text: &str) -> ServerEvent {
+    ServerEvent {
+        event: Some(server_event::Event::SystemEvent(SystemEvent {
+            message: text.to_owned(),
+            timestamp: unix_now(),
+        })),
+    }
 }
 
 impl Room {
@@ -436,12 +533,13 @@ impl Room {
         let want_sender_copy = sender_protocol == Protocol::Events
             && events.iter().any(|e| matches!(e, Event::Typing { .. }));
         let timestamp = unix_now();
-        let mut encoded = Encoded::default();
+        let (mut stream, mut others, mut to_sender) =
+            (BytesMut::new(), BytesMut::new(), BytesMut::new());
         for event in events {
-            let (server_event, to_sender) = match event {
+            let (server_event, echo) = match event {
                 Event::Message { text } => {
-                    state.next_id += 1;
-                    let id = state.next_id;
+                    state.last_id += 1;
+                    let id = state.last_id;
                     if want_stream {
                         let message = ChatMessage {
                             user: user.to_string(),
@@ -449,7 +547,7 @@ impl Room {
                             timestamp,
                             id,
                         };
-                        encode_into(&message, &mut encoded.stream);
+                        encode_into(&message, &mut stream);
                     }
                     let event = server_event::Event::ChatMessage(ChatMessageEvent {
                         message: text.clone(),
@@ -491,46 +589,20 @@ impl Room {
                 let event = ServerEvent {
                     event: Some(server_event),
                 };
-                encode_into(&event, &mut encoded.events_others);
-                if want_sender_copy && to_sender {
-                    encode_into(&event, &mut encoded.events_sender);
+                encode_into(&event, &mut others);
+                if want_sender_copy && echo {
+                    encode_into(&event, &mut to_sender);
                 }
             }
         }
-        let stream = encoded.stream.freeze();
-        let others = encoded.events_others.freeze();
-        let to_sender = if want_sender_copy {
-            encoded.events_sender.freeze()
-        } else {
-            others.clone()
-        };
-        let limit = config.max_queue_bytes;
-        for slot in &state.members {
-            let member = &slot.member;
-            let frames = match (member.protocol, member.id == sender) {
-                (Protocol::Stream, false) => &stream,
-                (Protocol::Stream, true) => continue,
-                (Protocol::Events, false) => &others,
-                (Protocol::Events, true) if sender_protocol == Protocol::Events => &to_sender,
-                (Protocol::Events, true) => continue,
-            };
-            if frames.is_empty() {
-                continue;
-            }
-            if member.push(frames, limit) == Push::Kicked {
-                warn_kicked(&self.name, slot);
-            }
-        }
+        let node = Node::new(
+            sender,
+            stream.freeze(),
+            others.freeze(),
+            want_sender_copy.then(|| to_sender.freeze()),
+        );
+        state.append(node, &self.name, config.max_queue_bytes);
     }
-}
-
-/// Logs a kick, once per offender (`push` reports `Kicked` only once).
-fn warn_kicked(room: &str, slot: &Slot) {
-    warn!(
-        room,
-        user = slot.name.as_deref().unwrap_or("(unnamed)"),
-        "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
-    );
 }
 
 /// Every room of the server.
@@ -539,7 +611,7 @@ pub struct Hub {
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     next_member: AtomicU64,
     active: AtomicUsize,
-    draining: std::sync::atomic::AtomicBool,
+    draining: AtomicBool,
     started: Instant,
     pub(crate) config: ChatConfig,
 }
@@ -551,13 +623,14 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
             active: AtomicUsize::new(0),
-            draining: std::sync::atomic::AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             started: Instant::now(),
             config,
         })
     }
 
-    /// Adds a member to `room` (created if needed). It receives from now on.
+    /// Adds a member to `room` (created if needed). It receives everything
+    /// published from now on.
     pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Result<Membership, Status> {
         if self.is_draining() {
             return Err(Status::unavailable("the server is shutting down"));
@@ -567,21 +640,18 @@ impl Hub {
             Arc::clone(rooms.entry(room.to_owned()).or_insert_with(|| {
                 Arc::new(Room {
                     name: room.to_owned(),
-                    state: Mutex::new(RoomState::default()),
+                    state: Mutex::new(RoomState {
+                        last_id: 0,
+                        tail: Arc::new(Node::new(0, Bytes::new(), Bytes::new(), None)),
+                        members: Vec::new(),
+                        stream_members: 0,
+                        event_members: 0,
+                        names: HashMap::new(),
+                    }),
                 })
             }))
         };
-        let member = Arc::new(Member {
-            id: self.next_member.fetch_add(1, Ordering::Relaxed),
-            protocol,
-            outbox: Mutex::new(Outbox {
-                frames: VecDeque::new(),
-                bytes: 0,
-                state: OutboxState::Open,
-            }),
-            wake: Notify::new(),
-        });
-        {
+        let member = {
             let mut state = room.state.lock();
             if state.members.len() >= self.config.max_members_per_room {
                 return Err(Status::resource_exhausted(format!(
@@ -589,12 +659,25 @@ impl Hub {
                     room.name, self.config.max_members_per_room
                 )));
             }
+            // Joining under the room lock, at the tail: the member gets
+            // exactly what is published after this point.
+            let member = Arc::new(Member {
+                id: self.next_member.fetch_add(1, Ordering::Relaxed),
+                protocol,
+                consumed: AtomicU64::new(state.tail.end_offset),
+                cursor: Mutex::new(Arc::clone(&state.tail)),
+                private: Mutex::new(VecDeque::new()),
+                ending: Mutex::new(None),
+                waiting: AtomicBool::new(false),
+                wake: Notify::new(),
+            });
             state.members.push(Slot {
                 member: Arc::clone(&member),
                 name: None,
             });
             state.count(protocol, true);
-        }
+            member
+        };
         self.active.fetch_add(1, Ordering::Relaxed);
         Ok(Membership {
             hub: Arc::clone(self),
@@ -643,18 +726,14 @@ impl Hub {
     pub fn shutdown(&self, notice: &str) {
         self.draining.store(true, Ordering::Relaxed);
         let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
-        let event = encode_one(&ServerEvent {
-            event: Some(server_event::Event::SystemEvent(SystemEvent {
-                message: notice.to_owned(),
-                timestamp: unix_now(),
-            })),
-        });
+        let event = encode_one(&system_event(notice));
         for room in rooms {
-            let state = room.state.lock();
+            let mut state = room.state.lock();
+            let node = Node::new(0, Bytes::new(), event.clone(), None);
+            // The notice goes through the log, so it arrives after every
+            // message published before it.
+            state.append(node, &room.name, usize::MAX);
             for slot in &state.members {
-                if slot.member.protocol == Protocol::Events {
-                    let _ = slot.member.push(&event, usize::MAX);
-                }
                 slot.member.close(Status::unavailable(notice));
             }
         }
