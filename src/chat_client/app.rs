@@ -7,7 +7,7 @@ use std::time::Instant;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::command::{self, Command};
-use super::display::DisplayLine;
+use super::display::{DisplayLine, Entry, now_unix};
 use super::input::Input;
 use super::session::{Outgoing, Update};
 use super::typing::TypingSender;
@@ -236,8 +236,10 @@ impl App {
             Command::Who => out.push(Outgoing::Who),
             Command::Help => {
                 for text in command::HELP {
-                    let line = self.view.local(text);
-                    self.push(line);
+                    self.push(DisplayLine::new(
+                        now_unix(),
+                        Entry::Info((*text).to_owned()),
+                    ));
                 }
             }
             Command::Clear => {

@@ -32,7 +32,7 @@ pub enum Command {
 pub const HELP: &[&str] = &[
     "commands:",
     "  /who         who is in this room",
-    "  /me ACTION   say what you do: * you ACTION",
+    "  /me ACTION   say what you do: * NAME ACTION",
     "  /clear       clear the screen",
     "  /quit        leave (also Ctrl-C, Ctrl-D)",
     "  //text       send text that starts with /",

@@ -58,8 +58,10 @@ pub enum Entry {
     /// Someone left the room.
     Left(String),
     /// A notice: from the server (`SystemEvent`) or from this client
-    /// (connection state, help, `/who`).
+    /// (connection state, `/who`).
     Notice(String),
+    /// Help text from this client, shown as it is.
+    Info(String),
 }
 
 /// One line of the conversation.
@@ -143,6 +145,7 @@ impl DisplayLine {
             Entry::Joined(name) => format!("* {name} joined"),
             Entry::Left(name) => format!("* {name} left"),
             Entry::Notice(text) => format!("-- {text} --"),
+            Entry::Info(text) => text.clone(),
         }
     }
 

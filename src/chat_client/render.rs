@@ -98,7 +98,7 @@ pub fn spans(line: &DisplayLine, me: &str) -> Vec<Span<'static>> {
             ));
             spans.push(Span::styled(format!(" {text}"), italic.patch(text_style)));
         }
-        Entry::Joined(_) | Entry::Left(_) => {
+        Entry::Joined(_) | Entry::Left(_) | Entry::Info(_) => {
             spans.push(Span::styled(line.plain(), dim()));
         }
         Entry::Notice(_) => {
