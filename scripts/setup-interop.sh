@@ -18,8 +18,9 @@
 # go.mod / go.sum, which also pins protoc-gen-go: it is built at the version of
 # google.golang.org/protobuf there) and PROTOC_GEN_GO_GRPC_VERSION below. The
 # protoc is the one bundled with grpcio-tools (`python -m grpc_tools.protoc`),
-# so the chat peers need the venv (they are skipped with --no-python). Idempotent: when nothing that goes into the outputs changed
-# since the last successful run (see bin/.stamp) it returns at once.
+# so the chat peers need the venv (they are skipped with --no-python).
+# Idempotent: when nothing that goes into the outputs changed since the last
+# successful run (see bin/.stamp, bin/.chat-stamp) it returns at once.
 # Options: --force rebuilds everything; --no-python skips the venv.
 set -euo pipefail
 
@@ -160,7 +161,10 @@ elif [[ $chat_done == 0 ]]; then
   # the generated code and the runtime agree.
   pgg_version=$(cd "$chat" && go list -m -f '{{.Version}}' google.golang.org/protobuf)
   install_plugin() { # binary package version
-    if [[ -x "$bin/$1" ]] && "$bin/$1" --version 2>&1 | grep -qF "${3#v}"; then
+    # `protoc-gen-go v1.36.10`, `protoc-gen-go-grpc 1.6.2`: compare the last word.
+    local have
+    have=$([[ -x "$bin/$1" ]] && "$bin/$1" --version 2>&1 | awk '{print $NF}' || true)
+    if [[ "${have#v}" == "${3#v}" ]]; then
       return
     fi
     log "go install $2@$3"

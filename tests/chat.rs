@@ -651,3 +651,82 @@ async fn who_lists_the_named_members_of_a_room() {
         .into_inner();
     assert_eq!((lobby.room.as_str(), lobby.users.len()), ("lobby", 0));
 }
+
+#[tokio::test]
+async fn chat_members_see_chat_stream_members_join_and_leave() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut watcher = c.chat(Request::new(())).await.unwrap();
+    watcher.send(&join("watcher")).await.unwrap();
+    until(&mut watcher, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    let mut streamer = c.chat_stream(Request::new(())).await.unwrap();
+    streamer.send(&say("streamer", "hello")).await.unwrap();
+    let e = until(&mut watcher, |e| {
+        !matches!(e, server_event::Event::SystemEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::UserEvent(u)
+        if u.username == "streamer" && u.r#type == UserEventType::UserJoined as i32),
+        "{e:?}"
+    );
+    let e = until(&mut watcher, |e| {
+        !matches!(e, server_event::Event::SystemEvent(_))
+    })
+    .await;
+    assert!(matches!(&e, server_event::Event::ChatMessage(m) if m.username == "streamer"));
+    drop(streamer);
+    let e = until(&mut watcher, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::UserEvent(u)
+        if u.username == "streamer" && u.r#type == UserEventType::UserLeft as i32),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn leaving_while_typing_stops_the_indicator() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut alice = c.chat(Request::new(())).await.unwrap();
+    alice.send(&join("alice")).await.unwrap();
+    until(&mut alice, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    let mut bob = c.chat(Request::new(())).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    bob.send(&typing(TypingEventType::TypingStart))
+        .await
+        .unwrap();
+    let e = until(&mut alice, |e| {
+        matches!(e, server_event::Event::TypingEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::TypingEvent(t) if t.r#type == TypingEventType::TypingStart as i32)
+    );
+    drop(bob);
+    let e = until(&mut alice, |e| {
+        !matches!(e, server_event::Event::SystemEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::TypingEvent(t)
+        if t.username == "bob" && t.r#type == TypingEventType::TypingStop as i32),
+        "{e:?}"
+    );
+    let e = until(&mut alice, |e| {
+        !matches!(e, server_event::Event::SystemEvent(_))
+    })
+    .await;
+    assert!(
+        matches!(&e, server_event::Event::UserEvent(u) if u.r#type == UserEventType::UserLeft as i32)
+    );
+}

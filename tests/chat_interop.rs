@@ -483,16 +483,22 @@ impl Drop for Member {
 /// Runs a one-shot HealthCheck with a Go or Python peer; returns the
 /// `health` event.
 fn health(server: &Server, with_python: bool) -> Event {
-    let args = ["--addr", &format!("127.0.0.1:{}", server.port)];
-    let args = [&args[..], &["--protocol", "health"]].concat();
+    let args: Vec<String> = ["--addr", &format!("127.0.0.1:{}", server.port)]
+        .into_iter()
+        .chain(["--protocol", "health"])
+        .map(str::to_owned)
+        .collect();
     let mut member = if with_python {
         let script = interop_path("chat/py_client.py");
-        let mut all = vec![script.to_string_lossy().into_owned()];
-        all.extend(args.iter().map(|s| s.to_string()));
-        Member::process(&interop_python(), &all, "py:health".into(), "")
+        let args = [vec![script.to_string_lossy().into_owned()], args].concat();
+        Member::process(&interop_python(), &args, "py:health".into(), "")
     } else {
-        let all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        Member::process(&interop_bin("go-chat-client"), &all, "go:health".into(), "")
+        Member::process(
+            &interop_bin("go-chat-client"),
+            &args,
+            "go:health".into(),
+            "",
+        )
     };
     if let Input::Process(peer) = &mut member.input {
         peer.close_stdin();
@@ -838,8 +844,8 @@ fn join_leave_and_typing_reach_chat_clients() {
         });
         let after = expired.at.duration_since(started.at);
         assert!(
-            after >= Duration::from_millis(800),
-            "{}: dora's typing expired after {after:?}, before the 1 s timeout",
+            after >= Duration::from_millis(500),
+            "{}: dora's typing stopped {after:?} after it started: too soon for the 1 s expiry",
             m.label
         );
     }
@@ -891,7 +897,7 @@ fn bad_first_event_gives_invalid_argument() {
         .iter()
         .map(|&(what, first, python)| {
             let mut m = if python {
-                Member::py(&server, "bad", "eve", Chat, &["--join", "false"])
+                Member::py(&server, "bad", "eve", Chat, &no_join)
             } else {
                 Member::go(&server, "bad", "eve", Chat, &no_join)
             };

@@ -17,7 +17,7 @@ use grpc_chat::chat_client::{self, DEFAULT_ADDRESS, DEFAULT_CONNECT_RETRIES, Opt
 
 /// Chat in a grpc-chat room from the terminal.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Server address, HOST:PORT.
     #[arg(long, default_value = DEFAULT_ADDRESS)]

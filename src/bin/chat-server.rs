@@ -18,7 +18,7 @@ use tracing::info;
 
 /// The grpc-chat server: both original chat protocols, in rooms.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:50053")]
@@ -97,7 +97,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             max_message_chars: args.max_message_chars,
         },
         max_members_per_room: args.max_room_members,
-        ..ChatConfig::default()
     };
     let chat = ChatService::new(config);
     let hub = std::sync::Arc::clone(chat.hub());

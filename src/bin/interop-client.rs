@@ -14,7 +14,7 @@ use grpc_chat::interop::client::{TEST_CASES, run_case};
 
 /// The gRPC interop test client.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Server host.
     #[arg(long = "server_host", default_value = "127.0.0.1")]

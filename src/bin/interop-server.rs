@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 
 /// The gRPC interop test server.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Port to listen on (all interfaces unless --host is given).
     #[arg(long, default_value_t = 10000)]

@@ -233,11 +233,25 @@ impl Member {
             if let Some(Ending::Now(status)) = self.ending.lock().clone() {
                 return Outgoing::End(status);
             }
-            if let Some(frames) = self.private.lock().pop_front() {
-                return Outgoing::Frames(frames);
-            }
-            if let Some(frames) = self.take_from_log() {
-                return Outgoing::Frames(frames);
+            // Room messages first, then notices for this member alone: a
+            // notice about something (a welcome, a refused message) follows
+            // what the room had already said.
+            let from_log = self.take_from_log();
+            let notices: Vec<Bytes> = self.private.lock().drain(..).collect();
+            match (from_log, notices.is_empty()) {
+                (Some(frames), true) => return Outgoing::Frames(frames),
+                (from_log, false) => {
+                    // Notices are rare: one copy to keep them in one send.
+                    let mut buf = BytesMut::new();
+                    if let Some(frames) = from_log {
+                        buf.extend_from_slice(&frames);
+                    }
+                    for notice in notices {
+                        buf.extend_from_slice(&notice);
+                    }
+                    return Outgoing::Frames(buf.freeze());
+                }
+                (None, true) => {}
             }
             if let Some(Ending::AfterFlush(status)) = self.ending.lock().clone() {
                 return Outgoing::End(status);
@@ -303,6 +317,9 @@ pub struct Membership {
     hub: Arc<Hub>,
     room: Arc<Room>,
     member: Arc<Member>,
+    /// Whether the member's typing indicator is on, so leaving can turn it
+    /// off for the others.
+    typing: AtomicBool,
 }
 
 impl Membership {
@@ -344,6 +361,11 @@ impl Membership {
 
     /// Publishes events from this member to the room, in order.
     pub fn publish(&self, events: &[Event]) {
+        for event in events {
+            if let Event::Typing { started } = event {
+                self.typing.store(*started, Ordering::Relaxed);
+            }
+        }
         self.room.publish(self.member.id, events, &self.hub.config);
     }
 
@@ -378,8 +400,12 @@ impl Drop for Membership {
             .find(|slot| slot.member.id == self.member.id)
             .and_then(|slot| slot.name.clone());
         if named.is_some() {
-            self.room
-                .publish(self.member.id, &[Event::Left], &self.hub.config);
+            let events: &[Event] = if self.typing.load(Ordering::Relaxed) {
+                &[Event::Typing { started: false }, Event::Left]
+            } else {
+                &[Event::Left]
+            };
+            self.room.publish(self.member.id, events, &self.hub.config);
         }
         let now_empty = {
             let mut state = self.room.state.lock();
@@ -683,6 +709,7 @@ impl Hub {
             hub: Arc::clone(self),
             room,
             member,
+            typing: AtomicBool::new(false),
         })
     }
 

@@ -213,6 +213,8 @@ impl ChatService {
                             protocol = "ChatStream",
                             "joined"
                         );
+                        // Chat members see ChatStream members come and go too.
+                        events.push(Event::Joined);
                         name = Some(claimed.to_owned());
                     }
                     Some(bound) => {
