@@ -16,6 +16,10 @@
 #   OURS_BIN         use this interop-server binary instead of building one
 #   PIN [1]          on a machine with >= 2 CPUs, run the server on CPU 0 and
 #                    ghz on the others (taskset), so they don't fight for cores
+#   SERVER_CPU_PERCENT  if set (e.g. 10), each server runs in a cgroup capped at
+#                    that share of one CPU, so the *server* is the bottleneck
+#                    and requests/s compares the servers rather than ghz
+#                    (needs root and the cgroup cpu controller)
 #
 # The requests are grpc.testing.TestService/UnaryCall SimpleRequests; ghz gets
 # the message types from tests/interop/bin/grpc_testing.protoset, which
@@ -64,12 +68,33 @@ if [[ $PIN == 1 && $ncpu -ge 2 ]] && command -v taskset >/dev/null; then
   log "pinning: servers on CPU 0, ghz on CPU 1-$((ncpu - 1))"
 fi
 
+# Optional CPU cap for the servers: cgroup v1 (cpu controller) or v2 (cpu.max).
+cgroup=""
+if [[ -n ${SERVER_CPU_PERCENT:-} ]]; then
+  period=10000
+  quota=$((period * SERVER_CPU_PERCENT / 100))
+  if [[ -d /sys/fs/cgroup/cpu && -w /sys/fs/cgroup/cpu ]]; then
+    cgroup=/sys/fs/cgroup/cpu/grpc-chat-bench-$$
+    mkdir "$cgroup"
+    echo "$period" >"$cgroup/cpu.cfs_period_us"
+    echo "$quota" >"$cgroup/cpu.cfs_quota_us"
+  elif [[ -f /sys/fs/cgroup/cgroup.controllers ]] && grep -qw cpu /sys/fs/cgroup/cgroup.controllers; then
+    cgroup=/sys/fs/cgroup/grpc-chat-bench-$$
+    mkdir "$cgroup"
+    echo "$quota $period" >"$cgroup/cpu.max"
+  else
+    log "SERVER_CPU_PERCENT needs the cgroup cpu controller (and root)"; exit 1
+  fi
+  log "servers capped at $SERVER_CPU_PERCENT% of one CPU ($cgroup)"
+fi
+
 pids=()
 cleanup() {
   local p
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   [[ -n ${tmp:-} ]] && rm -rf "$tmp"
+  [[ -n $cgroup ]] && rmdir "$cgroup" 2>/dev/null || true
 }
 trap cleanup EXIT
 tmp=$(mktemp -d)
@@ -81,6 +106,9 @@ start_server() { # name binary -> sets $port
   port=$(free_port)
   "${server_cpu[@]}" "$exe" --port "$port" --use_tls=false >"$tmp/$name.log" 2>&1 &
   pids+=($!)
+  if [[ -n $cgroup ]]; then
+    echo "${pids[-1]}" >"$cgroup/cgroup.procs"
+  fi
   local i
   for ((i = 0; i < 300; i++)); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
