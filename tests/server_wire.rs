@@ -1,0 +1,293 @@
+//! The server's answers to requests it must refuse, seen on the wire.
+//!
+//! These tests speak raw HTTP/2 with the `h2` crate (no gRPC client in
+//! between), so they see exactly what a peer sees: the HTTP status, whether
+//! the answer is trailers-only (a single HEADERS frame with END_STREAM), and
+//! the `grpc-status` / `grpc-message` values. The server under test serves the
+//! interop `TestService` on 127.0.0.1:0.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use grpc_chat::interop::server::InteropService;
+use grpc_chat::pb::grpc_testing::TestServiceServer;
+use grpc_chat::server::Server;
+use http::{HeaderMap, Method, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn start() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = Server::builder()
+        .add_service(TestServiceServer::new(InteropService))
+        .build();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    address
+}
+
+async fn connect(address: &str) -> h2::client::SendRequest<Bytes> {
+    let socket = TcpStream::connect(address).await.unwrap();
+    let (client, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    client.ready().await.unwrap()
+}
+
+/// What came back: status, headers, body bytes, trailers (None when the
+/// response was trailers-only).
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    trailers: Option<HeaderMap>,
+}
+
+impl Answer {
+    /// `grpc-status` from the trailers, or from the headers of a
+    /// trailers-only response.
+    fn grpc_status(&self) -> Option<&str> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+    }
+
+    fn grpc_message(&self) -> String {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| self.headers.get("grpc-message"))
+            .map(|v| grpc_chat::framing::decode_grpc_message(v.as_bytes()))
+            .unwrap_or_default()
+    }
+}
+
+async fn call(
+    address: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Answer {
+    let mut client = connect(address).await;
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), false)
+        .unwrap();
+    send.send_data(Bytes::copy_from_slice(body), true).unwrap();
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut recv = response.into_body();
+    let trailers_only = recv.is_end_stream();
+    let mut data = Vec::new();
+    while let Some(chunk) = timeout(WAIT, recv.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        data.extend_from_slice(&chunk);
+        let _ = recv.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = if trailers_only {
+        None
+    } else {
+        timeout(WAIT, recv.trailers()).await.unwrap().unwrap()
+    };
+    Answer {
+        status,
+        headers,
+        body: data,
+        trailers,
+    }
+}
+
+const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
+const EMPTY_CALL: &str = "/grpc.testing.TestService/EmptyCall";
+
+/// An empty protobuf message as one gRPC message:
+/// flag 0 | length 0x00000000 | (no payload)
+const EMPTY_MESSAGE: &[u8] = &[0x00, 0x00, 0x00, 0x00, 0x00];
+
+#[tokio::test]
+async fn empty_call_is_answered_with_headers_message_trailers() {
+    let address = start().await;
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, EMPTY_MESSAGE).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.headers["content-type"], "application/grpc");
+    // The response message: flag 0 | length 0 — an empty `Empty`.
+    assert_eq!(answer.body, EMPTY_MESSAGE);
+    assert!(answer.trailers.is_some(), "not trailers-only");
+    assert_eq!(answer.grpc_status(), Some("0"));
+}
+
+#[tokio::test]
+async fn get_is_refused_with_405() {
+    let address = start().await;
+    let answer = call(&address, Method::GET, EMPTY_CALL, GRPC, b"").await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn a_non_grpc_content_type_is_refused_with_415() {
+    let address = start().await;
+    for content_type in ["application/json", "text/plain", "application/grpcx"] {
+        let headers = [("content-type", content_type), ("te", "trailers")];
+        let answer = call(&address, Method::POST, EMPTY_CALL, &headers, EMPTY_MESSAGE).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+    }
+    let answer = call(
+        &address,
+        Method::POST,
+        EMPTY_CALL,
+        &[("te", "trailers")],
+        b"",
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "missing");
+}
+
+#[tokio::test]
+async fn unknown_service_and_method_are_unimplemented_trailers_only() {
+    let address = start().await;
+    for path in [
+        "/grpc.testing.NoSuchService/EmptyCall",
+        "/grpc.testing.TestService/NoSuchMethod",
+        "/not-a-grpc-path",
+    ] {
+        let answer = call(&address, Method::POST, path, GRPC, EMPTY_MESSAGE).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        assert!(answer.trailers.is_none(), "{path}: trailers-only expected");
+        assert_eq!(answer.grpc_status(), Some("12"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_malformed_grpc_timeout_is_refused() {
+    let address = start().await;
+    for timeout_value in ["", "1", "123456789S", "-1S", "1x", "S"] {
+        let headers = [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", timeout_value),
+        ];
+        let answer = call(&address, Method::POST, EMPTY_CALL, &headers, EMPTY_MESSAGE).await;
+        assert_eq!(answer.grpc_status(), Some("13"), "{timeout_value:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_grpc_encoding_is_unimplemented_with_the_accepted_list() {
+    let address = start().await;
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("grpc-encoding", "snappy"),
+    ];
+    let answer = call(&address, Method::POST, EMPTY_CALL, &headers, EMPTY_MESSAGE).await;
+    assert_eq!(answer.grpc_status(), Some("12"));
+    assert!(answer.grpc_message().contains("snappy"));
+    let accepted = answer.headers.get("grpc-accept-encoding").unwrap();
+    assert!(accepted.to_str().unwrap().contains("gzip"));
+}
+
+#[tokio::test]
+async fn a_message_cut_short_by_end_stream_is_internal() {
+    let address = start().await;
+    // flag 0 | length 10 | only 3 of the 10 bytes, then END_STREAM.
+    let truncated = [0x00, 0x00, 0x00, 0x00, 0x0a, 0x01, 0x02, 0x03];
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, &truncated).await;
+    assert_eq!(answer.grpc_status(), Some("13"));
+    // Half a prefix is cut short too.
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, &[0x00, 0x00]).await;
+    assert_eq!(answer.grpc_status(), Some("13"));
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_resource_exhausted() {
+    let address = start().await;
+    // flag 0 | length 0x7fffffff (2 GiB) — refused from the prefix alone,
+    // before anything is allocated.
+    let huge = [0x00, 0x7f, 0xff, 0xff, 0xff];
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, &huge).await;
+    assert_eq!(answer.grpc_status(), Some("8"));
+}
+
+#[tokio::test]
+async fn a_compressed_flag_without_grpc_encoding_is_internal() {
+    let address = start().await;
+    // flag 1 (compressed) | length 0, but no grpc-encoding header.
+    let answer = call(
+        &address,
+        Method::POST,
+        EMPTY_CALL,
+        GRPC,
+        &[0x01, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), Some("13"));
+}
+
+#[tokio::test]
+async fn invalid_protobuf_is_internal() {
+    let address = start().await;
+    // flag 0 | length 2 | field 1, wire type 2 (length-delimited), length 5 —
+    // but the message ends there.
+    let garbage = [0x00, 0x00, 0x00, 0x00, 0x02, 0x0a, 0x05];
+    let path = "/grpc.testing.TestService/UnaryCall";
+    let answer = call(&address, Method::POST, path, GRPC, &garbage).await;
+    assert_eq!(answer.grpc_status(), Some("13"));
+}
+
+#[tokio::test]
+async fn the_server_keeps_serving_after_bad_requests() {
+    let address = start().await;
+    let mut client = connect(&address).await;
+    // A burst of bad streams on one connection, then a good one on the same
+    // connection: the bad ones cost their own streams only.
+    for _ in 0..20 {
+        let request = http::Request::post(format!("http://{address}{EMPTY_CALL}"))
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let (_response, mut send) = client.send_request(request, false).unwrap();
+        send.send_data(Bytes::from_static(&[0x05, 0xff]), true)
+            .unwrap();
+    }
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, EMPTY_MESSAGE).await;
+    assert_eq!(answer.grpc_status(), Some("0"));
+}
+
+#[tokio::test]
+async fn a_deadline_ends_a_sleeping_call_with_deadline_exceeded() {
+    let address = start().await;
+    // StreamingOutputCall asked to wait 2 s before its one response, with a
+    // 50 ms deadline.
+    //   field 2 (response_parameters), length 6:
+    //     field 1 (size) = 1; field 2 (interval_us) = 2_000_000 (varint 0x80 0x89 0x7a)
+    let request: &[u8] = &[0x12, 0x06, 0x08, 0x01, 0x10, 0x80, 0x89, 0x7a];
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(8);
+    body.put_slice(request);
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("grpc-timeout", "50m"),
+    ];
+    let started = std::time::Instant::now();
+    let path = "/grpc.testing.TestService/StreamingOutputCall";
+    let answer = call(&address, Method::POST, path, &headers, &body).await;
+    assert_eq!(answer.grpc_status(), Some("4"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "not after the sleep"
+    );
+}
