@@ -1,0 +1,653 @@
+//! End-to-end tests of the `chat-client` TUI: the real binary in a
+//! pseudo-terminal of a fixed size (`portable-pty`), its output parsed into a
+//! screen (`vt100`), keys typed into the terminal as a person would, and the
+//! screen read back row by row — the typing line, the input line and where
+//! the cursor is, what a peer's escape sequences turn into.
+//!
+//! Against a real `chat-server` process, or (to send what a real server
+//! never would) a hostile server in this process, as in `chat_client.rs`.
+//!
+//! Every wait polls the screen with a deadline; nothing sleeps for a fixed
+//! time.
+//!
+//! The screen, 80×20:
+//!
+//! ```text
+//! row 0        status bar      " #lobby · alice · 127.0.0.1:… · connected · 2 here"
+//! rows 1..=17  message pane    "12:01 [bob] hi" (from the top down)
+//! row 18       typing line     "* bob typing..."
+//! row 19       input line      "> half-typ"
+//! ```
+//!
+//! `capture_quickstart_screens` (ignored) prints the screens of a short
+//! conversation for `docs/quickstart.md`.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::num::NonZeroU16;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use grpc_chat::Status;
+use grpc_chat::pb::chat::{
+    ChatMessageEvent, ChatServiceServer, ClientEvent, HealthCheckRequest, HealthCheckResponse,
+    ServerEvent, SystemEvent, WhoRequest, WhoResponse, client_event, server_event,
+};
+use grpc_chat::rpc::{Request, Response, Streaming};
+use grpc_chat::server::{ResponseSink, Server};
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+/// The terminal's size.
+const ROWS: u16 = 20;
+const COLS: u16 = 80;
+/// Rows of the layout.
+const STATUS_ROW: u16 = 0;
+const TYPING_ROW: u16 = ROWS - 2;
+const INPUT_ROW: u16 = ROWS - 1;
+
+/// How long any single expected thing may take.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A `chat-server` process, killed when dropped.
+struct ChatServer {
+    child: Child,
+}
+
+impl ChatServer {
+    fn start(port: u16, extra: &[&str]) -> ChatServer {
+        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .args(["--addr", &format!("127.0.0.1:{port}"), "--rate-limit", "0"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start chat-server");
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chat-server did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        ChatServer { child }
+    }
+}
+
+impl Drop for ChatServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Records what the terminal was asked to do besides drawing text.
+#[derive(Default)]
+struct Recorder {
+    /// Window titles set (OSC 0/2).
+    titles: Vec<Vec<u8>>,
+}
+
+impl vt100::Callbacks for Recorder {
+    fn set_window_title(&mut self, _: &mut vt100::Screen, title: &[u8]) {
+        self.titles.push(title.to_vec());
+    }
+    fn set_window_icon_name(&mut self, _: &mut vt100::Screen, name: &[u8]) {
+        self.titles.push(name.to_vec());
+    }
+}
+
+/// The terminal's side of the pty: every byte the client wrote, and the
+/// screen they make.
+struct Terminal {
+    parser: vt100::Parser<Recorder>,
+    raw: Vec<u8>,
+}
+
+/// The screen at one moment.
+struct Snapshot {
+    rows: Vec<String>,
+    cursor: (u16, u16),
+    cursor_hidden: bool,
+    screen: vt100::Screen,
+    /// How many output bytes had been read.
+    raw_len: usize,
+}
+
+impl Snapshot {
+    /// Row `i` without trailing blanks.
+    fn row(&self, i: u16) -> &str {
+        self.rows[usize::from(i)].trim_end()
+    }
+
+    /// The message pane's rows, without trailing blanks.
+    fn pane(&self) -> Vec<&str> {
+        (STATUS_ROW + 1..TYPING_ROW).map(|i| self.row(i)).collect()
+    }
+
+    /// The first pane row whose text after the time (`HH:MM `) is `text`.
+    fn pane_row(&self, text: &str) -> Option<u16> {
+        (STATUS_ROW + 1..TYPING_ROW).find(|&i| pane_text(self.row(i)) == Some(text))
+    }
+
+    fn has_line(&self, text: &str) -> bool {
+        self.pane_row(text).is_some()
+    }
+
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            out.push_str(&format!("{i:2}|{}\n", row.trim_end()));
+        }
+        out.push_str(&format!("cursor {:?}", self.cursor));
+        out
+    }
+}
+
+/// A pane row's text after its `HH:MM ` time.
+fn pane_text(row: &str) -> Option<&str> {
+    let (time, rest) = row.split_at_checked(6)?;
+    let b = time.as_bytes();
+    let is_time = b[..2].iter().all(u8::is_ascii_digit)
+        && b[2] == b':'
+        && b[3..5].iter().all(u8::is_ascii_digit)
+        && b[5] == b' ';
+    is_time.then_some(rest)
+}
+
+/// A `chat-client` in a pseudo-terminal; killed (SIGHUP, then SIGKILL) when
+/// dropped.
+struct Tui {
+    name: String,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    keys: Box<dyn Write + Send>,
+    term: Arc<Mutex<Terminal>>,
+    /// Kept open: closing it hangs the client up.
+    _master: Box<dyn MasterPty + Send>,
+}
+
+impl Tui {
+    /// `chat-client --address 127.0.0.1:PORT --user USER [--room ROOM]`.
+    fn start(port: u16, user: &str, room: Option<&str>) -> Tui {
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows: ROWS,
+                cols: COLS,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("cannot open a pty");
+        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-client"));
+        cmd.args(["--address", &format!("127.0.0.1:{port}"), "--user", user]);
+        if let Some(room) = room {
+            cmd.args(["--room", room]);
+        }
+        cmd.env("TERM", "xterm-256color");
+        cmd.env_remove("RUST_LOG");
+        let child = pair
+            .slave
+            .spawn_command(cmd)
+            .expect("cannot start chat-client");
+        // Only the client holds the terminal's end now: its exit ends reads.
+        drop(pair.slave);
+
+        let mut reader = pair.master.try_clone_reader().expect("pty reader");
+        let keys = pair.master.take_writer().expect("pty writer");
+        let term = Arc::new(Mutex::new(Terminal {
+            parser: vt100::Parser::new_with_callbacks(
+                NonZeroU16::new(ROWS).unwrap(),
+                NonZeroU16::new(COLS).unwrap(),
+                0,
+                Recorder::default(),
+            ),
+            raw: Vec::new(),
+        }));
+        let sink = Arc::clone(&term);
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut term = sink.lock().unwrap();
+                        term.parser.process(&buf[..n]);
+                        term.raw.extend_from_slice(&buf[..n]);
+                    }
+                }
+            }
+        });
+        Tui {
+            name: user.to_owned(),
+            child,
+            keys,
+            term,
+            _master: pair.master,
+        }
+    }
+
+    /// Types `keys` (`\r` is Enter).
+    fn type_keys(&mut self, keys: &str) {
+        self.keys.write_all(keys.as_bytes()).unwrap();
+        self.keys.flush().unwrap();
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let term = self.term.lock().unwrap();
+        let screen = term.parser.screen();
+        Snapshot {
+            rows: screen.rows(0, COLS).collect(),
+            cursor: screen.cursor_position(),
+            cursor_hidden: screen.hide_cursor(),
+            screen: screen.clone(),
+            raw_len: term.raw.len(),
+        }
+    }
+
+    /// Output bytes from `from` on.
+    fn raw_since(&self, from: usize) -> Vec<u8> {
+        self.term.lock().unwrap().raw[from..].to_vec()
+    }
+
+    fn titles(&self) -> Vec<Vec<u8>> {
+        self.term.lock().unwrap().parser.callbacks().titles.clone()
+    }
+
+    /// Waits until the screen satisfies `pred`, within `within`; returns it.
+    fn wait_within(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Snapshot) -> bool,
+    ) -> Snapshot {
+        let deadline = Instant::now() + within;
+        loop {
+            let snap = self.snapshot();
+            if pred(&snap) {
+                return snap;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{}'s screen never showed {what} (within {within:?}):\n{}",
+                    self.name,
+                    snap.dump()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The screen once the client has stopped writing for a moment: a
+    /// whole frame, not one caught half-drawn with the cursor mid-screen.
+    fn settled(&self) -> Snapshot {
+        let deadline = Instant::now() + WAIT;
+        let mut last = self.snapshot().raw_len;
+        loop {
+            thread::sleep(Duration::from_millis(150));
+            let snap = self.snapshot();
+            if snap.raw_len == last {
+                return snap;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}'s screen never settled",
+                self.name
+            );
+            last = snap.raw_len;
+        }
+    }
+
+    fn wait_for(&self, what: &str, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+        self.wait_within(WAIT, what, pred)
+    }
+
+    /// Waits for a pane line whose text (after the time) is `text`.
+    fn wait_line(&self, text: &str) -> Snapshot {
+        self.wait_for(&format!("the line {text:?}"), |s| s.has_line(text))
+    }
+
+    /// Waits until the client is connected, with `here` people in the room.
+    fn wait_connected(&self, here: usize) -> Snapshot {
+        let want = format!("· connected · {here} here");
+        self.wait_for(&format!("{want:?} in the status bar"), |s| {
+            s.row(STATUS_ROW).contains(&want)
+        })
+    }
+
+    /// Asks the client to leave (Ctrl-U to empty the input, `/quit`) and
+    /// waits for it to exit cleanly.
+    fn quit(&mut self) {
+        self.type_keys("\x15/quit\r");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{} exited with {status:?}", self.name);
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit:\n{}",
+                self.name,
+                self.snapshot().dump()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tui {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Two TUI clients in room `tea`, both connected and seeing each other.
+fn alice_and_bob(port: u16) -> (Tui, Tui) {
+    let alice = Tui::start(port, "alice", Some("tea"));
+    alice.wait_line("-- welcome to tea, alice: you are the only one here --");
+    let bob = Tui::start(port, "bob", Some("tea"));
+    bob.wait_line("-- welcome to tea, bob: also here: alice --");
+    alice.wait_line("* bob joined");
+    alice.wait_connected(2);
+    bob.wait_connected(2);
+    (alice, bob)
+}
+
+#[test]
+fn typing_indicator_shows_and_clears() {
+    let port = free_port();
+    // The server's own expiry far away: only the client's idle STOP can
+    // clear the indicator within the test's bounds.
+    let _server = ChatServer::start(port, &["--typing-timeout-secs", "60"]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+    let blank = |s: &Snapshot| s.row(TYPING_ROW).is_empty();
+    assert!(blank(&alice.snapshot()), "{}", alice.snapshot().dump());
+
+    // Bob types, no Enter: alice sees him typing; bob sees his input.
+    bob.type_keys("hel");
+    let screen = alice.wait_for("bob typing", |s| s.row(TYPING_ROW) == "* bob typing...");
+    assert_eq!(screen.row(INPUT_ROW), ">", "alice's input is untouched");
+    let screen = bob.wait_for("bob's input", |s| s.row(INPUT_ROW) == "> hel");
+    assert!(
+        blank(&screen),
+        "no indicator for oneself:\n{}",
+        screen.dump()
+    );
+
+    // Enter: the message arrives on both screens and alice's indicator goes.
+    bob.type_keys("lo\r");
+    let screen = alice.wait_for("bob's message and no indicator", |s| {
+        s.has_line("[bob] hello") && blank(s)
+    });
+    assert!(!screen.has_line("[you] hello"), "{}", screen.dump());
+    let screen = bob.wait_for("bob's own message", |s| s.has_line("[you] hello"));
+    assert_eq!(screen.row(INPUT_ROW), ">", "the input is cleared on send");
+    // And stays gone: no late START after the message.
+    let screen = alice.settled();
+    assert!(blank(&screen), "{}", screen.dump());
+
+    // Bob types and stops: after the client's 2 s idle timer the indicator
+    // clears, though the text stays in his input line.
+    bob.type_keys("x");
+    let typed = Instant::now();
+    alice.wait_for("bob typing again", |s| {
+        s.row(TYPING_ROW) == "* bob typing..."
+    });
+    alice.wait_within(
+        Duration::from_secs(5),
+        "the indicator clear when idle",
+        blank,
+    );
+    let idle = typed.elapsed();
+    assert!(
+        idle >= Duration::from_millis(1_900),
+        "cleared after {idle:?}: before the 2 s idle timer"
+    );
+    let screen = bob.snapshot();
+    assert_eq!(screen.row(INPUT_ROW), "> x", "{}", screen.dump());
+
+    // Typing again starts it again.
+    bob.type_keys("y");
+    alice.wait_for("bob typing once more", |s| {
+        s.row(TYPING_ROW) == "* bob typing..."
+    });
+
+    bob.quit();
+    alice.wait_line("* bob left");
+    alice.wait_for("the indicator gone with bob", blank);
+    alice.quit();
+}
+
+#[test]
+fn incoming_message_keeps_a_half_typed_line() {
+    let port = free_port();
+    let _server = ChatServer::start(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+
+    alice.type_keys("half-typ");
+    let at_end = (INPUT_ROW, 10); // "> half-typ" is 10 columns
+    let before = alice.wait_for("the half-typed line", |s| {
+        s.row(INPUT_ROW) == "> half-typ" && s.cursor == at_end
+    });
+    bob.wait_for("alice typing", |s| s.row(TYPING_ROW) == "* alice typing...");
+
+    bob.type_keys("a message while you type\r");
+    alice.wait_line("[bob] a message while you type");
+    let after = alice.settled();
+    assert_eq!(after.row(INPUT_ROW), "> half-typ", "\n{}", after.dump());
+    assert_eq!(after.cursor, at_end, "cursor moved:\n{}", after.dump());
+    assert!(!after.cursor_hidden, "cursor hidden:\n{}", after.dump());
+    // Only the pane changed: the line landed below the earlier ones.
+    let old = before.pane();
+    let new = after.pane();
+    let kept = old.iter().take_while(|r| !r.is_empty()).count();
+    assert_eq!(old[..kept], new[..kept], "\n{}", after.dump());
+
+    // It is the real input, not just what is drawn: finish and send it.
+    alice.type_keys("ed\r");
+    bob.wait_line("[alice] half-typed");
+    alice.wait_line("[you] half-typed");
+
+    bob.quit();
+    alice.quit();
+}
+
+/// A server that sends what the real one refuses to relay, once the client
+/// says something: a name, a message and a notice full of terminal escape
+/// sequences, then a harmless line to know they all arrived.
+struct Hostile;
+
+impl grpc_chat::pb::chat::ChatService for Hostile {
+    async fn chat_stream(
+        &self,
+        _request: Request<Streaming<grpc_chat::pb::chat::ChatMessage>>,
+        _sink: ResponseSink<grpc_chat::pb::chat::ChatMessage>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<ClientEvent>>,
+        mut sink: ResponseSink<ServerEvent>,
+    ) -> Result<(), Status> {
+        let (_, mut stream) = request.into_parts();
+        // The join.
+        stream.message().await?;
+        let say = |username: &str, message: &str| ServerEvent {
+            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                username: username.into(),
+                message: message.into(),
+                timestamp: 1_700_000_000,
+                id: 1,
+            })),
+        };
+        sink.send(&say("mallory", "before")).await?;
+        // Wait for the client's first message: its screen is drawn by then.
+        loop {
+            match stream.message().await? {
+                None => return Ok(()),
+                Some(ClientEvent {
+                    event: Some(client_event::Event::ChatMessage(_)),
+                }) => break,
+                Some(_) => {}
+            }
+        }
+        let events = [
+            say("eve\x1b[2J", "\x1b]0;pwned\x07hi\r[bob] fake\x1b[H\x1b[31m"),
+            ServerEvent {
+                event: Some(server_event::Event::SystemEvent(SystemEvent {
+                    message: "\u{9b}31mred\u{202e}".into(),
+                    timestamp: 1_700_000_000,
+                })),
+            },
+            say("mallory", "after"),
+        ];
+        for event in events {
+            sink.send(&event).await?;
+        }
+        while stream.message().await?.is_some() {}
+        Ok(())
+    }
+
+    async fn health_check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+}
+
+#[test]
+fn escape_sequences_from_peers_are_shown_inert() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(200))
+        .add_service(ChatServiceServer::new(Hostile))
+        .build();
+    runtime.spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    let mut alice = Tui::start(port, "alice", None);
+    alice.wait_line("[mallory] before");
+    let before = alice.settled();
+    let before_row = before.pane_row("[mallory] before").unwrap();
+    let status = before.row(STATUS_ROW).to_owned();
+    assert!(status.starts_with(" #lobby · alice"), "{}", before.dump());
+
+    alice.type_keys("go\r");
+    alice.wait_line("[mallory] after");
+    let after = alice.settled();
+    let raw = alice.raw_since(before.raw_len);
+
+    // Shown as text, on the rows they should be on.
+    let hostile = r"[eve\x1b[2J] \x1b]0;pwned\x07hi\x0d[bob] fake\x1b[H\x1b[31m";
+    assert!(after.has_line(hostile), "\n{}", after.dump());
+    let notice = r"-- \x9b31mred\u{202e} --";
+    assert!(after.has_line(notice), "\n{}", after.dump());
+    // Nothing cleared, moved or overwritten: the earlier line is where it
+    // was, the status bar and the input line are intact.
+    assert_eq!(
+        after.pane_row("[mallory] before"),
+        Some(before_row),
+        "\n{}",
+        after.dump()
+    );
+    assert_eq!(after.row(STATUS_ROW), status, "\n{}", after.dump());
+    assert_eq!(after.row(INPUT_ROW), ">", "\n{}", after.dump());
+    assert_eq!(after.cursor, (INPUT_ROW, 2), "\n{}", after.dump());
+    assert!(
+        !after.pane().iter().any(|r| r.starts_with("[bob]")),
+        "a faked line:\n{}",
+        after.dump()
+    );
+    // Not coloured by the injected CSI: "red" is drawn like the rest of
+    // the notice.
+    let row = after.pane_row(notice).unwrap();
+    let col = u16::try_from(after.row(row).find("red").unwrap()).unwrap();
+    let dash = after.screen.cell(row, 6).unwrap().fgcolor();
+    let red = after.screen.cell(row, col).unwrap().fgcolor();
+    assert_eq!(red, dash, "the notice changed colour mid-way");
+    // The terminal was never told to set its title, and none of the
+    // sequences went out raw.
+    assert!(alice.titles().is_empty(), "title set: {:?}", alice.titles());
+    for bad in [&b"\x1b]"[..], b"\x1b[2J", b"\xc2\x9b", b"pwned\x07", b"\r["] {
+        assert!(
+            !raw.windows(bad.len()).any(|w| w == bad),
+            "{:?} reached the terminal",
+            String::from_utf8_lossy(bad)
+        );
+    }
+
+    alice.quit();
+    let _ = stop.send(());
+}
+
+/// Prints the screens of a short conversation for `docs/quickstart.md`:
+///
+/// ```text
+/// cargo test --test chat_client_tui -- --ignored --nocapture capture_quickstart_screens
+/// ```
+///
+/// The server listens on the quick start's default port, 50053, when it is
+/// free (so the status bar reads as it will for a reader), on another port
+/// otherwise; the clients join the default room, as in the quick start.
+#[test]
+#[ignore = "prints screens for the docs"]
+fn capture_quickstart_screens() {
+    let port = if TcpListener::bind("127.0.0.1:50053").is_ok() {
+        50053
+    } else {
+        free_port()
+    };
+    let _server = ChatServer::start(port, &[]);
+    let mut alice = Tui::start(port, "alice", None);
+    alice.wait_connected(1);
+    let mut bob = Tui::start(port, "bob", None);
+    alice.wait_line("* bob joined");
+    bob.wait_connected(2);
+
+    alice.type_keys("hi bob! did the release build pass?\r");
+    bob.wait_line("[alice] hi bob! did the release build pass?");
+    bob.type_keys("yes, all green. tagging v0.1.0 now\r");
+    alice.wait_line("[bob] yes, all green. tagging v0.1.0 now");
+    alice.type_keys("/me does a little dance\r");
+    bob.wait_line("* alice does a little dance");
+    bob.type_keys("/who\r");
+    bob.wait_line("-- in lobby: alice, bob (2) --");
+    alice.type_keys("great, I'll write the ann");
+    bob.wait_for("alice typing", |s| s.row(TYPING_ROW) == "* alice typing...");
+    alice.wait_for("the half-typed line", |s| {
+        s.row(INPUT_ROW) == "> great, I'll write the ann"
+    });
+
+    for tui in [&alice, &bob] {
+        let snap = tui.snapshot();
+        println!("--- {} ({COLS}x{ROWS}) ---", tui.name);
+        for row in &snap.rows {
+            println!("{}", row.trim_end());
+        }
+    }
+    bob.quit();
+    alice.quit();
+}
