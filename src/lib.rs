@@ -24,9 +24,12 @@
 //!   `interop-client` binaries.
 //! * [`chat_client`] — the `chat-client` terminal app: TUI and line mode,
 //!   reconnection, sanitising peer text; pure logic apart from I/O.
+//! * [`bench`](mod@bench) — the `chat-bench` load generator: members on our client
+//!   layer, deliveries/s, latency percentiles, losses, server CPU and memory.
 
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod chat;
 pub mod chat_client;
 pub mod client;

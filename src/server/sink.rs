@@ -29,7 +29,7 @@ use h2::{Reason, SendStream};
 use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 
-use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, Status};
+use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, PREFIX_LEN, Prefix, Status};
 
 /// Where the response is: before headers, streaming, or done.
 enum Phase {
@@ -122,8 +122,21 @@ impl Responder {
     pub(crate) async fn send_frames(&self, mut data: Bytes) -> Result<(), Status> {
         self.shared.lock().send_headers()?;
         while !data.is_empty() {
-            let capacity = std::future::poll_fn(|cx| self.poll_capacity(cx, data.len())).await?;
-            let chunk = data.split_to(capacity.min(data.len()));
+            // Cut DATA at message boundaries whenever a whole message fits,
+            // and wait for room for a whole (small) message rather than
+            // splitting it: if this send is then abandoned — the call is
+            // ended because the client stopped reading — the client has
+            // received whole messages only, and can read the status that
+            // follows instead of a truncated message.
+            let first = first_message_len(&data).unwrap_or(data.len());
+            let needed = first.clamp(1, WHOLE_MESSAGE_LIMIT);
+            let capacity =
+                std::future::poll_fn(|cx| self.poll_capacity(cx, data.len(), needed)).await?;
+            let cut = match whole_messages_within(&data, capacity) {
+                0 => capacity.min(data.len()),
+                whole => whole,
+            };
+            let chunk = data.split_to(cut);
             let mut shared = self.shared.lock();
             let Phase::Streaming(stream) = &mut shared.phase else {
                 return Err(Status::cancelled("stream closed"));
@@ -135,9 +148,14 @@ impl Responder {
         Ok(())
     }
 
-    /// Waits until the peer's window lets at least one byte through, having
-    /// asked `h2` for `wanted` bytes of capacity.
-    fn poll_capacity(&self, cx: &mut Context<'_>, wanted: usize) -> Poll<Result<usize, Status>> {
+    /// Waits until the peer's window lets at least `needed` bytes through,
+    /// having asked `h2` for `wanted` bytes of capacity.
+    fn poll_capacity(
+        &self,
+        cx: &mut Context<'_>,
+        wanted: usize,
+        needed: usize,
+    ) -> Poll<Result<usize, Status>> {
         let mut shared = self.shared.lock();
         let Phase::Streaming(stream) = &mut shared.phase else {
             return Poll::Ready(Err(Status::cancelled("stream closed")));
@@ -145,11 +163,11 @@ impl Responder {
         stream.reserve_capacity(wanted);
         loop {
             let available = stream.capacity();
-            if available > 0 {
+            if available >= needed {
                 return Poll::Ready(Ok(available));
             }
             // `poll_capacity` only reports increases, so check `capacity()`
-            // first and come back here until it is non-zero.
+            // first and come back here until there is enough.
             match stream.poll_capacity(cx) {
                 Poll::Ready(Some(Ok(_))) => continue,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_error_to_status(&e))),
@@ -249,6 +267,31 @@ fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
     }
 }
 
+/// Messages up to this size are never split across DATA frames on purpose
+/// (see [`Responder::send_frames`]). HTTP/2's default window (65,535 bytes)
+/// always has room for one.
+const WHOLE_MESSAGE_LIMIT: usize = 16 * 1024;
+
+/// Length of the first length-prefixed message of `data` (prefix included),
+/// if its prefix is there.
+fn first_message_len(data: &[u8]) -> Option<usize> {
+    let prefix = Prefix::parse(data).ok()??;
+    usize::try_from(prefix.len).ok()?.checked_add(PREFIX_LEN)
+}
+
+/// Length of the longest run of whole length-prefixed messages at the front
+/// of `data` that fits in `limit` bytes (0 if not even the first fits).
+fn whole_messages_within(data: &[u8], limit: usize) -> usize {
+    let mut end = 0;
+    while let Some(len) = data.get(end..).and_then(first_message_len) {
+        match end.checked_add(len) {
+            Some(next) if next <= limit && next <= data.len() => end = next,
+            _ => break,
+        }
+    }
+    end
+}
+
 /// Maps an `h2` stream error to the status a handler sees.
 pub(crate) fn h2_error_to_status(e: &h2::Error) -> Status {
     match e.reason() {
@@ -328,5 +371,25 @@ impl<T: prost::Message> ResponseSink<T> {
     /// before the first message.
     pub fn flush_headers(&mut self) -> Result<(), Status> {
         self.responder.flush_headers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Two messages: flag 0 | length 2 | "hi", then flag 0 | length 3 | "abc".
+    const TWO: &[u8] = &[0, 0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0, 3, b'a', b'b', b'c'];
+
+    #[test]
+    fn cuts_fall_on_message_boundaries() {
+        assert_eq!(first_message_len(TWO), Some(7));
+        assert_eq!(whole_messages_within(TWO, 100), 15);
+        assert_eq!(whole_messages_within(TWO, 14), 7);
+        assert_eq!(whole_messages_within(TWO, 7), 7);
+        assert_eq!(whole_messages_within(TWO, 6), 0);
+        // A half-present second message is not counted.
+        assert_eq!(whole_messages_within(&TWO[..10], 100), 7);
+        assert_eq!(first_message_len(&TWO[..3]), None);
     }
 }

@@ -1,0 +1,670 @@
+//! chat-bench: load and measurement for any server of `proto/chat.proto`.
+//!
+//! C members join one room; S of them send M marked messages each; every
+//! member checks each message it receives against the marker in the text
+//! ([`marker`]), so it counts each delivery once, spots duplicates and
+//! measures latency on a clock shared by sender and receiver (they are in
+//! this one process). The figures: deliveries per second, latency
+//! percentiles (HdrHistogram), lost and duplicated messages, and with a
+//! server PID the server's CPU time and peak memory.
+//!
+//! # A run, phase by phase
+//!
+//! 1. **Connect**: `conns` HTTP/2 connections (one per member by default),
+//!    through our own client layer ([`crate::client`]).
+//! 2. **Join**: each member queues its join, then opens its call.
+//! 3. **Warm-up barrier**: members 0 and 1 send a probe every 100 ms until
+//!    every member has received something from another member, so every
+//!    call is registered and forwarding before anything is measured; then
+//!    wait until no message arrived for 300 ms, so warm-up traffic does not
+//!    mix with the load.
+//! 4. **Stall** (`stall` > 0): the last N members stop reading.
+//! 5. **Load**: the senders send, paced at `rate` per sender or as fast as
+//!    the server's flow control lets them. Latency runs from handing a
+//!    message to its member's outbox to a receiver decoding it, so with
+//!    `rate` 0 it includes the wait in the sender's own queue: under a server
+//!    that pushes back, that is where the wait shows.
+//! 6. **Drain**: until every expected delivery arrived, or nothing arrived
+//!    for `drain` after the last send, or the run's `timeout` passed.
+//!
+//! This is the method of the independent yardstick `chatload` in
+//! `../shared/bench` (same marker, same barrier, same clock points), so both
+//! tools measure the same thing and can check each other.
+//!
+//! # Layout
+//!
+//! * `mod.rs` (this file) — [`Config`], [`run`] and the shared counters.
+//! * [`marker`] — the text marker, pure.
+//! * `member.rs` — one member: its call, writer and reader; the two
+//!   protocols' differences.
+//! * [`report`] — [`Report`], as a table and as one JSON line.
+//! * [`procfs`] — the server's CPU time and memory from `/proc`.
+
+pub mod marker;
+mod member;
+pub mod procfs;
+pub mod report;
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, watch};
+
+use crate::client::Channel;
+use crate::pb::chat::ChatServiceClient;
+use member::{MemberSpec, MemberStats, Outbound, Phase};
+pub use report::Report;
+
+/// Default for [`Config::clients`].
+pub const DEFAULT_CLIENTS: usize = 100;
+/// Default for [`Config::senders`].
+pub const DEFAULT_SENDERS: usize = 10;
+/// Default for [`Config::messages`].
+pub const DEFAULT_MESSAGES: usize = 1000;
+/// Default for [`Config::payload`]: bytes of message text.
+pub const DEFAULT_PAYLOAD: usize = 64;
+/// Default for [`Config::drain`].
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(3);
+/// Default for [`Config::warmup`].
+pub const DEFAULT_WARMUP: Duration = Duration::from_secs(20);
+/// Default for [`Config::timeout`].
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for [`Config::stream_window`]: 2 MiB, what tonic's client (and
+/// so `chatload`) advertises, rather than our client's own default, so the
+/// two tools put the same flow-control pressure on a server.
+pub const DEFAULT_STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// Default for [`Config::conn_window`]: 5 MiB, tonic's client default.
+pub const DEFAULT_CONN_WINDOW: u32 = 5 * 1024 * 1024;
+/// Default for [`Config::stall_window`]: HTTP/2's initial stream window
+/// (RFC 9113 section 6.9.2). With 2 MiB a stalled member would absorb some
+/// 25,000 small messages before the server's sends to it blocked: more
+/// than most runs send.
+pub const DEFAULT_STALL_WINDOW: u32 = 65_535;
+/// How long to wait for one connection (TCP and the HTTP/2 handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Capacity of each member's outbox, in messages.
+const OUTBOX: usize = 64;
+/// The latency histogram is split in this many shards (by receiving member)
+/// so members rarely wait on each other's lock.
+const HISTOGRAM_SHARDS: usize = 16;
+/// Largest latency the histogram records, µs; larger values are clamped.
+const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// Which RPC of `chat.ChatService` the members use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `ChatStream`: `ChatMessage` both ways; the first message binds the name.
+    ChatStream,
+    /// `Chat`: typed events; the first is `USER_JOINED`.
+    Chat,
+}
+
+impl Protocol {
+    /// The name on the command line and in the report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::ChatStream => "chat-stream",
+            Protocol::Chat => "chat",
+        }
+    }
+}
+
+/// What to run. [`Config::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server, `host:port`.
+    pub addr: String,
+    /// Members (C).
+    pub clients: usize,
+    /// Members that send (S), members `0..S`.
+    pub senders: usize,
+    /// Messages each sender sends (M).
+    pub messages: usize,
+    /// Bytes of message text (the marker, padded).
+    pub payload: usize,
+    /// Messages per second per sender; 0 sends as fast as the server takes them.
+    pub rate: f64,
+    /// Which RPC to use.
+    pub protocol: Protocol,
+    /// HTTP/2 connections, shared round-robin; 0 means one per member.
+    pub conns: usize,
+    /// Members (the last N) that stop reading after the warm-up.
+    pub stall: usize,
+    /// Stream window of the stalled members' connections.
+    pub stall_window: u32,
+    /// Stream window of the other connections.
+    pub stream_window: u32,
+    /// Connection window of every connection.
+    pub conn_window: u32,
+    /// End the run when nothing arrived for this long after the last send.
+    pub drain: Duration,
+    /// Longest warm-up barrier.
+    pub warmup: Duration,
+    /// The whole run ends by this, whatever the server does.
+    pub timeout: Duration,
+    /// The server's process, for its CPU time and memory (same machine).
+    pub server_pid: Option<u32>,
+    /// Members are named `{name_prefix}{index}`.
+    pub name_prefix: String,
+    /// Free text naming the run in the report.
+    pub label: String,
+}
+
+impl Config {
+    /// The defaults, against `addr`.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Config {
+            addr: addr.into(),
+            clients: DEFAULT_CLIENTS,
+            senders: DEFAULT_SENDERS,
+            messages: DEFAULT_MESSAGES,
+            payload: DEFAULT_PAYLOAD,
+            rate: 0.0,
+            protocol: Protocol::ChatStream,
+            conns: 0,
+            stall: 0,
+            stall_window: DEFAULT_STALL_WINDOW,
+            stream_window: DEFAULT_STREAM_WINDOW,
+            conn_window: DEFAULT_CONN_WINDOW,
+            drain: DEFAULT_DRAIN,
+            warmup: DEFAULT_WARMUP,
+            timeout: DEFAULT_TIMEOUT,
+            server_pid: None,
+            name_prefix: "cb".into(),
+            label: String::new(),
+        }
+    }
+
+    /// Connections actually used.
+    fn conns(&self) -> usize {
+        if self.conns == 0 || self.conns > self.clients {
+            self.clients
+        } else {
+            self.conns
+        }
+    }
+
+    /// Checks the combination of settings.
+    fn validate(&self) -> Result<(), Error> {
+        let invalid = |why: &str| Err(Error::Config(why.to_owned()));
+        if self.clients < 2 {
+            return invalid("need at least 2 clients (two of them probe during the warm-up)");
+        }
+        if self.senders == 0 || self.senders > self.clients || self.messages == 0 {
+            return invalid("need 1 <= senders <= clients and messages >= 1");
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return invalid("rate must be a number >= 0");
+        }
+        if self.stall > 0 {
+            if self.senders + self.stall > self.clients || self.stall + 2 > self.clients {
+                return invalid(
+                    "stalled members only receive: need senders + stall <= clients, \
+                     and at least 2 members that read",
+                );
+            }
+            if self.conns() != self.clients {
+                return invalid(
+                    "stall needs one connection per member: the stalled members' small \
+                     stream window is a setting of their connections",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a run could not be made.
+#[derive(Debug)]
+pub enum Error {
+    /// The settings do not fit together.
+    Config(String),
+    /// The machine cannot hold the connections.
+    Resources(String),
+    /// A connection to the server could not be made.
+    Connect(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(why) => write!(f, "invalid settings: {why}"),
+            Error::Resources(why) | Error::Connect(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where a run is, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Connecting and joining.
+    Connecting,
+    /// The warm-up barrier.
+    WarmingUp,
+    /// Sending and receiving the measured messages.
+    Load,
+    /// Collecting the members' figures.
+    Finishing,
+}
+
+/// A progress report, handed to [`run`]'s callback about ten times a second.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// The phase.
+    pub stage: Stage,
+    /// Measured deliveries so far.
+    pub delivered: u64,
+    /// Deliveries expected in all.
+    pub expected: u64,
+    /// Members that passed the warm-up barrier so far.
+    pub ready: usize,
+    /// Members in all.
+    pub clients: usize,
+}
+
+/// Counters and the clock shared by the main task and every member.
+pub(crate) struct Shared {
+    /// The benchmark clock's zero.
+    start: Instant,
+    /// Senders (S), for the dedup bits.
+    senders: usize,
+    /// Messages per sender (M).
+    messages: usize,
+    /// Every chat text received, of any kind (for the warm-up settle).
+    received_any: AtomicU64,
+    /// Members that received a marked message from another member.
+    ready: AtomicUsize,
+    /// Members whose call failed.
+    failed: AtomicUsize,
+    /// Distinct measured deliveries.
+    delivered: AtomicU64,
+    /// Measured messages handed to the outboxes.
+    sent: AtomicU64,
+    /// Clock at the first measured send; `u64::MAX` before it.
+    first_send_ns: AtomicU64,
+    /// Clock after the latest measured send.
+    last_send_ns: AtomicU64,
+    /// Clock at the latest delivery.
+    last_delivery_ns: AtomicU64,
+    /// Senders that have sent everything (or lost their call).
+    senders_done: AtomicUsize,
+    /// Stalled members that have stopped reading.
+    stalled: AtomicUsize,
+    /// Latency in µs, sharded by receiving member.
+    histograms: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl Shared {
+    /// Nanoseconds on the benchmark clock.
+    pub(crate) fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn record_latency(&self, member: usize, us: u64) {
+        self.histograms[member % HISTOGRAM_SHARDS]
+            .lock()
+            .saturating_record(us.clamp(1, MAX_LATENCY_US));
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Cannot fail: 1 <= low, high >= 2 * low, 3 significant figures is in 0..=5.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
+}
+
+/// Runs the benchmark. `progress` is called about ten times a second.
+///
+/// Always returns by `config.timeout` plus a few seconds of connecting and
+/// collecting, whatever the server does.
+pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<Report, Error> {
+    config.validate()?;
+    let t0 = Instant::now();
+    let deadline = t0 + config.timeout;
+    let conns = config.conns();
+    let readers = config.clients - config.stall;
+    // Every measured message is expected by every member that reads, but its sender.
+    let expected = (config.senders * config.messages * (readers - 1)) as u64;
+    let mut report_progress = |stage, shared: &Shared| {
+        progress(Progress {
+            stage,
+            delivered: shared.delivered.load(Relaxed),
+            expected,
+            ready: shared.ready.load(Relaxed),
+            clients: config.clients,
+        })
+    };
+
+    // One descriptor per connection, plus the runtime's own.
+    let fds = conns as u64 + 64;
+    if let Some((soft, hard)) = procfs::open_files_limits()
+        && soft < fds
+    {
+        return Err(Error::Resources(format!(
+            "{conns} connections need about {fds} open files, but the limit is {soft} \
+             (hard limit {hard}): raise it first, e.g. `ulimit -n {hard}`"
+        )));
+    }
+
+    let shared = Arc::new(Shared {
+        start: t0,
+        senders: config.senders,
+        messages: config.messages,
+        received_any: AtomicU64::new(0),
+        ready: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        delivered: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        first_send_ns: AtomicU64::new(u64::MAX),
+        last_send_ns: AtomicU64::new(0),
+        last_delivery_ns: AtomicU64::new(0),
+        senders_done: AtomicUsize::new(0),
+        stalled: AtomicUsize::new(0),
+        histograms: (0..HISTOGRAM_SHARDS)
+            .map(|_| Mutex::new(new_histogram()))
+            .collect(),
+    });
+    report_progress(Stage::Connecting, &shared);
+
+    // 1. Connections, dialled concurrently. With one per member, connection
+    // i carries member i, so the stalled members' connections are the last.
+    let dials: Vec<_> = (0..conns)
+        .map(|i| {
+            let mut builder = Channel::builder(config.addr.clone());
+            builder
+                .connect_timeout(CONNECT_TIMEOUT)
+                .initial_connection_window_size(config.conn_window)
+                .initial_stream_window_size(if i >= readers {
+                    config.stall_window
+                } else {
+                    config.stream_window
+                });
+            tokio::spawn(async move { builder.connect().await })
+        })
+        .collect();
+    let mut clients = Vec::with_capacity(conns);
+    for dial in dials {
+        let channel = match tokio::time::timeout_at(deadline.into(), dial).await {
+            Ok(Ok(Ok(channel))) => channel,
+            Ok(Ok(Err(status))) => {
+                return Err(Error::Connect(format!(
+                    "cannot connect to {}: {}",
+                    config.addr,
+                    status.message()
+                )));
+            }
+            Ok(Err(join)) => return Err(Error::Connect(format!("connecting failed: {join}"))),
+            Err(_) => return Err(Error::Connect("timed out connecting".into())),
+        };
+        clients.push(ChatServiceClient::new(channel));
+    }
+
+    // 2. Members: each queues its join before its call opens.
+    let (phase_tx, phase_rx) = watch::channel(Phase::Read);
+    let mut outboxes = Vec::with_capacity(config.clients);
+    let mut members = Vec::with_capacity(config.clients);
+    for id in 0..config.clients {
+        let (tx, rx) = mpsc::channel(OUTBOX);
+        // Cannot fail: the channel is new and has room.
+        let _ = tx.try_send(Outbound::Join);
+        outboxes.push(tx);
+        let spec = MemberSpec {
+            id,
+            name: format!("{}{id}", config.name_prefix),
+            stalls: id >= readers,
+        };
+        members.push(tokio::spawn(member::run(
+            spec,
+            clients[id % conns].clone(),
+            config.protocol,
+            rx,
+            shared.clone(),
+            phase_rx.clone(),
+        )));
+    }
+
+    // 3. Warm-up barrier: every member must hear another member. Members 0
+    // and 1 probe every 100 ms, so everyone (0 and 1 included) has something
+    // to hear even if joins are not forwarded (`Chat` forwards no join text).
+    let warm_deadline = (t0 + config.warmup).min(deadline);
+    let mut probe = 0u64;
+    while shared.ready.load(Relaxed) + shared.failed.load(Relaxed) < config.clients
+        && Instant::now() < warm_deadline
+    {
+        for (id, outbox) in outboxes.iter().enumerate().take(2) {
+            let _ = outbox.try_send(Outbound::Text(marker::probe(id, probe)));
+        }
+        probe += 1;
+        report_progress(Stage::WarmingUp, &shared);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = shared.ready.load(Relaxed);
+    // Settle: no message at all for 300 ms (at most 5 s).
+    let settle_deadline = (Instant::now() + Duration::from_secs(5)).min(deadline);
+    let (mut last_count, mut last_change) = (shared.received_any.load(Relaxed), Instant::now());
+    while Instant::now() < settle_deadline && last_change.elapsed() < Duration::from_millis(300) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let count = shared.received_any.load(Relaxed);
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+        }
+    }
+    let warmup_s = t0.elapsed().as_secs_f64();
+
+    // 4. Stall: the stalled members stop reading before anything is measured
+    // (waited for, at most 2 s).
+    if config.stall > 0 {
+        let _ = phase_tx.send(Phase::Stall);
+        let until = Instant::now() + Duration::from_secs(2);
+        while shared.stalled.load(Relaxed) < config.stall && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    // 5. Load.
+    let server_pid = config.server_pid.map(|p| p.to_string());
+    let cpu_before = (
+        server_pid.as_deref().and_then(procfs::cpu_s),
+        procfs::cpu_s("self"),
+    );
+    let senders: Vec<_> = outboxes
+        .iter()
+        .take(config.senders)
+        .enumerate()
+        .map(|(id, outbox)| {
+            tokio::spawn(send(
+                id,
+                outbox.clone(),
+                shared.clone(),
+                config.payload,
+                config.rate,
+            ))
+        })
+        .collect();
+
+    // 6. Drain.
+    let timed_out = loop {
+        report_progress(Stage::Load, &shared);
+        let tick = Instant::now() + Duration::from_millis(100);
+        let mut outcome = None;
+        while outcome.is_none() && Instant::now() < tick {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            outcome = finished(&shared, expected, config.drain, deadline);
+        }
+        if let Some(timed_out) = outcome {
+            break timed_out;
+        }
+    };
+    let cpu_after = (
+        server_pid.as_deref().and_then(procfs::cpu_s),
+        procfs::cpu_s("self"),
+    );
+    let difference = |before: Option<f64>, after: Option<f64>| Some(after? - before?);
+    report_progress(Stage::Finishing, &shared);
+
+    // 7. Stop the members and sum their figures (stalled ones take < 1.3 s
+    // to look at their calls; nobody gets more than 3 s).
+    let _ = phase_tx.send(Phase::Stop);
+    for sender in &senders {
+        sender.abort();
+    }
+    let mut total = Totals::default();
+    let collect_deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    for member in members {
+        match tokio::time::timeout_at(collect_deadline, member).await {
+            Ok(Ok(stats)) => total.add(stats),
+            Ok(Err(_)) | Err(_) => total.uncollected += 1,
+        }
+    }
+    if total.uncollected > 0 {
+        tracing::warn!(members = total.uncollected, "members did not stop in time");
+    }
+
+    let mut histogram = new_histogram();
+    for shard in &shared.histograms {
+        // Cannot fail: every shard has the same bounds as `histogram`.
+        let _ = histogram.add(&*shard.lock());
+    }
+    let quantile = |q: f64| {
+        if histogram.is_empty() {
+            0
+        } else {
+            histogram.value_at_quantile(q)
+        }
+    };
+    let first = shared.first_send_ns.load(Relaxed);
+    let last = shared.last_delivery_ns.load(Relaxed);
+    let seconds = |from: u64, to: u64| {
+        if from == u64::MAX || to <= from {
+            0.0
+        } else {
+            (to - from) as f64 / 1e9
+        }
+    };
+    let vm = |key| {
+        config
+            .server_pid
+            .and_then(|pid| procfs::status_kb(pid, key))
+    };
+    Ok(Report {
+        label: config.label.clone(),
+        protocol: config.protocol,
+        clients: config.clients,
+        conns,
+        senders: config.senders,
+        messages: config.messages,
+        payload: config.payload,
+        rate: config.rate,
+        stalled: config.stall,
+        sent: shared.sent.load(Relaxed),
+        expected,
+        delivered: shared.delivered.load(Relaxed),
+        dups: total.stats.dups,
+        echoes: total.stats.echoes,
+        foreign: total.stats.foreign,
+        events: total.stats.events,
+        stream_errors: total.errors,
+        first_error: total.stats.error,
+        ready,
+        warmup_s,
+        send_s: seconds(first, shared.last_send_ns.load(Relaxed)),
+        elapsed_s: seconds(first, last),
+        latency_us: [
+            quantile(0.5),
+            quantile(0.9),
+            quantile(0.99),
+            quantile(0.999),
+            histogram.max(),
+        ],
+        timed_out,
+        stalled_disconnected: total.stalled_disconnected,
+        first_stall_end: total.stats.stall_end,
+        server_vmhwm_kb: vm("VmHWM"),
+        server_vmrss_kb: vm("VmRSS"),
+        server_cpu_s: difference(cpu_before.0, cpu_after.0),
+        load_cpu_s: difference(cpu_before.1, cpu_after.1),
+    })
+}
+
+/// The members' figures summed; `stats.error` and `stats.stall_end` hold the
+/// first of each.
+#[derive(Default)]
+struct Totals {
+    stats: MemberStats,
+    errors: usize,
+    stalled_disconnected: usize,
+    uncollected: usize,
+}
+
+impl Totals {
+    fn add(&mut self, member: MemberStats) {
+        self.stats.echoes += member.echoes;
+        self.stats.dups += member.dups;
+        self.stats.foreign += member.foreign;
+        self.stats.events += member.events;
+        if let Some(error) = member.error {
+            self.errors += 1;
+            self.stats.error.get_or_insert(error);
+        }
+        if let Some(end) = member.stall_end {
+            self.stalled_disconnected += 1;
+            self.stats.stall_end.get_or_insert(end);
+        }
+    }
+}
+
+/// Whether the load phase is over: `Some(false)` when every delivery
+/// arrived or nothing arrived for `drain` after the senders finished,
+/// `Some(true)` at the deadline, `None` while it goes on.
+fn finished(shared: &Shared, expected: u64, drain: Duration, deadline: Instant) -> Option<bool> {
+    if shared.delivered.load(Relaxed) >= expected {
+        return Some(false);
+    }
+    if Instant::now() >= deadline {
+        return Some(true);
+    }
+    if shared.senders_done.load(Relaxed) == shared.senders {
+        let quiet_since = shared
+            .last_delivery_ns
+            .load(Relaxed)
+            .max(shared.last_send_ns.load(Relaxed));
+        let drain_ns = u64::try_from(drain.as_nanos()).unwrap_or(u64::MAX);
+        if shared.now_ns().saturating_sub(quiet_since) > drain_ns {
+            return Some(false);
+        }
+    }
+    None
+}
+
+/// Sender `id`: M marked messages into its outbox, paced at `rate` per
+/// second (0: as fast as the outbox takes them). The clock is read just
+/// before the message is handed over.
+async fn send(
+    id: usize,
+    outbox: mpsc::Sender<Outbound>,
+    shared: Arc<Shared>,
+    payload: usize,
+    rate: f64,
+) {
+    let start = tokio::time::Instant::now();
+    for seq in 0..shared.messages {
+        if rate > 0.0 {
+            tokio::time::sleep_until(start + Duration::from_secs_f64(seq as f64 / rate)).await;
+        }
+        let sent_ns = shared.now_ns();
+        shared.first_send_ns.fetch_min(sent_ns, Relaxed);
+        let text = marker::data(id, seq, sent_ns, payload);
+        if outbox.send(Outbound::Text(text)).await.is_err() {
+            break; // the member is gone; its reader reports why
+        }
+        shared.sent.fetch_add(1, Relaxed);
+        shared.last_send_ns.fetch_max(shared.now_ns(), Relaxed);
+    }
+    shared.senders_done.fetch_add(1, Relaxed);
+}

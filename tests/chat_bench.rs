@@ -1,0 +1,200 @@
+//! The `chat-bench` binary against our chat server, in this process, over
+//! 127.0.0.1: small runs of both protocols must count every delivery exactly
+//! once, and `--stall` must report the slow reader that the server
+//! disconnects after its grace period.
+//!
+//! Each run is bounded twice: chat-bench's own `--timeout-s`, and a kill
+//! here if the process outlives that.
+
+use std::time::Duration;
+
+use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
+use grpc_chat::pb::chat::ChatServiceServer;
+use grpc_chat::server::Server;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// chat-bench's own limit per run.
+const BENCH_TIMEOUT_S: u64 = 20;
+/// Ours: the process is killed after this.
+const KILL_AFTER: Duration = Duration::from_secs(BENCH_TIMEOUT_S + 15);
+
+/// A chat server without a rate limit on a free port; stops when dropped.
+struct TestServer {
+    address: String,
+    _stop: oneshot::Sender<()>,
+}
+
+async fn start(slow_grace: Duration) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let config = ChatConfig {
+        rate_limit: RateLimit {
+            rate: 0.0,
+            burst: 1.0,
+        },
+        slow_grace,
+        ..ChatConfig::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_millis(200))
+        .add_service(ChatServiceServer::new(ChatService::new(config)))
+        .build();
+    tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        address,
+        _stop: stop,
+    }
+}
+
+/// Runs chat-bench with `args` and `--json`; returns its JSON line.
+async fn bench(server: &TestServer, args: &[&str]) -> String {
+    let timeout = BENCH_TIMEOUT_S.to_string();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["--addr", &server.address, "--json", "--timeout-s", &timeout])
+        .args(["--drain-ms", "1000"])
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(KILL_AFTER, run)
+        .await
+        .expect("chat-bench outlived its own timeout")
+        .expect("cannot run chat-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "chat-bench failed: {stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or_default().to_owned();
+    eprintln!("{stderr}{line}");
+    line
+}
+
+/// The raw value of `"key":` in a flat JSON object (a number, `true`, `null`,
+/// or a quoted string with its quotes).
+fn field<'a>(json: &'a str, key: &str) -> &'a str {
+    let pattern = format!("\"{key}\":");
+    let at = json
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pattern.len();
+    let rest = &json[at..];
+    let end = if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.find('"').map_or(rest.len(), |i| i + 2)
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    &rest[..end]
+}
+
+fn number(json: &str, key: &str) -> u64 {
+    field(json, key)
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {json}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_stream_counts_every_delivery_once() {
+    let server = start(Duration::from_secs(5)).await;
+    let json = bench(
+        &server,
+        &["--clients", "5", "--senders", "2", "--messages", "50"],
+    )
+    .await;
+    // 2 senders × 50 messages × 4 other members.
+    assert_eq!(number(&json, "expected"), 400, "{json}");
+    assert_eq!(number(&json, "delivered"), 400, "{json}");
+    assert_eq!(number(&json, "lost"), 0, "{json}");
+    assert_eq!(number(&json, "dups"), 0, "{json}");
+    assert_eq!(
+        number(&json, "echoes"),
+        0,
+        "ChatStream does not echo: {json}"
+    );
+    assert_eq!(number(&json, "stream_errors"), 0, "{json}");
+    assert_eq!(number(&json, "ready"), 5, "{json}");
+    assert_eq!(field(&json, "timed_out"), "false", "{json}");
+    assert_eq!(field(&json, "protocol"), "\"chat-stream\"", "{json}");
+    assert!(number(&json, "p50_us") > 0, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_protocol_counts_echoes_apart() {
+    let server = start(Duration::from_secs(5)).await;
+    let json = bench(
+        &server,
+        &[
+            "--protocol",
+            "chat",
+            "--clients",
+            "4",
+            "--senders",
+            "2",
+            "--messages",
+            "50",
+            "--conns",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(number(&json, "conns"), 2, "{json}");
+    assert_eq!(number(&json, "expected"), 300, "{json}");
+    assert_eq!(number(&json, "delivered"), 300, "{json}");
+    assert_eq!(number(&json, "lost"), 0, "{json}");
+    assert_eq!(number(&json, "dups"), 0, "{json}");
+    // Chat sends each member's messages back to it: counted, not delivered.
+    assert_eq!(number(&json, "echoes"), 100, "{json}");
+    // Joins and welcome notices are events, not deliveries.
+    assert!(number(&json, "events") > 0, "{json}");
+    assert_eq!(number(&json, "stream_errors"), 0, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_member_is_reported_disconnected() {
+    // The stalled member's 64 KiB stream window holds ~65 messages of 1000
+    // bytes: full after ~0.7 s of 100 msg/s; the server then waits 300 ms
+    // before ending its call, well within the 2 s of sending.
+    let server = start(Duration::from_millis(300)).await;
+    let json = bench(
+        &server,
+        &[
+            "--clients",
+            "4",
+            "--senders",
+            "1",
+            "--messages",
+            "200",
+            "--rate",
+            "100",
+            "--payload",
+            "1000",
+            "--stall",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(number(&json, "stalled"), 1, "{json}");
+    assert_eq!(number(&json, "stalled_disconnected"), 1, "{json}");
+    // The others are not held up by the slow reader.
+    assert_eq!(number(&json, "expected"), 400, "{json}");
+    assert_eq!(number(&json, "delivered"), 400, "{json}");
+    assert_eq!(number(&json, "lost"), 0, "{json}");
+    assert_eq!(number(&json, "stream_errors"), 0, "{json}");
+}
+
+#[tokio::test]
+async fn refuses_impossible_settings() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
+        .args(["--addr", "127.0.0.1:9", "--clients", "3", "--stall", "2"])
+        .args(["--senders", "1", "--timeout-s", "5"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(KILL_AFTER, out)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("invalid settings"), "{stderr}");
+}
