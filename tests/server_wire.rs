@@ -291,3 +291,128 @@ async fn a_deadline_ends_a_sleeping_call_with_deadline_exceeded() {
         "not after the sleep"
     );
 }
+
+/// A server with short timers, for the connection-lifecycle tests.
+async fn start_with(configure: impl FnOnce(&mut grpc_chat::server::Builder)) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let mut builder = Server::builder();
+    builder.add_service(TestServiceServer::new(InteropService));
+    configure(&mut builder);
+    tokio::spawn(builder.build().serve(listener, std::future::pending()));
+    address
+}
+
+/// Reads from `socket` until the server closes it; returns how long that took.
+async fn until_closed(mut socket: TcpStream) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match timeout(WAIT, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
+            Ok(Ok(_)) => continue,
+            Err(_) => panic!("the server did not close the connection"),
+        }
+    }
+}
+
+/// The client connection preface, then an empty SETTINGS frame:
+/// length 0 | type 0x4 (SETTINGS) | flags 0 | stream 0.
+const PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn a_connection_that_never_sends_the_preface_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let address = start_with(|b| {
+        b.handshake_timeout(Duration::from_millis(200));
+    })
+    .await;
+    let silent = TcpStream::connect(&address).await.unwrap();
+    assert!(until_closed(silent).await < Duration::from_secs(2));
+    // Half a preface, then nothing: the same.
+    let mut stalled = TcpStream::connect(&address).await.unwrap();
+    stalled
+        .write_all(&PREFACE_AND_SETTINGS[..10])
+        .await
+        .unwrap();
+    assert!(until_closed(stalled).await < Duration::from_secs(2));
+    // Meanwhile the server serves everyone else.
+    let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, EMPTY_MESSAGE).await;
+    assert_eq!(answer.grpc_status(), Some("0"));
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_answer_pings_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let address = start_with(|b| {
+        b.keepalive_interval(Some(Duration::from_millis(100)))
+            .keepalive_timeout(Duration::from_millis(200));
+    })
+    .await;
+    // Completes the handshake, then never reads again: the server's PING is
+    // never acknowledged.
+    let mut mute = TcpStream::connect(&address).await.unwrap();
+    mute.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(until_closed(mute).await < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn an_idle_connection_gets_goaway() {
+    let address = start_with(|b| {
+        b.idle_timeout(Some(Duration::from_millis(200)));
+    })
+    .await;
+    let socket = TcpStream::connect(&address).await.unwrap();
+    let (client, connection) = h2::client::handshake(socket).await.unwrap();
+    // With no stream open, the server sends GOAWAY and the connection ends.
+    let ended = timeout(WAIT, connection).await;
+    assert!(ended.is_ok(), "the idle connection was not closed");
+    drop(client);
+}
+
+#[tokio::test]
+async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
+        .shutdown_grace(Duration::from_secs(3))
+        .add_service(TestServiceServer::new(InteropService))
+        .build();
+    let serving = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+
+    // A call that answers after 300 ms: field 2 (response_parameters), length 6:
+    // size 1, interval_us 300_000 (varint 0xe0 0xa7 0x12).
+    let request: &[u8] = &[0x12, 0x06, 0x08, 0x01, 0x10, 0xe0, 0xa7, 0x12];
+    let mut body = BytesMut::new();
+    body.put_u8(0);
+    body.put_u32(8);
+    body.put_slice(request);
+    let in_flight = {
+        let address = address.clone();
+        tokio::spawn(async move {
+            let path = "/grpc.testing.TestService/StreamingOutputCall";
+            call(&address, Method::POST, path, GRPC, &body).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = stop.send(());
+
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.grpc_status(),
+        Some("0"),
+        "the call in flight finished"
+    );
+    assert_eq!(answer.body.len(), 5 + 5, "with its one response");
+    timeout(WAIT, serving).await.unwrap().unwrap().unwrap();
+    assert!(
+        TcpStream::connect(&address).await.is_err(),
+        "no new connections after shutdown"
+    );
+}
