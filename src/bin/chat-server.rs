@@ -59,6 +59,10 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Runtime worker threads; 0 means one per CPU core. 1 runs everything
+    /// on a single thread (no cross-thread wake-ups).
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -71,9 +75,24 @@ fn seconds(s: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(s).map_err(|e| format!("invalid duration {s}: {e}"))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    let runtime = match args.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                builder.worker_threads(n);
+            }
+            builder.enable_all().build()?
+        }
+    };
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match args.log_format {
