@@ -4,8 +4,11 @@
 //!
 //! Go and Python clients are exercised in `tests/chat_interop.rs`.
 
+mod common;
+
 use std::time::Duration;
 
+use common::in_process::serve;
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::client::{BidiCall, Channel};
 use grpc_chat::pb::chat::{
@@ -14,7 +17,6 @@ use grpc_chat::pb::chat::{
     client_event, server_event,
 };
 use grpc_chat::rpc::Request;
-use grpc_chat::server::Server;
 use grpc_chat::{Code, Status};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -32,18 +34,10 @@ async fn start(config: ChatConfig) -> TestServer {
     let address = listener.local_addr().unwrap().to_string();
     let chat = ChatService::new(config);
     let hub = chat.hub().clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = Server::builder()
-        .shutdown_grace(Duration::from_millis(200))
-        .add_service(ChatServiceServer::new(chat))
-        .build();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
     TestServer {
         address,
         hub,
-        _stop: stop,
+        _stop: serve(listener, ChatServiceServer::new(chat)),
     }
 }
 

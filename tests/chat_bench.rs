@@ -6,11 +6,13 @@
 //! Each run is bounded twice: chat-bench's own `--timeout-s`, and a kill
 //! here if the process outlives that.
 
+mod common;
+
 use std::time::Duration;
 
+use common::in_process::serve;
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::pb::chat::ChatServiceServer;
-use grpc_chat::server::Server;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -36,17 +38,9 @@ async fn start(slow_grace: Duration) -> TestServer {
         slow_grace,
         ..ChatConfig::default()
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = Server::builder()
-        .shutdown_grace(Duration::from_millis(200))
-        .add_service(ChatServiceServer::new(ChatService::new(config)))
-        .build();
-    tokio::spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
     TestServer {
         address,
-        _stop: stop,
+        _stop: serve(listener, ChatServiceServer::new(ChatService::new(config))),
     }
 }
 

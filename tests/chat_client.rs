@@ -8,66 +8,24 @@
 //!
 //! Every wait polls with a deadline; nothing sleeps for a fixed time.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use grpc_chat::Status;
-use grpc_chat::pb::chat::{
-    ChatMessageEvent, ChatServiceServer, ClientEvent, HealthCheckRequest, HealthCheckResponse,
-    ServerEvent, SystemEvent, WhoRequest, WhoResponse, server_event,
-};
-use grpc_chat::rpc::{Request, Response, Streaming};
-use grpc_chat::server::{ResponseSink, Server};
+use common::hostile::{Hostile, message, notice};
+use common::{Server, chat_server_on, free_port};
 
 /// How long any single expected thing may take.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-/// A `chat-server` process on a fixed port, killed when dropped.
-struct ChatServer {
-    child: Child,
-}
-
-impl ChatServer {
-    fn start(port: u16) -> ChatServer {
-        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--rate-limit", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start chat-server");
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chat-server did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        ChatServer { child }
-    }
-
-    /// Kills the server abruptly (no goodbye to the clients).
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ChatServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `chat-server` process without a rate limit on `port`, killed when
+/// dropped.
+fn chat_server(port: u16) -> Server {
+    chat_server_on(port, &["--rate-limit", "0"])
 }
 
 /// Collects a pipe's lines on a thread.
@@ -201,7 +159,7 @@ impl Drop for Client {
 #[test]
 fn two_clients_chat_in_a_room() {
     let port = free_port();
-    let _server = ChatServer::start(port);
+    let _server = chat_server(port);
     let address = format!("127.0.0.1:{port}");
 
     let mut alice = Client::join(port, "alice", "tea");
@@ -255,7 +213,7 @@ fn two_clients_chat_in_a_room() {
 #[test]
 fn rooms_are_separate_and_scripts_deliver_before_leaving() {
     let port = free_port();
-    let _server = ChatServer::start(port);
+    let _server = chat_server(port);
     let mut watcher = Client::join(port, "watcher", "lobby");
     watcher.expect("-- welcome to lobby, watcher: you are the only one here --");
     let mut elsewhere = Client::join(port, "other", "garden");
@@ -324,7 +282,7 @@ fn unreachable_server_is_a_clear_error() {
 #[test]
 fn reconnects_after_the_server_restarts() {
     let port = free_port();
-    let server = ChatServer::start(port);
+    let server = chat_server(port);
     let mut alice = Client::join(port, "alice", "lobby");
     alice.expect("-- welcome to lobby, alice: you are the only one here --");
     let mut bob = Client::join(port, "bob", "lobby");
@@ -333,11 +291,11 @@ fn reconnects_after_the_server_restarts() {
         l.starts_with("-- welcome to lobby, bob")
     });
 
-    server.kill();
+    drop(server); // killed abruptly: no goodbye to the clients
     alice.expect("-- connection lost, reconnecting in 0.5s --");
     bob.expect("-- connection lost, reconnecting in 0.5s --");
 
-    let _server = ChatServer::start(port);
+    let _server = chat_server(port);
     alice.expect("-- reconnected --");
     bob.expect("-- reconnected --");
     // Same name, same room: the server welcomes each again.
@@ -371,73 +329,18 @@ fn reconnects_after_the_server_restarts() {
 
 /// A server that sends what the real one refuses to relay: names, messages
 /// and notices full of terminal escape sequences.
-struct Hostile;
-
-impl grpc_chat::pb::chat::ChatService for Hostile {
-    async fn chat_stream(
-        &self,
-        _request: Request<Streaming<grpc_chat::pb::chat::ChatMessage>>,
-        _sink: ResponseSink<grpc_chat::pb::chat::ChatMessage>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn chat(
-        &self,
-        request: Request<Streaming<ClientEvent>>,
-        mut sink: ResponseSink<ServerEvent>,
-    ) -> Result<(), Status> {
-        let (_, mut stream) = request.into_parts();
-        // The join.
-        stream.message().await?;
-        let events = [
-            server_event::Event::ChatMessage(ChatMessageEvent {
-                username: "eve\x1b[2J".into(),
-                message: "\x1b]0;pwned\x07hi\r[bob] fake".into(),
-                timestamp: 1_700_000_000,
-                id: 1,
-            }),
-            server_event::Event::SystemEvent(SystemEvent {
-                message: "\u{9b}31mred\u{202e}".into(),
-                timestamp: 1_700_000_000,
-            }),
-        ];
-        for event in events {
-            sink.send(&ServerEvent { event: Some(event) }).await?;
-        }
-        while stream.message().await?.is_some() {}
-        Ok(())
-    }
-
-    async fn health_check(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-}
-
 #[test]
 fn escape_sequences_from_peers_are_neutralised() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .shutdown_grace(Duration::from_millis(200))
-        .add_service(ChatServiceServer::new(Hostile))
-        .build();
-    runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = Hostile {
+        on_join: vec![
+            message("eve\x1b[2J", "\x1b]0;pwned\x07hi\r[bob] fake"),
+            notice("\u{9b}31mred\u{202e}"),
+        ],
+        on_message: vec![],
+    }
+    .start();
 
-    let mut client = Client::join(port, "alice", "lobby");
+    let mut client = Client::join(server.port, "alice", "lobby");
     client.expect(r"[eve\x1b[2J] \x1b]0;pwned\x07hi\x0d[bob] fake");
     client.expect(r"-- \x9b31mred\u{202e} --");
     client.say("/quit");
@@ -448,5 +351,4 @@ fn escape_sequences_from_peers_are_neutralised() {
             "raw control character reached stdout: {line:?}"
         );
     }
-    let _ = stop.send(());
 }

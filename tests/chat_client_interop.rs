@@ -18,44 +18,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use common::{Peer, Server, cargo_bin, interop_bin, interop_path, interop_python};
+use common::json::{Json, parse_flat_object};
+use common::{ChatPeer, Collected, Peer, Server, cargo_bin, chat_peer_args, chat_server};
 
 /// Longest wait for any one expected thing.
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Lines a child wrote to stdout, shared with the reader thread.
-#[derive(Default)]
-struct Lines {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
-}
-
-impl Lines {
-    fn push(&self, line: String) {
-        self.lines.lock().unwrap().push(line);
-        self.changed.notify_all();
-    }
-
-    fn snapshot(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits up to [`WAIT`] until `check` returns `Some` for the lines so far.
-    fn wait<T>(&self, mut check: impl FnMut(&[String]) -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        let mut lines = self.lines.lock().unwrap();
-        loop {
-            if let Some(found) = check(&lines) {
-                return Some(found);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            lines = self.changed.wait_timeout(lines, left).unwrap().0;
-        }
-    }
-}
+type Lines = Collected<String>;
 
 /// Starts `program args...` as a [`Peer`] whose stdout lines go to `Lines`.
 fn spawn_collected(program: &std::path::Path, args: &[String], label: &str) -> (Peer, Arc<Lines>) {
@@ -115,7 +88,7 @@ impl LineClient {
     /// Waits for exactly this stdout line after the last one matched.
     fn expect(&mut self, want: &str) {
         let seen = self.seen;
-        let found = self.out.wait(|lines| {
+        let found = self.out.wait(WAIT, |lines| {
             lines[seen..]
                 .iter()
                 .position(|l| l == want)
@@ -153,133 +126,12 @@ impl LineClient {
 // ---------------------------------------------------------------------------
 // The ChatStream peer (Python or Go) and its JSON lines.
 
-/// Parses one flat JSON object as the peers print it: string values decoded,
-/// other values (numbers, booleans, null) kept as written.
-fn parse_flat_object(line: &str) -> Option<BTreeMap<String, String>> {
-    struct Cursor<'a> {
-        s: &'a [u8],
-        i: usize,
-    }
-    impl Cursor<'_> {
-        fn ws(&mut self) {
-            while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-                self.i += 1;
-            }
-        }
-        fn eat(&mut self, c: u8) -> bool {
-            self.ws();
-            let hit = self.s.get(self.i) == Some(&c);
-            self.i += usize::from(hit);
-            hit
-        }
-        fn hex4(&mut self) -> Option<u32> {
-            let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
-            self.i += 4;
-            u32::from_str_radix(hex, 16).ok()
-        }
-        fn string(&mut self) -> Option<String> {
-            if !self.eat(b'"') {
-                return None;
-            }
-            let mut out = Vec::new();
-            loop {
-                let c = *self.s.get(self.i)?;
-                self.i += 1;
-                let ch = match c {
-                    b'"' => return String::from_utf8(out).ok(),
-                    b'\\' => {
-                        let e = *self.s.get(self.i)?;
-                        self.i += 1;
-                        match e {
-                            b'"' | b'\\' | b'/' => char::from(e),
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'u' => {
-                                let hi = self.hex4()?;
-                                if (0xD800..0xDC00).contains(&hi) {
-                                    if self.s.get(self.i..self.i + 2) != Some(b"\\u") {
-                                        return None;
-                                    }
-                                    self.i += 2;
-                                    let lo = self.hex4()?;
-                                    char::from_u32(
-                                        0x10000
-                                            + ((hi - 0xD800) << 10)
-                                            + (lo.checked_sub(0xDC00)?),
-                                    )?
-                                } else {
-                                    char::from_u32(hi)?
-                                }
-                            }
-                            _ => return None,
-                        }
-                    }
-                    c => {
-                        out.push(c);
-                        continue;
-                    }
-                };
-                out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-            }
-        }
-        fn value(&mut self) -> Option<String> {
-            self.ws();
-            if self.s.get(self.i) == Some(&b'"') {
-                return self.string();
-            }
-            let start = self.i;
-            while self
-                .s
-                .get(self.i)
-                .is_some_and(|c| !matches!(c, b',' | b'}') && !c.is_ascii_whitespace())
-            {
-                self.i += 1;
-            }
-            let raw = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-            (!raw.is_empty()).then(|| raw.to_owned())
-        }
-    }
+/// One JSON line of the peer.
+type Event = BTreeMap<String, Json>;
 
-    let mut cur = Cursor {
-        s: line.as_bytes(),
-        i: 0,
-    };
-    let mut map = BTreeMap::new();
-    if !cur.eat(b'{') {
-        return None;
-    }
-    if !cur.eat(b'}') {
-        loop {
-            let key = cur.string()?;
-            if !cur.eat(b':') {
-                return None;
-            }
-            map.insert(key, cur.value()?);
-            if !cur.eat(b',') {
-                if !cur.eat(b'}') {
-                    return None;
-                }
-                break;
-            }
-        }
-    }
-    cur.ws();
-    (cur.i == cur.s.len()).then_some(map)
-}
-
-type Event = BTreeMap<String, String>;
-
+/// A string field's text ("" if it is missing or not a string).
 fn field<'a>(event: &'a Event, key: &str) -> &'a str {
-    event.get(key).map_or("", String::as_str)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Implementation {
-    Python,
-    Go,
+    event.get(key).and_then(Json::as_str).unwrap_or("")
 }
 
 /// A `ChatStream` client of another gRPC implementation, driven by the
@@ -291,29 +143,10 @@ struct StreamPeer {
 }
 
 impl StreamPeer {
-    fn join(implementation: Implementation, server: &Server, room: &str, user: &str) -> Self {
-        let args: Vec<String> = [
-            "--addr",
-            &format!("127.0.0.1:{}", server.port),
-            "--room",
-            room,
-            "--user",
-            user,
-            "--protocol",
-            "chat-stream",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let (label, program, args) = match implementation {
-            Implementation::Python => {
-                let script = interop_path("chat/py_client.py")
-                    .to_string_lossy()
-                    .into_owned();
-                let args = [vec![script], args].concat();
-                (format!("py:{user}"), interop_python(), args)
-            }
-            Implementation::Go => (format!("go:{user}"), interop_bin("go-chat-client"), args),
-        };
+    fn join(implementation: ChatPeer, server: &Server, room: &str, user: &str) -> Self {
+        let args = chat_peer_args(server.port, room, user, "chat-stream");
+        let (program, args) = implementation.command(args);
+        let label = format!("{}:{user}", implementation.short());
         let (peer, out) = spawn_collected(&program, &args, &label);
         StreamPeer { label, peer, out }
     }
@@ -328,8 +161,8 @@ impl StreamPeer {
             .map(|l| {
                 parse_flat_object(l).unwrap_or_else(|| {
                     BTreeMap::from([
-                        ("kind".to_owned(), "unparsed".to_owned()),
-                        ("text".to_owned(), l.clone()),
+                        ("kind".to_owned(), "unparsed".into()),
+                        ("text".to_owned(), l.as_str().into()),
                     ])
                 })
             })
@@ -339,7 +172,9 @@ impl StreamPeer {
     /// The first event (so far or within [`WAIT`]) that matches.
     fn wait_for(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
         self.out
-            .wait(|lines| Self::events(lines).into_iter().find(|e| pred(e)))
+            .wait(WAIT, |lines| {
+                Self::events(lines).into_iter().find(|e| pred(e))
+            })
             .unwrap_or_else(|| {
                 panic!(
                     "{}: no {what} within {WAIT:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -358,20 +193,10 @@ impl StreamPeer {
 // ---------------------------------------------------------------------------
 // The test.
 
-/// `chat-server --addr 127.0.0.1:PORT --rate-limit 0` on a free port.
-fn chat_server() -> Server {
-    let bin = cargo_bin("chat-server", option_env!("CARGO_BIN_EXE_chat-server"));
-    Server::spawn(&bin, |port| {
-        ["--addr", &format!("127.0.0.1:{port}"), "--rate-limit", "0"]
-            .map(str::to_owned)
-            .to_vec()
-    })
-}
-
 /// alice and bob (`chat-client`, line mode) and `peer_user` (a ChatStream
 /// client of `implementation`) in one room, each saying something.
-fn line_clients_chat_with_a_chat_stream_peer(implementation: Implementation, peer_user: &str) {
-    let mut server = chat_server();
+fn line_clients_chat_with_a_chat_stream_peer(implementation: ChatPeer, peer_user: &str) {
+    let mut server = chat_server(&["--rate-limit", "0"]);
     let room = "mixed";
 
     let mut alice = LineClient::join(&server, room, "alice");
@@ -494,10 +319,10 @@ fn line_clients_chat_with_a_chat_stream_peer(implementation: Implementation, pee
 
 #[test]
 fn line_clients_and_a_python_chat_stream_client_share_a_room() {
-    line_clients_chat_with_a_chat_stream_peer(Implementation::Python, "pyuser");
+    line_clients_chat_with_a_chat_stream_peer(ChatPeer::Python, "pyuser");
 }
 
 #[test]
 fn line_clients_and_a_go_chat_stream_client_share_a_room() {
-    line_clients_chat_with_a_chat_stream_peer(Implementation::Go, "gouser");
+    line_clients_chat_with_a_chat_stream_peer(ChatPeer::Go, "gouser");
 }

@@ -22,21 +22,17 @@
 //! `capture_quickstart_screens` (ignored) prints the screens of a short
 //! conversation for `docs/quickstart.md`.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::num::NonZeroU16;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use grpc_chat::Status;
-use grpc_chat::pb::chat::{
-    ChatMessageEvent, ChatServiceServer, ClientEvent, HealthCheckRequest, HealthCheckResponse,
-    ServerEvent, SystemEvent, WhoRequest, WhoResponse, client_event, server_event,
-};
-use grpc_chat::rpc::{Request, Response, Streaming};
-use grpc_chat::server::{ResponseSink, Server};
+use common::hostile::{Hostile, message, notice};
+use common::{Server, chat_server_on, free_port};
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
 
 /// The terminal's size.
@@ -50,43 +46,10 @@ const INPUT_ROW: u16 = ROWS - 1;
 /// How long any single expected thing may take.
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
-}
-
-/// A `chat-server` process, killed when dropped.
-struct ChatServer {
-    child: Child,
-}
-
-impl ChatServer {
-    fn start(port: u16, extra: &[&str]) -> ChatServer {
-        let child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
-            .args(["--addr", &format!("127.0.0.1:{port}"), "--rate-limit", "0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start chat-server");
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chat-server did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        ChatServer { child }
-    }
-}
-
-impl Drop for ChatServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `chat-server` process without a rate limit on `port`, with `extra`
+/// arguments; killed when dropped.
+fn chat_server(port: u16, extra: &[&str]) -> Server {
+    chat_server_on(port, &[&["--rate-limit", "0"], extra].concat())
 }
 
 /// Records what the terminal was asked to do besides drawing text.
@@ -368,7 +331,7 @@ fn typing_indicator_shows_and_clears() {
     let port = free_port();
     // The server's own expiry far away: only the client's idle STOP can
     // clear the indicator within the test's bounds.
-    let _server = ChatServer::start(port, &["--typing-timeout-secs", "60"]);
+    let _server = chat_server(port, &["--typing-timeout-secs", "60"]);
     let (mut alice, mut bob) = alice_and_bob(port);
     let blank = |s: &Snapshot| s.row(TYPING_ROW).is_empty();
     assert!(blank(&alice.snapshot()), "{}", alice.snapshot().dump());
@@ -431,7 +394,7 @@ fn typing_indicator_shows_and_clears() {
 #[test]
 fn incoming_message_keeps_a_half_typed_line() {
     let port = free_port();
-    let _server = ChatServer::start(port, &[]);
+    let _server = chat_server(port, &[]);
     let (mut alice, mut bob) = alice_and_bob(port);
 
     alice.type_keys("half-typ");
@@ -463,92 +426,22 @@ fn incoming_message_keeps_a_half_typed_line() {
 }
 
 /// A server that sends what the real one refuses to relay, once the client
-/// says something: a name, a message and a notice full of terminal escape
-/// sequences, then a harmless line to know they all arrived.
-struct Hostile;
-
-impl grpc_chat::pb::chat::ChatService for Hostile {
-    async fn chat_stream(
-        &self,
-        _request: Request<Streaming<grpc_chat::pb::chat::ChatMessage>>,
-        _sink: ResponseSink<grpc_chat::pb::chat::ChatMessage>,
-    ) -> Result<(), Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn chat(
-        &self,
-        request: Request<Streaming<ClientEvent>>,
-        mut sink: ResponseSink<ServerEvent>,
-    ) -> Result<(), Status> {
-        let (_, mut stream) = request.into_parts();
-        // The join.
-        stream.message().await?;
-        let say = |username: &str, message: &str| ServerEvent {
-            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
-                username: username.into(),
-                message: message.into(),
-                timestamp: 1_700_000_000,
-                id: 1,
-            })),
-        };
-        sink.send(&say("mallory", "before")).await?;
-        // Wait for the client's first message: its screen is drawn by then.
-        loop {
-            match stream.message().await? {
-                None => return Ok(()),
-                Some(ClientEvent {
-                    event: Some(client_event::Event::ChatMessage(_)),
-                }) => break,
-                Some(_) => {}
-            }
-        }
-        let events = [
-            say("eve\x1b[2J", "\x1b]0;pwned\x07hi\r[bob] fake\x1b[H\x1b[31m"),
-            ServerEvent {
-                event: Some(server_event::Event::SystemEvent(SystemEvent {
-                    message: "\u{9b}31mred\u{202e}".into(),
-                    timestamp: 1_700_000_000,
-                })),
-            },
-            say("mallory", "after"),
-        ];
-        for event in events {
-            sink.send(&event).await?;
-        }
-        while stream.message().await?.is_some() {}
-        Ok(())
-    }
-
-    async fn health_check(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-
-    async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
-        Err(Status::unimplemented("not here"))
-    }
-}
-
+/// says something (its screen is drawn by then): a name, a message and a
+/// notice full of terminal escape sequences, then a harmless line to know
+/// they all arrived.
 #[test]
 fn escape_sequences_from_peers_are_shown_inert() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
-        .shutdown_grace(Duration::from_millis(200))
-        .add_service(ChatServiceServer::new(Hostile))
-        .build();
-    runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = Hostile {
+        on_join: vec![message("mallory", "before")],
+        on_message: vec![
+            message("eve\x1b[2J", "\x1b]0;pwned\x07hi\r[bob] fake\x1b[H\x1b[31m"),
+            notice("\u{9b}31mred\u{202e}"),
+            message("mallory", "after"),
+        ],
+    }
+    .start();
 
-    let mut alice = Tui::start(port, "alice", None);
+    let mut alice = Tui::start(server.port, "alice", None);
     alice.wait_line("[mallory] before");
     let before = alice.settled();
     let before_row = before.pane_row("[mallory] before").unwrap();
@@ -600,7 +493,6 @@ fn escape_sequences_from_peers_are_shown_inert() {
     }
 
     alice.quit();
-    let _ = stop.send(());
 }
 
 /// Prints the screens of a short conversation for `docs/quickstart.md`:
@@ -620,7 +512,7 @@ fn capture_quickstart_screens() {
     } else {
         free_port()
     };
-    let _server = ChatServer::start(port, &[]);
+    let _server = chat_server(port, &[]);
     let mut alice = Tui::start(port, "alice", None);
     alice.wait_connected(1);
     let mut bob = Tui::start(port, "bob", None);

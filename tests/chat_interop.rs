@@ -20,11 +20,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Peer, Server, cargo_bin, interop_bin, interop_path, interop_python};
+use common::json::{Json, parse_flat_object};
+use common::{ChatPeer, Collected, Peer, Server, chat_peer_args, chat_server};
 use grpc_chat::client::{Channel, RequestSink};
 use grpc_chat::pb::chat::{
     ChatMessage, ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, TypingEvent,
@@ -40,163 +41,6 @@ const WAIT: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------
 // Events: flat JSON objects.
 
-/// A JSON value as the peers print them (no nesting).
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Str(String),
-    Num(f64),
-    Bool(bool),
-    Null,
-}
-
-impl From<&str> for Json {
-    fn from(s: &str) -> Json {
-        Json::Str(s.to_owned())
-    }
-}
-impl From<String> for Json {
-    fn from(s: String) -> Json {
-        Json::Str(s)
-    }
-}
-impl From<bool> for Json {
-    fn from(b: bool) -> Json {
-        Json::Bool(b)
-    }
-}
-impl From<u64> for Json {
-    fn from(n: u64) -> Json {
-        Json::Num(n as f64)
-    }
-}
-impl From<i64> for Json {
-    fn from(n: i64) -> Json {
-        Json::Num(n as f64)
-    }
-}
-
-/// A cursor over one line of JSON.
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn skip_ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> Option<()> {
-        self.skip_ws();
-        (self.s.get(self.i) == Some(&c)).then(|| self.i += 1)
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let hex = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
-        self.i += 4;
-        u32::from_str_radix(hex, 16).ok()
-    }
-
-    fn string(&mut self) -> Option<String> {
-        self.eat(b'"')?;
-        let mut out = Vec::new();
-        loop {
-            let c = *self.s.get(self.i)?;
-            self.i += 1;
-            match c {
-                b'"' => return String::from_utf8(out).ok(),
-                b'\\' => {
-                    let e = *self.s.get(self.i)?;
-                    self.i += 1;
-                    let ch = match e {
-                        b'"' | b'\\' | b'/' => char::from(e),
-                        b'n' => '\n',
-                        b't' => '\t',
-                        b'r' => '\r',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'u' => {
-                            let hi = self.hex4()?;
-                            if (0xD800..0xDC00).contains(&hi) {
-                                // A surrogate pair: \uD83D\uDE00.
-                                self.eat(b'\\')?;
-                                self.eat(b'u')?;
-                                let lo = self.hex4()?;
-                                char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))?
-                            } else {
-                                char::from_u32(hi)?
-                            }
-                        }
-                        _ => return None,
-                    };
-                    out.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                }
-                c => out.push(c),
-            }
-        }
-    }
-
-    fn word(&mut self, word: &str, value: Json) -> Option<Json> {
-        self.s[self.i..].starts_with(word.as_bytes()).then(|| {
-            self.i += word.len();
-            value
-        })
-    }
-
-    fn value(&mut self) -> Option<Json> {
-        self.skip_ws();
-        match *self.s.get(self.i)? {
-            b'"' => self.string().map(Json::Str),
-            b't' => self.word("true", Json::Bool(true)),
-            b'f' => self.word("false", Json::Bool(false)),
-            b'n' => self.word("null", Json::Null),
-            _ => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
-                {
-                    self.i += 1;
-                }
-                let text = std::str::from_utf8(&self.s[start..self.i]).ok()?;
-                text.parse().ok().map(Json::Num)
-            }
-        }
-    }
-
-    /// `{"key": value, ...}` and nothing after it.
-    fn object(mut self) -> Option<BTreeMap<String, Json>> {
-        let mut map = BTreeMap::new();
-        self.eat(b'{')?;
-        if self.eat(b'}').is_none() {
-            loop {
-                let key = self.string()?;
-                self.eat(b':')?;
-                map.insert(key, self.value()?);
-                if self.eat(b',').is_none() {
-                    self.eat(b'}')?;
-                    break;
-                }
-            }
-        }
-        self.skip_ws();
-        (self.i == self.s.len()).then_some(map)
-    }
-}
-
-/// Parses a flat JSON object: string keys; string, number, bool or null
-/// values (all the peers print).
-fn parse_flat_object(line: &str) -> Option<BTreeMap<String, Json>> {
-    JsonParser {
-        s: line.as_bytes(),
-        i: 0,
-    }
-    .object()
-}
-
 /// Something a member received (or its call's final status), with the time
 /// it arrived.
 #[derive(Debug, Clone)]
@@ -206,11 +50,16 @@ struct Event {
 }
 
 impl Event {
-    fn str(&self, key: &str) -> &str {
-        match self.fields.get(key) {
-            Some(Json::Str(s)) => s,
-            _ => "",
+    /// An event that arrived just now.
+    fn new(fields: BTreeMap<String, Json>) -> Event {
+        Event {
+            at: Instant::now(),
+            fields,
         }
+    }
+
+    fn str(&self, key: &str) -> &str {
+        self.fields.get(key).and_then(Json::as_str).unwrap_or("")
     }
 
     fn num(&self, key: &str) -> f64 {
@@ -239,12 +88,7 @@ impl fmt::Display for Event {
             .fields
             .iter()
             .filter(|(k, _)| k.as_str() != "timestamp")
-            .map(|(k, v)| match v {
-                Json::Str(s) => format!("{k}={s:?}"),
-                Json::Num(n) => format!("{k}={n}"),
-                Json::Bool(b) => format!("{k}={b}"),
-                Json::Null => format!("{k}=null"),
-            })
+            .map(|(k, v)| format!("{k}={v}"))
             .collect();
         write!(f, "{}", fields.join(" "))
     }
@@ -270,35 +114,7 @@ fn said(e: &Event) -> Said {
 
 /// The events one member received so far, shared with whoever produces them
 /// (a peer's stdout reader thread, or the Rust member's thread).
-#[derive(Default)]
-struct Inbox {
-    events: Mutex<Vec<Event>>,
-    changed: Condvar,
-}
-
-impl Inbox {
-    fn push(&self, fields: BTreeMap<String, Json>) {
-        let event = Event {
-            at: Instant::now(),
-            fields,
-        };
-        self.events.lock().unwrap().push(event);
-        self.changed.notify_all();
-    }
-
-    /// Waits up to [`WAIT`] until `check` returns `Some` for the events so far.
-    fn wait<T>(&self, mut check: impl FnMut(&[Event]) -> Option<T>) -> Option<T> {
-        let deadline = Instant::now() + WAIT;
-        let mut events = self.events.lock().unwrap();
-        loop {
-            if let Some(found) = check(&events) {
-                return Some(found);
-            }
-            let left = deadline.checked_duration_since(Instant::now())?;
-            events = self.changed.wait_timeout(events, left).unwrap().0;
-        }
-    }
-}
+type Inbox = Collected<Event>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -328,53 +144,41 @@ struct Member {
     input: Input,
 }
 
-fn peer_args(server: &Server, room: &str, user: &str, protocol: &str) -> Vec<String> {
-    [
-        "--addr",
-        &format!("127.0.0.1:{}", server.port),
-        "--room",
-        room,
-        "--user",
-        user,
-        "--protocol",
-        protocol,
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 impl Member {
     /// A Go peer (grpc-go).
     fn go(server: &Server, room: &str, user: &str, protocol: Protocol, extra: &[&str]) -> Member {
-        let mut args = peer_args(server, room, user, protocol.flag());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let label = format!("go:{user}");
-        Member::process(&interop_bin("go-chat-client"), &args, label, user)
+        Member::peer(ChatPeer::Go, server, room, user, protocol, extra)
     }
 
     /// A Python peer (grpcio).
     fn py(server: &Server, room: &str, user: &str, protocol: Protocol, extra: &[&str]) -> Member {
-        let mut args = vec![
-            interop_path("chat/py_client.py")
-                .to_string_lossy()
-                .into_owned(),
-        ];
-        args.extend(peer_args(server, room, user, protocol.flag()));
+        Member::peer(ChatPeer::Python, server, room, user, protocol, extra)
+    }
+
+    fn peer(
+        which: ChatPeer,
+        server: &Server,
+        room: &str,
+        user: &str,
+        protocol: Protocol,
+        extra: &[&str],
+    ) -> Member {
+        let mut args = chat_peer_args(server.port, room, user, protocol.flag());
         args.extend(extra.iter().map(|s| s.to_string()));
-        let label = format!("py:{user}");
-        Member::process(&interop_python(), &args, label, user)
+        let (program, args) = which.command(args);
+        let label = format!("{}:{user}", which.short());
+        Member::process(&program, &args, label, user)
     }
 
     fn process(program: &std::path::Path, args: &[String], label: String, user: &str) -> Member {
         let inbox = Arc::new(Inbox::default());
         let sink = Arc::clone(&inbox);
-        let peer =
-            Peer::spawn(program, args, &label, move |line| {
-                let parsed = parse_flat_object(&line);
-                sink.push(parsed.unwrap_or_else(|| {
-                    fields([("kind", "unparsed".into()), ("text", line.into())])
-                }));
-            });
+        let peer = Peer::spawn(program, args, &label, move |line| {
+            let parsed = parse_flat_object(&line);
+            sink.push(Event::new(parsed.unwrap_or_else(|| {
+                fields([("kind", "unparsed".into()), ("text", line.into())])
+            })));
+        });
         Member {
             label,
             user: user.to_owned(),
@@ -399,7 +203,9 @@ impl Member {
                 let end = runtime.block_on(rust_member(
                     addr, room_name, user_name, protocol, receiver, &sink,
                 ));
-                sink.push(status_fields(&end.err().unwrap_or_else(Status::ok)));
+                sink.push(Event::new(status_fields(
+                    &end.err().unwrap_or_else(Status::ok),
+                )));
             })
             .expect("spawn Rust member");
         Member {
@@ -421,7 +227,7 @@ impl Member {
     }
 
     fn events(&self) -> Vec<Event> {
-        self.inbox.events.lock().unwrap().clone()
+        self.inbox.snapshot()
     }
 
     fn fail(&self, what: &str) -> ! {
@@ -440,14 +246,14 @@ impl Member {
     /// The first event (received so far or within [`WAIT`]) that matches.
     fn wait_for(&self, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
         self.inbox
-            .wait(|events| events.iter().find(|e| pred(e)).cloned())
+            .wait(WAIT, |events| events.iter().find(|e| pred(e)).cloned())
             .unwrap_or_else(|| self.fail(what))
     }
 
     /// Waits until `n` events match, and returns them.
     fn wait_count(&self, what: &str, n: usize, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
         self.inbox
-            .wait(|events| {
+            .wait(WAIT, |events| {
                 let found: Vec<Event> = events.iter().filter(|e| pred(e)).cloned().collect();
                 (found.len() >= n).then_some(found)
             })
@@ -482,24 +288,15 @@ impl Drop for Member {
 
 /// Runs a one-shot HealthCheck with a Go or Python peer; returns the
 /// `health` event.
-fn health(server: &Server, with_python: bool) -> Event {
+fn health(server: &Server, which: ChatPeer) -> Event {
     let args: Vec<String> = ["--addr", &format!("127.0.0.1:{}", server.port)]
         .into_iter()
         .chain(["--protocol", "health"])
         .map(str::to_owned)
         .collect();
-    let mut member = if with_python {
-        let script = interop_path("chat/py_client.py");
-        let args = [vec![script.to_string_lossy().into_owned()], args].concat();
-        Member::process(&interop_python(), &args, "py:health".into(), "")
-    } else {
-        Member::process(
-            &interop_bin("go-chat-client"),
-            &args,
-            "go:health".into(),
-            "",
-        )
-    };
+    let (program, args) = which.command(args);
+    let label = format!("{}:health", which.short());
+    let mut member = Member::process(&program, &args, label, "");
     if let Input::Process(peer) = &mut member.input {
         peer.close_stdin();
     }
@@ -641,7 +438,7 @@ async fn rust_member(
         Protocol::ChatStream => {
             let mut call = client.chat_stream(request).await?;
             call.headers().await?;
-            inbox.push(fields([("kind", "ready".into())]));
+            inbox.push(Event::new(fields([("kind", "ready".into())])));
             let (sink, mut stream) = call.split();
             let me = user.clone();
             tokio::spawn(forward(commands, sink, move |cmd, arg| {
@@ -652,13 +449,13 @@ async fn rust_member(
                 })
             }));
             while let Some(m) = stream.message().await? {
-                inbox.push(fields([
+                inbox.push(Event::new(fields([
                     ("kind", "message".into()),
                     ("user", m.user.into()),
                     ("text", m.message.into()),
                     ("id", m.id.into()),
                     ("timestamp", m.timestamp.into()),
-                ]));
+                ])));
             }
         }
         Protocol::Chat => {
@@ -670,25 +467,11 @@ async fn rust_member(
                 chat_request(&me, cmd, arg)
             }));
             while let Some(event) = stream.message().await? {
-                inbox.push(server_event_fields(event, &user));
+                inbox.push(Event::new(server_event_fields(event, &user)));
             }
         }
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// The server.
-
-/// `chat-server --addr 127.0.0.1:PORT <extra>` on a free port.
-fn chat_server(extra: &[&str]) -> Server {
-    let bin = cargo_bin("chat-server", option_env!("CARGO_BIN_EXE_chat-server"));
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    Server::spawn(&bin, move |port| {
-        let mut args = vec!["--addr".to_owned(), format!("127.0.0.1:{port}")];
-        args.extend(extra.iter().cloned());
-        args
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -972,7 +755,7 @@ fn rate_limited_go_chat_client_gets_a_system_event() {
     // notice to bob alone.
     let outcome = bob
         .inbox
-        .wait(|events| {
+        .wait(WAIT, |events| {
             let delivered = events.iter().filter(|e| is_mine(e)).count();
             let refused = events.iter().filter(|e| is_limited(e)).count();
             (delivered + refused >= SENT).then_some((delivered, refused))
@@ -1066,7 +849,7 @@ fn gzip_compressing_go_client_is_understood() {
 fn health_check_returns_live_figures() {
     use Protocol::{Chat, ChatStream};
     let mut server = chat_server(&[]);
-    let first = health(&server, false);
+    let first = health(&server, ChatPeer::Go);
     assert_eq!(first.str("status"), "SERVING", "{first}");
     assert_eq!(first.num("active_clients"), 0.0, "nobody yet: {first}");
     let uptime = first.num("uptime_seconds");
@@ -1076,8 +859,8 @@ fn health_check_returns_live_figures() {
     let carol = Member::py(&server, "health", "carol", ChatStream, &[]);
     let rusty = Member::rust(&server, "other-room", "rusty", Chat);
     let mut members = vec![bob.ready(Chat), carol.ready(ChatStream), rusty.ready(Chat)];
-    for with_python in [false, true] {
-        let h = health(&server, with_python);
+    for which in [ChatPeer::Go, ChatPeer::Python] {
+        let h = health(&server, which);
         assert_eq!(
             h.num("active_clients"),
             3.0,
@@ -1091,7 +874,7 @@ fn health_check_returns_live_figures() {
     members.truncate(2);
     let deadline = Instant::now() + WAIT;
     loop {
-        let h = health(&server, false);
+        let h = health(&server, ChatPeer::Go);
         if h.num("active_clients") == 0.0 && h.num("uptime_seconds") > uptime {
             break;
         }

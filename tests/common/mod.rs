@@ -15,18 +15,28 @@
 //!   callback on a reader thread; killed when dropped.
 //! * [`interop_python`] / [`interop_path`] locate the venv's Python and files
 //!   under `tests/interop/` (after running the setup script).
+//! * [`chat_server`] / [`chat_server_on`] start a `chat-server` process.
+//! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
+//! * [`Collected`] holds what a reader thread received, and waits for it.
+//! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
+//!   our services in this process; [`hostile`] is a chat server that sends
+//!   escape sequences.
 //!
-//! Only `std` is used. Each test file includes this with `mod common;`, and
-//! not every file uses every helper.
+//! Only `std` is used here and in [`json`]. Each test file includes this with
+//! `mod common;`, and not every file uses every helper.
 #![allow(dead_code)]
+
+pub mod hostile;
+pub mod in_process;
+pub mod json;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -156,6 +166,29 @@ fn read_log(path: &Path) -> String {
     s
 }
 
+fn file_name(bin: &Path) -> String {
+    bin.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Starts `bin args...` with no stdin, its stdout and stderr going to a new
+/// log file; returns the child and the log's path.
+fn spawn_logged(bin: &Path, args: &[String]) -> (Child, PathBuf) {
+    let log = log_path(&file_name(bin));
+    let out = File::create(&log).expect("create log");
+    let err = out.try_clone().expect("clone log handle");
+    let child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+    (child, log)
+}
+
 /// A server child process listening on 127.0.0.1:`port`. Killed on drop.
 pub struct Server {
     child: Child,
@@ -170,44 +203,42 @@ impl Server {
     /// server exits early (e.g. the port was taken in the meantime); panics
     /// with the server's output if it never comes up.
     pub fn spawn(bin: &Path, args: impl Fn(u16) -> Vec<String>) -> Server {
-        let name = bin
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let port = free_port();
-            let log = log_path(&name);
-            let out = File::create(&log).expect("create server log");
-            let err = out.try_clone().expect("clone log handle");
-            let argv = args(port);
-            let child = Command::new(bin)
-                .args(&argv)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
-            let mut server = Server {
-                child,
-                port,
-                name: name.clone(),
-                log,
-            };
-            match server.wait_ready() {
-                Ok(()) => return server,
-                Err(e) => {
-                    last_err = format!(
-                        "{} {argv:?}: {e}\n--- server output ---\n{}",
-                        bin.display(),
-                        read_log(&server.log)
-                    );
-                    // Dropping `server` kills it if it is still running.
-                }
+            match Server::try_spawn(bin, port, &args(port)) {
+                Ok(server) => return server,
+                Err(e) => last_err = e,
             }
         }
         panic!("server did not start: {last_err}");
+    }
+
+    /// Spawns `bin args...`, which is to listen on 127.0.0.1:`port` (one the
+    /// caller chose, e.g. to restart a server where its clients expect it),
+    /// and waits until it accepts a TCP connection; panics with the server's
+    /// output if it does not.
+    pub fn spawn_on(bin: &Path, port: u16, args: &[String]) -> Server {
+        Server::try_spawn(bin, port, args).unwrap_or_else(|e| panic!("server did not start: {e}"))
+    }
+
+    fn try_spawn(bin: &Path, port: u16, argv: &[String]) -> Result<Server, String> {
+        let (child, log) = spawn_logged(bin, argv);
+        let mut server = Server {
+            child,
+            port,
+            name: file_name(bin),
+            log,
+        };
+        match server.wait_ready() {
+            Ok(()) => Ok(server),
+            // Dropping `server` kills it if it is still running.
+            Err(e) => Err(format!(
+                "{} {argv:?}: {e}\n--- server output ---\n{}",
+                bin.display(),
+                read_log(&server.log)
+            )),
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -258,6 +289,27 @@ impl Drop for Server {
     }
 }
 
+/// This package's `chat-server`.
+pub fn chat_server_bin() -> PathBuf {
+    cargo_bin("chat-server", option_env!("CARGO_BIN_EXE_chat-server"))
+}
+
+fn chat_server_args(port: u16, extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["--addr".to_owned(), format!("127.0.0.1:{port}")];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+/// `chat-server --addr 127.0.0.1:PORT <extra>` on a free port.
+pub fn chat_server(extra: &[&str]) -> Server {
+    Server::spawn(&chat_server_bin(), |port| chat_server_args(port, extra))
+}
+
+/// `chat-server --addr 127.0.0.1:PORT <extra>` on the given port.
+pub fn chat_server_on(port: u16, extra: &[&str]) -> Server {
+    Server::spawn_on(&chat_server_bin(), port, &chat_server_args(port, extra))
+}
+
 /// The outcome of [`run_client`].
 pub struct ClientRun {
     pub status: Option<ExitStatus>, // None: killed after the timeout
@@ -274,23 +326,9 @@ impl ClientRun {
 
 /// Runs `bin args...` to completion, killing it after `timeout`.
 pub fn run_client(bin: &Path, args: &[String], timeout: Duration) -> ClientRun {
-    let name = bin
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    let log = log_path(&name);
-    let out = File::create(&log).expect("create client log");
-    let err = out.try_clone().expect("clone log handle");
     let command = format!("{} {}", bin.display(), args.join(" "));
     let start = Instant::now();
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+    let (mut child, log) = spawn_logged(bin, args);
     let status = loop {
         match child.try_wait().expect("wait for client") {
             Some(status) => break Some(status),
@@ -353,6 +391,55 @@ pub fn interop_path(relative: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A chat peer of `tests/interop/chat/`, another gRPC implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatPeer {
+    /// `py_client.py` (grpcio).
+    Python,
+    /// `go-chat-client` (grpc-go).
+    Go,
+}
+
+impl ChatPeer {
+    /// `py` or `go`, for labels.
+    pub fn short(self) -> &'static str {
+        match self {
+            ChatPeer::Python => "py",
+            ChatPeer::Go => "go",
+        }
+    }
+
+    /// The program that runs this peer with `args`, and its arguments.
+    /// Runs the setup script first.
+    pub fn command(self, args: Vec<String>) -> (PathBuf, Vec<String>) {
+        match self {
+            ChatPeer::Python => {
+                let script = interop_path("chat/py_client.py");
+                let script = script.to_string_lossy().into_owned();
+                (interop_python(), [vec![script], args].concat())
+            }
+            ChatPeer::Go => (interop_bin("go-chat-client"), args),
+        }
+    }
+}
+
+/// A chat peer's arguments to join `room` as `user` over `protocol`
+/// (`chat-stream`, `chat`) on 127.0.0.1:`port`.
+pub fn chat_peer_args(port: u16, room: &str, user: &str, protocol: &str) -> Vec<String> {
+    [
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+        "--room",
+        room,
+        "--user",
+        user,
+        "--protocol",
+        protocol,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// A long-lived peer process driven line by line: [`Peer::send_line`]
@@ -451,6 +538,47 @@ impl Drop for Peer {
         let _ = self.child.wait();
         if !thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
+
+/// What a reader thread received so far (a child's stdout lines, a chat
+/// member's events), shared with the test, which can wait for it.
+pub struct Collected<T> {
+    items: Mutex<Vec<T>>,
+    changed: Condvar,
+}
+
+impl<T> Default for Collected<T> {
+    fn default() -> Self {
+        Collected {
+            items: Mutex::new(Vec::new()),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+impl<T: Clone> Collected<T> {
+    pub fn push(&self, item: T) {
+        self.items.lock().unwrap().push(item);
+        self.changed.notify_all();
+    }
+
+    pub fn snapshot(&self) -> Vec<T> {
+        self.items.lock().unwrap().clone()
+    }
+
+    /// Waits up to `within` until `check` returns `Some` for the items so
+    /// far.
+    pub fn wait<R>(&self, within: Duration, mut check: impl FnMut(&[T]) -> Option<R>) -> Option<R> {
+        let deadline = Instant::now() + within;
+        let mut items = self.items.lock().unwrap();
+        loop {
+            if let Some(found) = check(&items) {
+                return Some(found);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            items = self.changed.wait_timeout(items, left).unwrap().0;
         }
     }
 }
