@@ -298,14 +298,31 @@ fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'
 ///
 /// `work` is pinned by the caller: the call's state then lives once, in the
 /// caller's future, instead of being moved (and so stored twice) into this one.
-async fn drive<W: Future<Output = Result<(), Status>>>(end: CallEnd, mut work: Pin<&mut W>) {
+///
+/// `watch_reset` is for handlers that do not read the request stream (unary,
+/// server-streaming): `h2` reports a reset to whoever waits on the *send*
+/// side, so this task listens there. Handlers that read the request stream
+/// learn of a reset from it (the next read fails) and need no listener —
+/// which matters for long-lived streams: a listener on the send side is
+/// woken by every flow-control change of the stream, once per message sent.
+async fn drive<W: Future<Output = Result<(), Status>>>(
+    end: CallEnd,
+    mut work: Pin<&mut W>,
+    watch_reset: bool,
+) {
     let CallEnd {
         responder,
         deadline,
         path,
         peer,
     } = end;
-    let reset = std::future::poll_fn(|cx| responder.poll_reset(cx));
+    let reset = std::future::poll_fn(|cx| {
+        if watch_reset {
+            responder.poll_reset(cx)
+        } else {
+            Poll::Pending
+        }
+    });
     // Boxed, and only when there is a deadline: a timer is large (it is
     // cache-line aligned), and every long-lived call would carry one inline.
     let mut timer = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
@@ -388,7 +405,7 @@ where
             let response = handler(request).await?;
             send_unary(&responder, response).await
         };
-        drive(end, std::pin::pin!(work)).await;
+        drive(end, std::pin::pin!(work), true).await;
     })
 }
 
@@ -411,7 +428,7 @@ where
             request.set_message_compressed(stream.last_message_compressed());
             handler(request, sink).await
         };
-        drive(end, std::pin::pin!(work)).await;
+        drive(end, std::pin::pin!(work), true).await;
     })
 }
 
@@ -430,7 +447,7 @@ where
             let response = handler(request).await?;
             send_unary(&responder, response).await
         };
-        drive(end, std::pin::pin!(work)).await;
+        drive(end, std::pin::pin!(work), false).await;
     })
 }
 
@@ -446,7 +463,7 @@ where
         let (request, end) = call.into_parts::<In>();
         let sink = end.responder.sink::<Out>();
         let work = std::pin::pin!(handler(request, sink));
-        drive(end, work).await;
+        drive(end, work, false).await;
     })
 }
 
