@@ -169,21 +169,7 @@ pub struct Member {
     ending: Mutex<Option<Ending>>,
     /// The writer is asleep and wants a wake-up on the next publish.
     waiting: AtomicBool,
-    /// The writer has taken frames it has not finished sending.
-    busy: AtomicBool,
-    /// When frames last went to this member ([`clock_us`]).
-    last_send_us: AtomicU64,
     wake: Notify,
-    /// Sends to the member's client without going through its writer.
-    outlet: Box<dyn Outlet>,
-}
-
-/// Hands frames straight to a member's response stream, if its window has
-/// room right now (see [`RoomState::append`]).
-pub trait Outlet: Send + Sync + std::fmt::Debug {
-    /// Sends all of `frames` now and returns `true`, or sends nothing and
-    /// returns `false`.
-    fn try_send(&self, frames: &Bytes) -> bool;
 }
 
 /// What [`Member::next_batch`] hands the member's writer.
@@ -197,17 +183,6 @@ pub enum Outgoing {
 
 /// Most bytes coalesced into one send (see [`Member::next_batch`]).
 const MAX_COALESCE: usize = 16 * 1024;
-/// A member must have had nothing sent for this long (µs) before a publisher
-/// sends to it directly (see [`Member::deliver_directly`]).
-const DIRECT_MIN_GAP_US: u64 = 500;
-
-/// Microseconds since the first call: a cheap clock for [`DIRECT_MIN_GAP_US`].
-fn clock_us() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
 /// Node frames at least this big are sent without copying.
 const COPY_LIMIT: usize = 4 * 1024;
 
@@ -275,7 +250,6 @@ impl Member {
                     for notice in notices {
                         buf.extend_from_slice(&notice);
                     }
-                    self.busy.store(true, Ordering::SeqCst);
                     return Outgoing::Frames(buf.freeze());
                 }
             }
@@ -294,14 +268,7 @@ impl Member {
         }
     }
 
-    /// Tells the room the frames from [`Member::next_batch`] are sent.
-    pub fn sent(&self) {
-        self.last_send_us.store(clock_us(), Ordering::Relaxed);
-        self.busy.store(false, Ordering::SeqCst);
-    }
-
-    /// Walks the log from the cursor, collecting this member's frames. The
-    /// member counts as busy (see [`Member::sent`]) if any are returned.
+    /// Walks the log from the cursor, collecting this member's frames.
     fn take_from_log(&self) -> Option<Bytes> {
         let mut cursor = self.cursor.lock();
         let mut first: Option<Bytes> = None;
@@ -339,50 +306,7 @@ impl Member {
                 break;
             }
         }
-        let taken = coalesced.map(BytesMut::freeze).or(first);
-        if taken.is_some() {
-            // Set under the cursor lock, so a publisher that takes the lock
-            // next sees it.
-            self.busy.store(true, Ordering::SeqCst);
-        }
-        taken
-    }
-
-    /// The publisher's shortcut: when this member's writer sleeps with
-    /// nothing pending and its cursor sits just before `node`, send the
-    /// node's frames straight to the client (if its window has room) and move
-    /// the cursor on. Saves waking the writer task — on a busy server, half of
-    /// the task switches per delivery. Returns whether the node was handled.
-    fn deliver_directly(&self, node: &Arc<Node>, now_us: u64) -> bool {
-        if !self.waiting.load(Ordering::SeqCst) {
-            return false;
-        }
-        // Only for a member that has been quiet for a while: under a burst,
-        // waking the writer lets it coalesce many nodes into one send, which
-        // is cheaper than a small send per node.
-        if now_us.saturating_sub(self.last_send_us.load(Ordering::Relaxed)) < DIRECT_MIN_GAP_US {
-            return false;
-        }
-        // Never wait for the cursor here: if the writer holds it, it is
-        // awake and will take the node itself.
-        let Some(mut cursor) = self.cursor.try_lock() else {
-            return false;
-        };
-        let just_before = cursor
-            .next
-            .get()
-            .is_some_and(|next| Arc::ptr_eq(next, node));
-        if !just_before || self.busy.load(Ordering::SeqCst) {
-            return false;
-        }
-        let frames = node.frames_for(self);
-        if !frames.is_empty() && !self.outlet.try_send(frames) {
-            return false;
-        }
-        *cursor = Arc::clone(node);
-        self.consumed.store(node.end_offset, Ordering::Relaxed);
-        self.last_send_us.store(now_us, Ordering::Relaxed);
-        true
+        coalesced.map(BytesMut::freeze).or(first)
     }
 }
 
@@ -425,8 +349,7 @@ impl Membership {
             return Ok(());
         }
         state.names.insert(key, self.member.id);
-        if let Some(slot) = state
-            .members
+        if let Some(slot) = Arc::make_mut(&mut state.members)
             .iter_mut()
             .find(|slot| slot.member.id == self.member.id)
         {
@@ -486,9 +409,7 @@ impl Drop for Membership {
         let now_empty = {
             let mut state = self.room.state.lock();
             let before = state.members.len();
-            state
-                .members
-                .retain(|slot| slot.member.id != self.member.id);
+            Arc::make_mut(&mut state.members).retain(|slot| slot.member.id != self.member.id);
             if state.members.len() < before {
                 state.count(self.member.protocol, false);
             }
@@ -508,7 +429,7 @@ impl Drop for Membership {
 }
 
 /// A member in the room's list.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Slot {
     member: Arc<Member>,
     name: Option<Arc<str>>,
@@ -520,7 +441,9 @@ struct RoomState {
     last_id: u64,
     /// The newest node of the log; new members start here.
     tail: Arc<Node>,
-    members: Vec<Slot>,
+    /// Copied on write (joins, leaves, names), so that a publisher can take
+    /// a snapshot and deliver without holding the room lock.
+    members: Arc<Vec<Slot>>,
     /// Members speaking `ChatStream`.
     stream_members: usize,
     /// Members speaking `Chat`.
@@ -543,42 +466,49 @@ impl RoomState {
         }
     }
 
-    /// Appends a node to the log and wakes the members that sleep; members
-    /// too far behind are disconnected.
-    fn append(&mut self, mut node: Node, room: &str, max_lag: usize) {
+    /// Appends a node to the log. Returns it with the members to deliver it
+    /// to; the caller delivers with [`deliver`] after releasing the lock.
+    fn append(&mut self, mut node: Node, room: &str) -> Option<(Arc<Node>, Arc<Vec<Slot>>)> {
         let size = node.stream.len().max(node.events.len());
         node.end_offset = self.tail.end_offset + size as u64;
         let node = Arc::new(node);
         // Only this room's lock holder appends, so `next` is always unset.
         if self.tail.next.set(Arc::clone(&node)).is_err() {
             warn!(room, "room log out of step: node dropped");
-            return;
+            return None;
         }
-        let end = node.end_offset;
-        self.tail = node;
-        let now_us = clock_us();
-        for slot in &self.members {
-            let member = &slot.member;
-            let lag = end.saturating_sub(member.consumed.load(Ordering::Relaxed));
-            if lag > max_lag as u64 {
-                let already = member.ending.lock().is_some();
-                if !already {
-                    warn!(
-                        room,
-                        user = slot.name.as_deref().unwrap_or("(unnamed)"),
-                        lag,
-                        "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
-                    );
-                    member.end(Ending::Now(Status::resource_exhausted(format!(
-                        "too far behind: more than {max_lag} bytes of messages waiting for this client"
-                    ))));
-                }
-                continue;
+        self.tail = Arc::clone(&node);
+        Some((node, Arc::clone(&self.members)))
+    }
+}
+
+/// Lets every member know of a new node: members too far behind are
+/// disconnected, sleeping writers are woken.
+///
+/// This runs outside the room lock, on a snapshot of the member list, so
+/// other publishers are not held up meanwhile.
+fn deliver(node: &Arc<Node>, members: &[Slot], room: &str, max_lag: usize) {
+    for slot in members {
+        let member = &slot.member;
+        let lag = node
+            .end_offset
+            .saturating_sub(member.consumed.load(Ordering::Relaxed));
+        if lag > max_lag as u64 {
+            let already = member.ending.lock().is_some();
+            if !already {
+                warn!(
+                    room,
+                    user = slot.name.as_deref().unwrap_or("(unnamed)"),
+                    lag,
+                    "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
+                );
+                member.end(Ending::Now(Status::resource_exhausted(format!(
+                    "too far behind: more than {max_lag} bytes of messages waiting for this client"
+                ))));
             }
-            if !member.deliver_directly(&self.tail, now_us) {
-                member.wake_if_waiting();
-            }
+            continue;
         }
+        member.wake_if_waiting();
     }
 }
 
@@ -706,7 +636,11 @@ impl Room {
             others.freeze(),
             want_sender_copy.then(|| to_sender.freeze()),
         );
-        state.append(node, &self.name, config.max_queue_bytes);
+        let appended = state.append(node, &self.name);
+        drop(state);
+        if let Some((node, members)) = appended {
+            deliver(&node, &members, &self.name, config.max_queue_bytes);
+        }
     }
 }
 
@@ -736,12 +670,7 @@ impl Hub {
 
     /// Adds a member to `room` (created if needed). It receives everything
     /// published from now on.
-    pub fn join(
-        self: &Arc<Self>,
-        room: &str,
-        protocol: Protocol,
-        outlet: Box<dyn Outlet>,
-    ) -> Result<Membership, Status> {
+    pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Result<Membership, Status> {
         if self.is_draining() {
             return Err(Status::unavailable("the server is shutting down"));
         }
@@ -753,7 +682,7 @@ impl Hub {
                     state: Mutex::new(RoomState {
                         last_id: 0,
                         tail: Arc::new(Node::new(0, Bytes::new(), Bytes::new(), None)),
-                        members: Vec::new(),
+                        members: Arc::new(Vec::new()),
                         stream_members: 0,
                         event_members: 0,
                         names: HashMap::new(),
@@ -779,12 +708,9 @@ impl Hub {
                 private: Mutex::new(VecDeque::new()),
                 ending: Mutex::new(None),
                 waiting: AtomicBool::new(false),
-                busy: AtomicBool::new(false),
-                last_send_us: AtomicU64::new(0),
                 wake: Notify::new(),
-                outlet,
             });
-            state.members.push(Slot {
+            Arc::make_mut(&mut state.members).push(Slot {
                 member: Arc::clone(&member),
                 name: None,
             });
@@ -846,9 +772,13 @@ impl Hub {
             let node = Node::new(0, Bytes::new(), event.clone(), None);
             // The notice goes through the log, so it arrives after every
             // message published before it.
-            state.append(node, &room.name, usize::MAX);
-            for slot in &state.members {
-                slot.member.close(Status::unavailable(notice));
+            let appended = state.append(node, &room.name);
+            drop(state);
+            if let Some((node, members)) = appended {
+                deliver(&node, &members, &room.name, usize::MAX);
+                for slot in members.iter() {
+                    slot.member.close(Status::unavailable(notice));
+                }
             }
         }
     }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use tracing::{debug, info};
 
 use super::ratelimit::TokenBucket;
-use super::room::{Event, Hub, Membership, Outgoing, Outlet, Protocol};
+use super::room::{Event, Hub, Membership, Outgoing, Protocol};
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
 use crate::pb::chat::{
@@ -26,19 +26,7 @@ use crate::pb::chat::{
     TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
 };
 use crate::rpc::{Request, Response, Streaming};
-use crate::server::{ResponseSink, TrySender};
-
-/// The room's shortcut to a member's response stream.
-#[derive(Debug)]
-struct DirectOutlet(TrySender);
-
-impl Outlet for DirectOutlet {
-    fn try_send(&self, frames: &bytes::Bytes) -> bool {
-        // An error means the stream is gone; the member's own task will see
-        // it too and end the call.
-        self.0.try_send_encoded(frames).unwrap_or(false)
-    }
-}
+use crate::server::ResponseSink;
 
 /// Most messages taken from one client before fanning them out together.
 const MAX_BATCH: usize = 256;
@@ -140,7 +128,6 @@ async fn write_loop<T: prost::Message>(
                     }
                 };
                 sent?;
-                membership.member().sent();
             }
             Outgoing::End(status) if status.code() == crate::framing::Code::Ok => return Ok(()),
             Outgoing::End(status) => return Err(status),
@@ -347,11 +334,7 @@ impl crate::pb::chat::ChatService for ChatService {
         let (_, mut stream) = request.into_parts();
         // A member from the moment the stream opens: it receives before it
         // has said anything (and so before it has a name).
-        let membership = self.hub.join(
-            &room,
-            Protocol::Stream,
-            Box::new(DirectOutlet(sink.try_sender())),
-        )?;
+        let membership = self.hub.join(&room, Protocol::Stream)?;
         sink.flush_headers()?;
         debug!(room, "ChatStream member connected");
         let reader = self.stream_reader(&membership, &mut stream);
@@ -381,11 +364,7 @@ impl crate::pb::chat::ChatService for ChatService {
                 ));
             }
         };
-        let membership = self.hub.join(
-            &room,
-            Protocol::Events,
-            Box::new(DirectOutlet(sink.try_sender())),
-        )?;
+        let membership = self.hub.join(&room, Protocol::Events)?;
         membership.claim_name(&name)?;
         info!(room, user = %name, protocol = "Chat", "joined");
         membership.publish(&[Event::Joined]);

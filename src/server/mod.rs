@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use call::{ServerCall, bidi_streaming, client_streaming, server_streaming, unary};
-pub use sink::{ResponseSink, TrySender};
+pub use sink::ResponseSink;
 
 use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
 

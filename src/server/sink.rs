@@ -292,45 +292,6 @@ fn whole_messages_within(data: &[u8], limit: usize) -> usize {
     end
 }
 
-/// Sends pre-encoded frames on a response stream right away, or not at all.
-///
-/// For a fan-out that wants to skip a hop: when the task that owns the
-/// [`ResponseSink`] is idle, another task can hand the frames to HTTP/2 itself
-/// if the client's window has room for all of them. The caller must make sure
-/// no [`ResponseSink`] send is in progress on the same stream meanwhile (a
-/// send in progress may have handed `h2` part of a message only).
-#[derive(Clone)]
-pub struct TrySender {
-    responder: Responder,
-}
-
-impl std::fmt::Debug for TrySender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrySender").finish_non_exhaustive()
-    }
-}
-
-impl TrySender {
-    /// Sends all of `frames` if the flow-control window has room for them
-    /// now; `Ok(false)` (nothing sent) otherwise.
-    pub fn try_send_encoded(&self, frames: &Bytes) -> Result<bool, Status> {
-        let mut shared = self.responder.shared.lock();
-        shared.send_headers()?;
-        let Phase::Streaming(stream) = &mut shared.phase else {
-            return Err(Status::cancelled("stream closed"));
-        };
-        // Asking for capacity assigns what the windows allow at once.
-        stream.reserve_capacity(frames.len());
-        if stream.capacity() < frames.len() {
-            return Ok(false);
-        }
-        stream
-            .send_data(frames.clone(), false)
-            .map_err(|e| h2_error_to_status(&e))?;
-        Ok(true)
-    }
-}
-
 /// Maps an `h2` stream error to the status a handler sees.
 pub(crate) fn h2_error_to_status(e: &h2::Error) -> Status {
     match e.reason() {
@@ -386,14 +347,6 @@ impl<T: prost::Message> ResponseSink<T> {
     /// clients. The caller vouches for the framing.
     pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Status> {
         self.responder.send_frames(frames).await
-    }
-
-    /// A handle that sends pre-encoded frames without waiting, from another
-    /// task (see [`TrySender`]).
-    pub fn try_sender(&self) -> TrySender {
-        TrySender {
-            responder: self.responder.clone(),
-        }
     }
 
     /// Turns on compression of the messages sent with [`ResponseSink::send`], if
