@@ -22,7 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Measures a chat server: deliveries/s, latency percentiles, lost and
 /// duplicated messages, and (with --server-pid) the server's CPU and memory.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The server, host:port.
     #[arg(long)]
