@@ -132,6 +132,19 @@ async fn until<In: prost::Message>(
     }
 }
 
+/// The next user event on `call` (other events skipped), as (name, type).
+async fn next_user_event<In: prost::Message>(
+    call: &mut BidiCall<In, ServerEvent>,
+) -> (String, UserEventType) {
+    match until(call, |e| matches!(e, server_event::Event::UserEvent(_))).await {
+        server_event::Event::UserEvent(u) => (
+            u.username,
+            UserEventType::try_from(u.r#type).unwrap_or(UserEventType::UserUnknown),
+        ),
+        other => unreachable!("until() returned {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn chat_stream_broadcasts_to_the_others_only() {
     let server = start(no_rate_limit()).await;
@@ -287,14 +300,9 @@ async fn joins_messages_typing_and_leaves_reach_chat_clients() {
 
     let mut bob = c.chat(Request::new(())).await.unwrap();
     bob.send(&join("bob")).await.unwrap();
-    let e = until(&mut alice, |e| {
-        matches!(e, server_event::Event::UserEvent(_))
-    })
-    .await;
-    assert!(
-        matches!(&e, server_event::Event::UserEvent(u)
-        if u.username == "bob" && u.r#type == UserEventType::UserJoined as i32),
-        "{e:?}"
+    assert_eq!(
+        next_user_event(&mut alice).await,
+        ("bob".to_owned(), UserEventType::UserJoined)
     );
 
     // A message reaches everyone, the sender included.
@@ -338,14 +346,9 @@ async fn joins_messages_typing_and_leaves_reach_chat_clients() {
     })))
     .await
     .unwrap();
-    let e = until(&mut alice, |e| {
-        matches!(e, server_event::Event::UserEvent(_))
-    })
-    .await;
-    assert!(
-        matches!(&e, server_event::Event::UserEvent(u)
-        if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32),
-        "{e:?}"
+    assert_eq!(
+        next_user_event(&mut alice).await,
+        ("bob".to_owned(), UserEventType::UserLeft)
     );
 }
 
@@ -673,14 +676,9 @@ async fn chat_members_see_chat_stream_members_join_and_leave() {
     .await;
     assert!(matches!(&e, server_event::Event::ChatMessage(m) if m.username == "streamer"));
     drop(streamer);
-    let e = until(&mut watcher, |e| {
-        matches!(e, server_event::Event::UserEvent(_))
-    })
-    .await;
-    assert!(
-        matches!(&e, server_event::Event::UserEvent(u)
-        if u.username == "streamer" && u.r#type == UserEventType::UserLeft as i32),
-        "{e:?}"
+    assert_eq!(
+        next_user_event(&mut watcher).await,
+        ("streamer".to_owned(), UserEventType::UserLeft)
     );
 }
 
