@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+step "cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
+
 step "cargo test"
 cargo test --all-targets 2>&1 | tee target/test-output.txt
 # `cargo test --all-targets` skips doctests; run them too.

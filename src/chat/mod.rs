@@ -10,7 +10,7 @@
 //!
 //! * [`validate`] — names and messages: lengths, no control characters.
 //! * [`ratelimit`] — the per-member token bucket.
-//! * [`room`] — the hub of rooms, members and their outboxes: the fan-out.
+//! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
 //! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
 //!
 //! # Behaviour worth knowing

@@ -20,7 +20,7 @@
 //! Three choices make this cheap and fair:
 //!
 //! * **Encode once, share the bytes.** A batch is serialised into gRPC frames
-//!   once per protocol and appended to the room's log as one [`Node`]. No
+//!   once per protocol and appended to the room's log as one `Node`. No
 //!   member gets a copy or even a queue entry: each member's task holds a
 //!   cursor (an `Arc` of the last node it sent) and follows the `next` links.
 //!   Publishing costs, per member, an atomic check and — only if the member
@@ -223,9 +223,9 @@ impl Member {
 
     /// Waits for something to send, or the end of the call.
     ///
-    /// Small node frames are coalesced, up to [`MAX_COALESCE`] bytes, into
+    /// Small node frames are coalesced, up to `MAX_COALESCE` bytes, into
     /// one copy, so the member's task hands `h2` one DATA payload instead of
-    /// many. Frames of [`COPY_LIMIT`] bytes or more go out as they are: they
+    /// many. Frames of `COPY_LIMIT` bytes or more go out as they are: they
     /// are big enough already, and sending the shared bytes avoids copying
     /// them once per member.
     pub async fn next_batch(&self) -> Outgoing {

@@ -25,7 +25,7 @@
 //!
 //! * [`session`] — the connection: join, events both ways, reconnection
 //!   with backoff, leave.
-//! * [`line`] — line mode (stdin/stdout are not a terminal).
+//! * [`line`](mod@line) — line mode (stdin/stdout are not a terminal).
 //! * [`tui`] — terminal setup and restore, the TUI event loop.
 
 pub mod app;
