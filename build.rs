@@ -25,7 +25,11 @@ use std::path::PathBuf;
 
 use prost_build::{Method, Service, ServiceGenerator};
 
-const PROTOS: &[&str] = &["chat.proto", "grpc/testing/test.proto"];
+const PROTOS: &[&str] = &[
+    "chat.proto",
+    "grpc/testing/test.proto",
+    "grpc/health/v1/health.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -6,6 +6,7 @@
 #   tests/interop/bin/go-compression-client  our Go client for the 4 compression cases
 #   tests/interop/bin/go-compression-server  grpc-go's interop server + the compression features
 #   tests/interop/bin/ghz                    github.com/bojand/ghz load generator
+#   tests/interop/bin/grpc-health-probe      github.com/grpc-ecosystem/grpc-health-probe (grpc.health.v1 client)
 #   tests/interop/bin/grpc_testing.protoset  descriptors of grpc/testing/test.proto (for ghz)
 #   tests/interop/.venv                      Python venv with tests/interop/requirements.txt
 #   tests/interop/bin/go-chat-client         tests/interop/chat/goclient: scriptable chat.ChatService peer
@@ -13,7 +14,8 @@
 #   tests/interop/chat/pygen/                Python code for proto/chat.proto (generated, not committed)
 #   tests/interop/bin/protoc-gen-go{,-grpc}  the Go protoc plugins used for chatpb
 #
-# Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION below and
+# Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION and
+# GRPC_HEALTH_PROBE_VERSION below and
 # requirements.txt; the chat client has its own module (tests/interop/chat/
 # go.mod / go.sum, which also pins protoc-gen-go: it is built at the version of
 # google.golang.org/protobuf there) and PROTOC_GEN_GO_GRPC_VERSION below. The
@@ -25,6 +27,7 @@
 set -euo pipefail
 
 GHZ_VERSION=v0.120.0
+GRPC_HEALTH_PROBE_VERSION=v0.4.41
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,7 +55,8 @@ exec 9>"$bin/.lock"
 flock 9
 
 # Everything the Go outputs depend on: Go sources and module files, this
-# script (which holds GHZ_VERSION), the Go toolchain.
+# script (which holds GHZ_VERSION and GRPC_HEALTH_PROBE_VERSION), the Go
+# toolchain.
 go_stamp_input() {
   (
     cd "$dir"
@@ -67,7 +71,8 @@ py_stamp_input() {
   { "${PYTHON:-python3}" --version 2>&1; sha256sum <"$dir/requirements.txt"; } | sha256sum | cut -d' ' -f1
 }
 
-outputs=(go-interop-client go-interop-server go-compression-client go-compression-server ghz grpc_testing.protoset)
+outputs=(go-interop-client go-interop-server go-compression-client go-compression-server ghz
+  grpc-health-probe grpc_testing.protoset)
 go_want=$(go_stamp_input)
 go_done=0
 if [[ $force == 0 && -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$go_want" ]]; then
@@ -137,6 +142,25 @@ if [[ $go_done == 0 ]]; then
     # is set by ldflags in upstream releases; set it the same way here.
     (cd / && GOBIN="$bin" GOFLAGS=-buildvcs=false go install -trimpath \
       -ldflags "-X main.version=${GHZ_VERSION#v}" "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION")
+  fi
+
+  # `grpc-health-probe -version` prints "<tag>; ..." when the tag is set by
+  # ldflags, as upstream releases do; set it the same way so the check below
+  # can tell an up-to-date binary from an old one.
+  if [[ -x "$bin/grpc-health-probe" ]] &&
+    "$bin/grpc-health-probe" -version 2>&1 | grep -qF "$GRPC_HEALTH_PROBE_VERSION;"; then
+    log "grpc-health-probe $GRPC_HEALTH_PROBE_VERSION already installed"
+  else
+    # Not `go install …@version`: that also fetches the module's list of
+    # versions (to report deprecation), which some module proxies refuse for
+    # this module. Downloading the pinned version and building it in place,
+    # with its own go.mod / go.sum, needs only that version.
+    probe="github.com/grpc-ecosystem/grpc-health-probe@$GRPC_HEALTH_PROBE_VERSION"
+    log "go build -o bin/grpc-health-probe $probe"
+    probe_dir=$(cd / && go mod download -json "$probe" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -n "$probe_dir" ]] || { log "go mod download $probe: no module directory"; exit 1; }
+    (cd "$probe_dir" && GOFLAGS=-buildvcs=false go build -trimpath \
+      -ldflags "-X main.versionTag=$GRPC_HEALTH_PROBE_VERSION" -o "$bin/grpc-health-probe" .)
   fi
   echo "$go_want" >"$bin/.stamp"
 fi

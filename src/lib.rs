@@ -19,6 +19,9 @@
 //!   and for every service a server trait, router and typed client.
 //! * [`chat`] — the chat domain: rooms, identity, validation, rate limits,
 //!   fan-out; `chat.ChatService` on top of the server layer. No `h2` here.
+//! * [`health`] — `grpc.health.v1.Health`, the standard health checking
+//!   service: a `HealthReporter` the application sets statuses on, and the
+//!   `Check` / `Watch` RPCs answering from it.
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
@@ -35,6 +38,7 @@ pub mod chat_client;
 pub mod client;
 pub mod codec;
 pub mod framing;
+pub mod health;
 pub mod interop;
 pub mod pb;
 pub mod rpc;

@@ -15,5 +15,10 @@ pub mod grpc_testing {
     include!(concat!(env!("OUT_DIR"), "/grpc.testing.rs"));
 }
 
+/// `package grpc.health.v1;` — the standard health checking service.
+pub mod grpc_health_v1 {
+    include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of every `.proto` file, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

@@ -1,4 +1,5 @@
-//! `chat-server`: the grpc-chat server (`chat.ChatService`).
+//! `chat-server`: the grpc-chat server (`chat.ChatService`, and
+//! `grpc.health.v1.Health` on the same port).
 //!
 //! ```text
 //! chat-server                                  # 0.0.0.0:50053, default limits
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit};
+use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::pb::chat::ChatServiceServer;
 use grpc_chat::server::{Server, shutdown_signal};
 use tokio::net::TcpListener;
@@ -119,11 +121,23 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let chat = ChatService::new(config);
     let hub = std::sync::Arc::clone(chat.hub());
+    let health = HealthReporter::new();
+    // "" is the server as a whole.
+    health.set_serving("");
+    health.set_serving(ChatServiceServer::<ChatService>::NAME);
+    let health_service = health.service();
 
     let listener = TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
     let shutdown = async move {
         shutdown_signal().await;
+        // Health checkers hear first, while the listener still answers, so
+        // they stop sending new clients here before the drain begins.
+        health.set_not_serving("");
+        health.set_not_serving(ChatServiceServer::<ChatService>::NAME);
+        // Ends open Watch calls, which would otherwise hold their
+        // connections open for the whole grace period.
+        health.shutdown();
         // Tell members first, so their calls end with a reason rather than
         // by the connection closing under them.
         hub.shutdown("the server is shutting down");
@@ -133,6 +147,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .max_recv_message_size(args.max_recv_message_size)
         .shutdown_grace(seconds(args.shutdown_grace_secs)?)
         .add_service(ChatServiceServer::new(chat))
+        .add_service(HealthServer::new(health_service))
         .build()
         .serve(listener, shutdown)
         .await?;

@@ -91,7 +91,7 @@ pub fn ensure_interop_setup() {
 
 /// Path of a peer built by `scripts/setup-interop.sh` (`go-interop-client`,
 /// `go-interop-server`, `go-compression-client`, `go-compression-server`,
-/// `ghz`, ...). Runs the script first (once per process).
+/// `ghz`, `grpc-health-probe`, ...). Runs the script first (once per process).
 pub fn interop_bin(name: &str) -> PathBuf {
     ensure_interop_setup();
     let path = interop_bin_dir().join(name);
@@ -255,6 +255,25 @@ impl Server {
                 return Err(format!(
                     "not accepting on {addr} after {SERVER_START_TIMEOUT:?}"
                 ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's process id (to send it a signal with `kill`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the server to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             thread::sleep(Duration::from_millis(10));
         }
