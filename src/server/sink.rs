@@ -132,9 +132,14 @@ impl Responder {
             let needed = first.clamp(1, WHOLE_MESSAGE_LIMIT);
             let capacity =
                 std::future::poll_fn(|cx| self.poll_capacity(cx, data.len(), needed)).await?;
-            let cut = match whole_messages_within(&data, capacity) {
-                0 => capacity.min(data.len()),
-                whole => whole,
+            let cut = if capacity >= data.len() {
+                // Everything fits: no need to look for message boundaries.
+                data.len()
+            } else {
+                match whole_messages_within(&data, capacity) {
+                    0 => capacity,
+                    whole => whole,
+                }
             };
             let chunk = data.split_to(cut);
             let mut shared = self.shared.lock();
