@@ -722,3 +722,48 @@ async fn leaving_while_typing_stops_the_indicator() {
         matches!(&e, server_event::Event::UserEvent(u) if u.r#type == UserEventType::UserLeft as i32)
     );
 }
+
+/// A bad message right behind a good one (same DATA frame): the good one is
+/// delivered, and the call still ends with the bad one's status — the error
+/// must not be lost while the good message is being published.
+#[tokio::test]
+async fn an_error_behind_a_good_message_is_not_lost() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut watcher = c.chat_stream(Request::new(())).await.unwrap();
+    watcher.send(&say("watcher", "hi")).await.unwrap();
+
+    let socket = tokio::net::TcpStream::connect(&server.address)
+        .await
+        .unwrap();
+    let (h2, connection) = h2::client::handshake(socket).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{}/chat.ChatService/ChatStream",
+        server.address
+    ))
+    .header("content-type", "application/grpc")
+    .body(())
+    .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    let mut data = bytes::BytesMut::new();
+    grpc_chat::codec::encode(&say("mallory", "first"), None, usize::MAX, &mut data).unwrap();
+    // flag 0 | length 0x7fffffff: over any limit, refused from the prefix.
+    data.extend_from_slice(&[0x00, 0x7f, 0xff, 0xff, 0xff]);
+    send.send_data(data.freeze(), false).unwrap();
+
+    assert_eq!(next(&mut watcher).await.message, "first");
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    let mut body = response.into_body();
+    while let Some(chunk) = timeout(WAIT, body.data()).await.unwrap() {
+        let _ = body.flow_control().release_capacity(chunk.unwrap().len());
+    }
+    let trailers = timeout(WAIT, body.trailers())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let status = Status::from_trailers(&trailers).unwrap();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+}

@@ -68,9 +68,18 @@ fn room_name(metadata: &MetadataMap, config: &ChatConfig) -> Result<String, Stat
 /// Reads the next batch: waits for one message, then takes every message
 /// already received (up to [`MAX_BATCH`]) without waiting. `None` when the
 /// client has closed its side.
+///
+/// An error met while taking the already-received messages is kept in
+/// `pending` and returned by the next call, after the messages before it
+/// have been published: the stream reports an error only once, so it must not
+/// be dropped here.
 async fn next_batch<T: prost::Message + Default>(
     stream: &mut Streaming<T>,
+    pending: &mut Option<Status>,
 ) -> Result<Option<Vec<T>>, Status> {
+    if let Some(error) = pending.take() {
+        return Err(error);
+    }
     let Some(first) = stream.message().await? else {
         return Ok(None);
     };
@@ -83,9 +92,10 @@ async fn next_batch<T: prost::Message + Default>(
         match stream.poll_message(&mut cx) {
             Poll::Ready(Ok(Some(message))) => batch.push(message),
             Poll::Ready(Ok(None)) | Poll::Pending => break,
-            // Deliver what came before the error; the error surfaces on the
-            // next read.
-            Poll::Ready(Err(_)) => break,
+            Poll::Ready(Err(error)) => {
+                *pending = Some(error);
+                break;
+            }
         }
     }
     Ok(Some(batch))
@@ -198,7 +208,8 @@ impl ChatService {
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
-        while let Some(batch) = next_batch(stream).await? {
+        let mut pending = None;
+        while let Some(batch) = next_batch(stream, &mut pending).await? {
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match &name {
@@ -253,9 +264,10 @@ impl ChatService {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut typing_until: Option<tokio::time::Instant> = None;
+        let mut pending = None;
         loop {
             let batch = tokio::select! {
-                batch = next_batch(stream) => batch?,
+                batch = next_batch(stream, &mut pending) => batch?,
                 () = sleep_until(typing_until) => {
                     // The client said it started typing and never said it
                     // stopped: expire the indicator for everyone else.
