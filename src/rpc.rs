@@ -263,6 +263,8 @@ pub struct Streaming<T> {
     buf: BytesMut,
     decoder: Decoder,
     state: StreamState,
+    /// The error the stream ended with, if it did not end cleanly.
+    failed: Option<Status>,
     trailers: Option<MetadataMap>,
     _message: PhantomData<fn() -> T>,
 }
@@ -273,7 +275,7 @@ enum StreamState {
     Open,
     /// END_STREAM seen; waiting for the end (trailers) from the body.
     Ending,
-    /// Ended cleanly or with an error already returned.
+    /// Ended, cleanly or with the error in `failed`.
     Done,
 }
 
@@ -297,6 +299,7 @@ impl<T: prost::Message + Default> Streaming<T> {
             buf: BytesMut::new(),
             decoder,
             state: StreamState::Open,
+            failed: None,
             trailers: None,
             _message: PhantomData,
         }
@@ -321,14 +324,25 @@ impl<T: prost::Message + Default> Streaming<T> {
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
         loop {
             match self.state {
-                StreamState::Done => return Poll::Ready(Ok(None)),
+                StreamState::Done => {
+                    // An error is reported again on every later read: a
+                    // caller that stopped at the first one (to finish what it
+                    // had) must not take the next read for a clean end.
+                    return Poll::Ready(match &self.failed {
+                        Some(status) => Err(status.clone()),
+                        None => Ok(None),
+                    });
+                }
                 StreamState::Ending => {
                     let end = ready!(self.body.poll_end(cx));
-                    self.state = StreamState::Done;
-                    return Poll::Ready(end.map(|trailers| {
-                        self.trailers = Some(trailers);
-                        None
-                    }));
+                    return Poll::Ready(match end {
+                        Ok(trailers) => {
+                            self.state = StreamState::Done;
+                            self.trailers = Some(trailers);
+                            Ok(None)
+                        }
+                        Err(status) => Err(self.fail(status)),
+                    });
                 }
                 StreamState::Open => {}
             }
@@ -339,35 +353,35 @@ impl<T: prost::Message + Default> Streaming<T> {
                     return Poll::Ready(match T::decode(payload) {
                         Ok(message) => Ok(Some(message)),
                         Err(e) => {
-                            self.state = StreamState::Done;
-                            Err(Status::internal(format!("invalid protobuf message: {e}")))
+                            Err(self
+                                .fail(Status::internal(format!("invalid protobuf message: {e}"))))
                         }
                     });
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    self.state = StreamState::Done;
-                    return Poll::Ready(Err(e.into()));
-                }
+                Err(e) => return Poll::Ready(Err(self.fail(e.into()))),
             }
             match ready!(self.body.poll_chunk(cx)) {
                 Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(status)) => {
-                    self.state = StreamState::Done;
-                    return Poll::Ready(Err(status));
-                }
+                Some(Err(status)) => return Poll::Ready(Err(self.fail(status))),
                 None => {
                     // The peer ended the stream. Leftover bytes mean it stopped
                     // in the middle of a message: that is a protocol error, not a
                     // clean end.
                     if let Err(e) = self.decoder.finish(&self.buf) {
-                        self.state = StreamState::Done;
-                        return Poll::Ready(Err(e.into()));
+                        return Poll::Ready(Err(self.fail(e.into())));
                     }
                     self.state = StreamState::Ending;
                 }
             }
         }
+    }
+
+    /// Ends the stream with `status`, which later reads report again.
+    fn fail(&mut self, status: Status) -> Status {
+        self.state = StreamState::Done;
+        self.failed = Some(status.clone());
+        status
     }
 }
 
@@ -378,5 +392,59 @@ impl<T: prost::Message + Default> futures_core::Stream for Streaming<T> {
         // `Streaming` is `Unpin`: every field is.
         let this = self.get_mut();
         this.poll_message(cx).map(Result::transpose)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that hands out fixed chunks, then ends without trailers.
+    struct Chunks(Vec<Bytes>);
+
+    impl RecvBody for Chunks {
+        fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+            Poll::Ready(if self.0.is_empty() {
+                None
+            } else {
+                Some(Ok(self.0.remove(0)))
+            })
+        }
+
+        fn poll_end(&mut self, _cx: &mut Context<'_>) -> Poll<Result<MetadataMap, Status>> {
+            Poll::Ready(Ok(MetadataMap::new()))
+        }
+    }
+
+    fn read(stream: &mut Streaming<()>) -> Poll<Result<Option<()>, Status>> {
+        stream.poll_message(&mut Context::from_waker(std::task::Waker::noop()))
+    }
+
+    #[test]
+    fn messages_split_over_chunks_then_a_clean_end() {
+        // flag 0 | length 0 (an empty message), cut after two bytes, then a
+        // second empty message whole.
+        let chunks = vec![
+            Bytes::from_static(&[0x00, 0x00]),
+            Bytes::from_static(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]),
+        ];
+        let mut stream = Streaming::<()>::new(Box::new(Chunks(chunks)), Encoding::Identity, 1024);
+        assert!(matches!(read(&mut stream), Poll::Ready(Ok(Some(())))));
+        assert!(matches!(read(&mut stream), Poll::Ready(Ok(Some(())))));
+        assert!(matches!(read(&mut stream), Poll::Ready(Ok(None))));
+        assert!(matches!(read(&mut stream), Poll::Ready(Ok(None))));
+    }
+
+    #[test]
+    fn an_error_is_reported_on_every_later_read() {
+        // flag 0 | length 3 | only one byte, then END_STREAM: truncated.
+        let chunks = vec![Bytes::from_static(&[0x00, 0x00, 0x00, 0x00, 0x03, 0xaa])];
+        let mut stream = Streaming::<()>::new(Box::new(Chunks(chunks)), Encoding::Identity, 1024);
+        for _ in 0..3 {
+            match read(&mut stream) {
+                Poll::Ready(Err(status)) => assert_eq!(status.code(), crate::Code::Internal),
+                other => panic!("expected the truncation error, got {other:?}"),
+            }
+        }
     }
 }

@@ -68,18 +68,9 @@ fn room_name(metadata: &MetadataMap, config: &ChatConfig) -> Result<String, Stat
 /// Reads the next batch: waits for one message, then takes every message
 /// already received (up to [`MAX_BATCH`]) without waiting. `None` when the
 /// client has closed its side.
-///
-/// An error met while taking the already-received messages is kept in
-/// `pending` and returned by the next call, after the messages before it
-/// have been published: the stream reports an error only once, so it must not
-/// be dropped here.
 async fn next_batch<T: prost::Message + Default>(
     stream: &mut Streaming<T>,
-    pending: &mut Option<Status>,
 ) -> Result<Option<Vec<T>>, Status> {
-    if let Some(error) = pending.take() {
-        return Err(error);
-    }
     let Some(first) = stream.message().await? else {
         return Ok(None);
     };
@@ -91,11 +82,9 @@ async fn next_batch<T: prost::Message + Default>(
     while batch.len() < MAX_BATCH {
         match stream.poll_message(&mut cx) {
             Poll::Ready(Ok(Some(message))) => batch.push(message),
-            Poll::Ready(Ok(None)) | Poll::Pending => break,
-            Poll::Ready(Err(error)) => {
-                *pending = Some(error);
-                break;
-            }
+            // An error is deliberately left for the next read, which reports
+            // it again: the messages before it are published first.
+            Poll::Ready(Ok(None)) | Poll::Ready(Err(_)) | Poll::Pending => break,
         }
     }
     Ok(Some(batch))
@@ -208,8 +197,7 @@ impl ChatService {
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
-        let mut pending = None;
-        while let Some(batch) = next_batch(stream, &mut pending).await? {
+        while let Some(batch) = next_batch(stream).await? {
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match &name {
@@ -264,10 +252,9 @@ impl ChatService {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut typing_until: Option<tokio::time::Instant> = None;
-        let mut pending = None;
         loop {
             let batch = tokio::select! {
-                batch = next_batch(stream, &mut pending) => batch?,
+                batch = next_batch(stream) => batch?,
                 () = sleep_until(typing_until) => {
                     // The client said it started typing and never said it
                     // stopped: expire the indicator for everyone else.
