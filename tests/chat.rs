@@ -145,6 +145,52 @@ async fn next_user_event<In: prost::Message>(
     }
 }
 
+/// Opens a `ChatStream` call with raw HTTP/2 (the `h2` crate, with the
+/// smallest stream window) and sends `first` as its first DATA. Nothing reads
+/// the response or returns window until the test does: a client that stops
+/// reading, or one that sends bytes our client layer never would.
+async fn raw_chat_stream(
+    address: &str,
+    first: bytes::Bytes,
+) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
+    let socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(65_535)
+        .handshake::<_, bytes::Bytes>(socket)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::post(format!("http://{address}/chat.ChatService/ChatStream"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    send.send_data(first, false).unwrap();
+    (response, send)
+}
+
+/// Reads a raw response body to its end: the DATA bytes received, and the
+/// status from the trailers.
+async fn drain_to_status(mut body: h2::RecvStream) -> (usize, Status) {
+    let mut received = 0;
+    while let Some(chunk) = timeout(WAIT, body.data())
+        .await
+        .unwrap_or_else(|_| panic!("no end after {received} bytes"))
+    {
+        let chunk = chunk.unwrap();
+        received += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = timeout(WAIT, body.trailers())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    (received, Status::from_trailers(&trailers).unwrap())
+}
+
 #[tokio::test]
 async fn chat_stream_broadcasts_to_the_others_only() {
     let server = start(no_rate_limit()).await;
@@ -545,28 +591,9 @@ async fn a_stalled_reader_is_disconnected_and_the_others_lose_nothing() {
     let mut reader = c.chat_stream(Request::new(())).await.unwrap();
     reader.send(&say("reader", "hi")).await.unwrap();
 
-    let socket = tokio::net::TcpStream::connect(&server.address)
-        .await
-        .unwrap();
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_window_size(65_535)
-        .handshake::<_, bytes::Bytes>(socket)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post(format!(
-        "http://{}/chat.ChatService/ChatStream",
-        server.address
-    ))
-    .header("content-type", "application/grpc")
-    .header("te", "trailers")
-    .body(())
-    .unwrap();
-    let (response, mut send) = h2.send_request(request, false).unwrap();
     let mut hello = bytes::BytesMut::new();
     grpc_chat::codec::encode(&say("sloth", "hi"), None, usize::MAX, &mut hello).unwrap();
-    send.send_data(hello.freeze(), false).unwrap();
+    let (response, _send) = raw_chat_stream(&server.address, hello.freeze()).await;
     let response = timeout(WAIT, response).await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(next(&mut reader).await.user, "sloth");
@@ -599,26 +626,11 @@ async fn a_stalled_reader_is_disconnected_and_the_others_lose_nothing() {
     tokio::time::sleep(Duration::from_millis(900)).await;
 
     // Now drain the stalled stream: what fit in its window, then the status.
-    let mut body = response.into_body();
-    let mut received = 0;
-    while let Some(chunk) = timeout(WAIT, body.data())
-        .await
-        .unwrap_or_else(|_| panic!("no end after {received} bytes"))
-    {
-        let chunk = chunk.unwrap();
-        received += chunk.len();
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
+    let (received, status) = drain_to_status(response.into_body()).await;
     assert!(
         received < 200 * total,
         "the stalled member got only what its window allowed"
     );
-    let trailers = timeout(WAIT, body.trailers())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let status = Status::from_trailers(&trailers).unwrap();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
 }
 
@@ -733,37 +745,41 @@ async fn an_error_behind_a_good_message_is_not_lost() {
     let mut watcher = c.chat_stream(Request::new(())).await.unwrap();
     watcher.send(&say("watcher", "hi")).await.unwrap();
 
-    let socket = tokio::net::TcpStream::connect(&server.address)
-        .await
-        .unwrap();
-    let (h2, connection) = h2::client::handshake(socket).await.unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post(format!(
-        "http://{}/chat.ChatService/ChatStream",
-        server.address
-    ))
-    .header("content-type", "application/grpc")
-    .body(())
-    .unwrap();
-    let (response, mut send) = h2.send_request(request, false).unwrap();
     let mut data = bytes::BytesMut::new();
     grpc_chat::codec::encode(&say("mallory", "first"), None, usize::MAX, &mut data).unwrap();
     // flag 0 | length 0x7fffffff: over any limit, refused from the prefix.
     data.extend_from_slice(&[0x00, 0x7f, 0xff, 0xff, 0xff]);
-    send.send_data(data.freeze(), false).unwrap();
+    let (response, _send) = raw_chat_stream(&server.address, data.freeze()).await;
 
     assert_eq!(next(&mut watcher).await.message, "first");
     let response = timeout(WAIT, response).await.unwrap().unwrap();
-    let mut body = response.into_body();
-    while let Some(chunk) = timeout(WAIT, body.data()).await.unwrap() {
-        let _ = body.flow_control().release_capacity(chunk.unwrap().len());
-    }
-    let trailers = timeout(WAIT, body.trailers())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let status = Status::from_trailers(&trailers).unwrap();
+    let (_, status) = drain_to_status(response.into_body()).await;
     assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+}
+
+#[tokio::test]
+async fn a_full_room_and_a_bad_room_name_are_refused() {
+    let config = ChatConfig {
+        max_members_per_room: 1,
+        ..no_rate_limit()
+    };
+    let server = start(config).await;
+    let c = client(&server).await;
+    let mut first = c.chat(in_room((), "tiny")).await.unwrap();
+    first.send(&join("first")).await.unwrap();
+    until(&mut first, |e| {
+        matches!(e, server_event::Event::UserEvent(_))
+    })
+    .await;
+    let mut second = c.chat(in_room((), "tiny")).await.unwrap();
+    second.send(&join("second")).await.unwrap();
+    let status = end_status(&mut second).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("full"), "{status}");
+
+    // A room name is held to the rules of user names (here: at most 32
+    // characters).
+    let mut bad = c.chat_stream(in_room((), &"r".repeat(33))).await.unwrap();
+    bad.send(&say("x", "hi")).await.unwrap();
+    assert_eq!(end_status(&mut bad).await.code(), Code::InvalidArgument);
 }
