@@ -25,6 +25,8 @@
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
+//! * [`web`] — the browser front: a gRPC-Web gateway (HTTP/1.1, hyper) that
+//!   turns each call into a native call to our own server, and the chat page.
 //! * [`chat_client`] — the `chat-client` terminal app: TUI and line mode,
 //!   reconnection, sanitising peer text; pure logic apart from I/O.
 //! * [`bench`](mod@bench) — the `chat-bench` load generator: members on our client
@@ -43,5 +45,6 @@ pub mod interop;
 pub mod pb;
 pub mod rpc;
 pub mod server;
+pub mod web;
 
 pub use framing::{Code, Status};

@@ -5,6 +5,7 @@
 //! chat-server                                  # 0.0.0.0:50053, default limits
 //! chat-server --addr 127.0.0.1:50102 --rate-limit 0
 //! RUST_LOG=debug chat-server
+//! chat-server --web-addr 127.0.0.1:8080          # also the web page and gRPC-Web
 //! ```
 
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ struct Args {
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     shutdown_grace_secs: f64,
+    /// Also serve the chat web page and gRPC-Web (HTTP/1.1) on this address.
+    #[arg(long)]
+    web_addr: Option<SocketAddr>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -129,8 +133,15 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
+    // The web gateway stops with the server (see `serve_web`).
+    let (stop_web, web_stopped) = tokio::sync::watch::channel(());
+    let web = match args.web_addr {
+        Some(addr) => Some(serve_web(addr, &args, &chat, &health, web_stopped).await?),
+        None => None,
+    };
     let shutdown = async move {
         shutdown_signal().await;
+        drop(stop_web);
         // Health checkers hear first, while the listener still answers, so
         // they stop sending new clients here before the drain begins.
         health.set_not_serving("");
@@ -151,5 +162,49 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .serve(listener, shutdown)
         .await?;
+    if let Some(web) = web {
+        web.await??;
+    }
     Ok(())
+}
+
+/// Starts the web front: the gRPC-Web gateway and the page on `addr`, and
+/// the native server it forwards calls to, on a loopback port of its own.
+///
+/// That inner server is built like the public one, with the same services
+/// (clones share the chat's rooms), so web calls meet the same routing and
+/// limits; being plain HTTP/2 on loopback, it is independent of how the
+/// public port is set up.
+async fn serve_web(
+    addr: SocketAddr,
+    args: &Args,
+    chat: &ChatService,
+    health: &HealthReporter,
+    stopped: tokio::sync::watch::Receiver<()>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Box<dyn std::error::Error>> {
+    let web_listener = TcpListener::bind(addr).await?;
+    let inner_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let inner_addr = inner_listener.local_addr()?;
+    let grace = seconds(args.shutdown_grace_secs)?;
+    let inner = Server::builder()
+        .max_concurrent_streams(args.max_concurrent_streams)
+        .max_recv_message_size(args.max_recv_message_size)
+        .shutdown_grace(grace)
+        .add_service(ChatServiceServer::new(chat.clone()))
+        .add_service(HealthServer::new(health.service()))
+        .build();
+    let gateway = grpc_chat::web::Gateway::builder(inner_addr)
+        .shutdown_grace(grace)
+        .build();
+    info!(addr = %web_listener.local_addr()?, "chat-server web page and gRPC-Web listening");
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
+        // Err: the sender was dropped, which is the signal.
+        while stopped.changed().await.is_ok() {}
+    };
+    let inner_stopped = until_stopped(stopped.clone());
+    let inner_task = tokio::spawn(async move { inner.serve(inner_listener, inner_stopped).await });
+    Ok(tokio::spawn(async move {
+        gateway.serve(web_listener, until_stopped(stopped)).await?;
+        inner_task.await.map_err(std::io::Error::other)?
+    }))
 }

@@ -12,6 +12,8 @@
 //! * [`ratelimit`] — the per-member token bucket.
 //! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
 //! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
+//! * [`session`] — `Subscribe`, `SendMessage`, `SetTyping`: chat for clients
+//!   without client streaming (browsers), tied by a session token.
 //!
 //! # Behaviour worth knowing
 //!
@@ -25,6 +27,7 @@
 pub mod ratelimit;
 pub mod room;
 pub mod service;
+pub mod session;
 pub mod validate;
 
 use std::time::Duration;

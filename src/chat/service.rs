@@ -19,11 +19,13 @@ use tracing::{debug, info};
 
 use super::ratelimit::TokenBucket;
 use super::room::{Event, Hub, Membership, Outgoing, Protocol};
+use super::session::Sessions;
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
 use crate::pb::chat::{
-    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, ServerEvent,
-    TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
+    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, SendMessageRequest,
+    SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeEvent,
+    SubscribeRequest, TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
 };
 use crate::rpc::{Request, Response, Streaming};
 use crate::server::ResponseSink;
@@ -35,6 +37,8 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ChatService {
     hub: Arc<Hub>,
+    /// Sessions of `Subscribe` callers ([`session`](super::session)).
+    sessions: Arc<Sessions>,
 }
 
 impl ChatService {
@@ -42,6 +46,7 @@ impl ChatService {
     pub fn new(config: ChatConfig) -> Self {
         ChatService {
             hub: Hub::new(config),
+            sessions: Arc::default(),
         }
     }
 
@@ -50,8 +55,13 @@ impl ChatService {
         &self.hub
     }
 
-    fn config(&self) -> &ChatConfig {
+    pub(super) fn config(&self) -> &ChatConfig {
         &self.hub.config
+    }
+
+    /// The open `Subscribe` sessions.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
     }
 }
 
@@ -137,7 +147,7 @@ async fn write_loop<T: prost::Message>(
 /// Runs a member's reader and writer together. An error on either side ends
 /// the call at once; a clean end of the reader (the client closed its side,
 /// or left) lets the writer send what is still queued first.
-async fn run_member<T: prost::Message>(
+pub(super) async fn run_member<T: prost::Message>(
     membership: &Membership,
     reader: impl std::future::Future<Output = Result<(), Status>>,
     sink: &mut ResponseSink<T>,
@@ -411,5 +421,29 @@ impl crate::pb::chat::ChatService for ChatService {
         };
         let users = self.hub.names_in(&room);
         Ok(Response::new(WhoResponse { room, users }))
+    }
+
+    // The browser-friendly calls live in `session.rs`.
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+        sink: ResponseSink<SubscribeEvent>,
+    ) -> Result<(), Status> {
+        self.subscribe_session(request, sink).await
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        self.send_in_session(request).await
+    }
+
+    async fn set_typing(
+        &self,
+        request: Request<SetTypingRequest>,
+    ) -> Result<Response<SetTypingResponse>, Status> {
+        self.typing_in_session(request).await
     }
 }

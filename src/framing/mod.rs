@@ -34,6 +34,8 @@
 //!   `grpc-status-details-bin` trailers; HTTP status to `Code`.
 //! * [`metadata`]: custom metadata (ASCII and `-bin` keys), reserved headers kept out.
 //! * [`timeout`]: the `grpc-timeout` header.
+//! * [`grpc_web`]: gRPC-Web's differences: trailers as a body frame, base64
+//!   text mode, its content types.
 //!
 //! The normative text quoted in comments throughout is gRPC's
 //! [PROTOCOL-HTTP2.md](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
@@ -41,6 +43,7 @@
 pub mod compression;
 pub mod decoder;
 pub mod encoder;
+pub mod grpc_web;
 pub mod message;
 pub mod metadata;
 pub mod status;

@@ -8,6 +8,10 @@ use grpc_chat::pb::chat::{
     HealthCheckResponse, ServerEvent, SystemEvent, WhoRequest, WhoResponse, client_event,
     server_event,
 };
+use grpc_chat::pb::chat::{
+    SendMessageRequest, SendMessageResponse, SetTypingRequest, SetTypingResponse, SubscribeEvent,
+    SubscribeRequest,
+};
 use grpc_chat::rpc::{Request, Response, Streaming};
 use grpc_chat::server::ResponseSink;
 
@@ -97,6 +101,28 @@ impl ChatService for Hostile {
     }
 
     async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn subscribe(
+        &self,
+        _request: Request<SubscribeRequest>,
+        _sink: ResponseSink<SubscribeEvent>,
+    ) -> Result<(), Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn send_message(
+        &self,
+        _request: Request<SendMessageRequest>,
+    ) -> Result<Response<SendMessageResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn set_typing(
+        &self,
+        _request: Request<SetTypingRequest>,
+    ) -> Result<Response<SetTypingResponse>, Status> {
         Err(Status::unimplemented("not here"))
     }
 }

@@ -1,0 +1,316 @@
+//! The web front of `chat-server`: a gRPC-Web gateway and the chat page,
+//! on their own HTTP/1.1 listener (`--web-addr`).
+//!
+//! ```text
+//!   browser ──HTTP/1.1──▶ web::serve ──┬─ GET /, /app.js …   the page (assets.rs)
+//!                                      ├─ OPTIONS            CORS preflight
+//!                                      └─ POST application/grpc-web[-text]
+//!                                            │ translate.rs: body (base64 in text mode)
+//!                                            ▼
+//!                           HTTP/2 over loopback TCP, application/grpc
+//!                                            ▼
+//!                            our own native gRPC server (src/server)
+//! ```
+//!
+//! The gateway does not implement calls itself: it translates a gRPC-Web
+//! request into a native gRPC call to the server in the same process, and
+//! the native response back (messages unchanged, trailers moved into the
+//! body as a `0x80` frame, see [`framing::grpc_web`](crate::framing::grpc_web)).
+//! So routing, services, deadlines, limits and error statuses are the
+//! native ones by construction, and a fix there is a fix here.
+//!
+//! Each browser connection gets its own upstream HTTP/2 connection, opened
+//! at its first call: per-connection limits (concurrent streams, flow
+//! control) then apply per browser connection, as they would to a native
+//! client, rather than to all browsers together.
+
+mod assets;
+mod translate;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::framing::grpc_web::WebContentType;
+
+/// Default for [`Builder::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The body type of every gateway response.
+pub(crate) type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Request headers a cross-origin gRPC-Web client may send: what gRPC-Web
+/// clients add (`x-grpc-web`, `x-user-agent`, `grpc-timeout`), and the chat's
+/// own metadata keys.
+const ALLOWED_HEADERS: &str = "content-type, x-grpc-web, x-user-agent, grpc-timeout, \
+                               authorization, chat-room, chat-last-id, chat-epoch";
+/// Response headers a cross-origin client's script may read: without these
+/// a browser hides the status of a trailers-only response from the page.
+const EXPOSED_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, chat-epoch";
+
+/// Builds a [`Gateway`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    upstream: SocketAddr,
+    shutdown_grace: Duration,
+}
+
+impl Builder {
+    /// How long open calls get to finish once shutdown begins. Default
+    /// [`DEFAULT_SHUTDOWN_GRACE`].
+    pub fn shutdown_grace(&mut self, grace: Duration) -> &mut Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// The gateway.
+    pub fn build(&mut self) -> Gateway {
+        Gateway {
+            upstream: self.upstream,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
+/// The gRPC-Web gateway and page server.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    upstream: SocketAddr,
+    shutdown_grace: Duration,
+}
+
+impl Gateway {
+    /// A builder for a gateway forwarding calls to the native gRPC server
+    /// listening on `upstream` (plain HTTP/2, normally on loopback).
+    pub fn builder(upstream: SocketAddr) -> Builder {
+        Builder {
+            upstream,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Serves browsers on `listener` until `shutdown` completes, then lets
+    /// open calls finish for the grace period.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
+        let (stop, stopped) = watch::channel(false);
+        let mut connections = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (tcp, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(error) => {
+                            // Out of descriptors and the like: keep serving
+                            // those already connected, try again shortly.
+                            warn!(%error, "web: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let upstream = self.upstream;
+                    let stopped = stopped.clone();
+                    connections.spawn(serve_connection(tcp, peer, upstream, stopped));
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        info!("web: shutting down");
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(self.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("web: connections still open after the grace period: closing them");
+            connections.shutdown().await;
+        }
+        Ok(())
+    }
+}
+
+/// The upstream HTTP/2 connection of one browser connection, opened on
+/// first use and again if it broke.
+#[derive(Default)]
+struct Upstream {
+    sender: Mutex<Option<hyper::client::conn::http2::SendRequest<translate::UpstreamBody>>>,
+}
+
+impl Upstream {
+    async fn sender(
+        &self,
+        addr: SocketAddr,
+    ) -> io::Result<hyper::client::conn::http2::SendRequest<translate::UpstreamBody>> {
+        let mut slot = self.sender.lock().await;
+        if let Some(sender) = slot.as_ref() {
+            if !sender.is_closed() {
+                return Ok(sender.clone());
+            }
+        }
+        let tcp = TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .map_err(io::Error::other)?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                debug!(%error, "web: upstream connection ended");
+            }
+        });
+        *slot = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    upstream_addr: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let upstream = Arc::new(Upstream::default());
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let upstream = Arc::clone(&upstream);
+        async move {
+            Ok::<_, std::convert::Infallible>(route(request, &upstream, upstream_addr, peer).await)
+        }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        // A slow or silent client must not hold a connection forever
+        // before it has even sent its request headers.
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(connection);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            done = &mut connection => {
+                if let Err(error) = done {
+                    debug!(%peer, %error, "web: connection ended with an error");
+                }
+                return;
+            }
+            changed = stopped.changed(), if !stopping => {
+                if changed.is_err() || *stopped.borrow() {
+                    // Finish the response in progress, then close.
+                    connection.as_mut().graceful_shutdown();
+                    stopping = true;
+                }
+            }
+        }
+    }
+}
+
+/// What the gateway answers: the page, a preflight, or a translated call.
+async fn route(
+    request: Request<Incoming>,
+    upstream: &Upstream,
+    upstream_addr: SocketAddr,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(WebContentType::parse);
+    let mut response = match (request.method(), content_type) {
+        (&Method::OPTIONS, _) => preflight(),
+        (&Method::POST, Some(Ok(Some(web)))) => {
+            translate::call(request, web, upstream, upstream_addr, peer).await
+        }
+        (&Method::POST, Some(Err(error))) => plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            &format!("{error}: only protobuf is supported\n"),
+        ),
+        (&Method::POST, _) => plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected content-type application/grpc-web[+proto] or application/grpc-web-text[+proto]\n",
+        ),
+        (&Method::GET | &Method::HEAD, _) => assets::serve(request.uri().path()),
+        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    };
+    add_cors(response.headers_mut(), origin);
+    response
+}
+
+/// Lets a page from another origin call us.
+///
+/// The allowed origin echoes the caller's `Origin` (or `*` without one):
+/// chat calls carry no cookies or ambient credentials — the session token
+/// travels in the message — so there is nothing a foreign origin could
+/// borrow.
+fn add_cors(headers: &mut HeaderMap, origin: Option<HeaderValue>) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        origin.unwrap_or(HeaderValue::from_static("*")),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+}
+
+/// The answer to a CORS preflight (`OPTIONS`).
+fn preflight() -> Response<ResponseBody> {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+pub(crate) fn empty() -> ResponseBody {
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A short plain-text answer.
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(full(text.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,324 @@
+//! One gRPC-Web call, translated to a native gRPC call and back.
+//!
+//! ```text
+//!  browser request                         native request (HTTP/2)
+//!  POST /chat.ChatService/SendMessage  ─▶  POST /chat.ChatService/SendMessage
+//!  content-type: application/grpc-web      content-type: application/grpc+proto, te: trailers
+//!  x-grpc-web, grpc-timeout, chat-room …   the same metadata (browser-only headers dropped)
+//!  body: frames (base64 in text mode)      body: the same frames, as bytes
+//!
+//!  browser response (HTTP/1.1)             native response
+//!  200, content-type grpc-web[-text]   ◀─  200, headers
+//!  body: frames passed through         ◀─  DATA: frames
+//!        + 80 <len> "grpc-status:0\r\n" ◀─  trailers (or status in the headers:
+//!        (base64 per chunk in text mode)        trailers-only)
+//! ```
+//!
+//! gRPC-Web has neither client nor bidirectional streaming, so a request
+//! body is whole before the call can mean anything: it is read (and, in text
+//! mode, decoded as it arrives) up to a size cap, then sent upstream in one
+//! piece. Errors found here — a bad body, no upstream — are answered in
+//! gRPC-Web form too, so a client always gets a `grpc-status`.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use tracing::debug;
+
+use super::{ResponseBody, Upstream};
+use crate::framing::grpc_web::{
+    Mode, TextDecoder, WebContentType, X_GRPC_WEB, encode_text, encode_trailers,
+};
+use crate::framing::{
+    DEFAULT_MAX_RECV_MESSAGE_SIZE, GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN, PREFIX_LEN,
+    Status,
+};
+
+/// The request body sent upstream: one buffered piece.
+pub(crate) type UpstreamBody = Full<Bytes>;
+
+/// Largest request body accepted, before decoding: a message the native
+/// server would accept, plus its prefix, in base64 (4 characters per 3
+/// bytes) with room for whitespace. Anything larger is refused here rather
+/// than buffered.
+pub const MAX_REQUEST_BODY: usize = (DEFAULT_MAX_RECV_MESSAGE_SIZE + PREFIX_LEN) / 3 * 4 + 1024;
+
+/// Request headers that belong to the browser's HTTP/1.1 exchange, not to
+/// the call: they are not forwarded as metadata.
+fn is_browser_only(name: &HeaderName) -> bool {
+    const DROPPED: &[&str] = &[
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "content-length",
+        "content-type",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "origin",
+        "referer",
+        "cookie",
+        "pragma",
+        "cache-control",
+        "priority",
+        "dnt",
+        X_GRPC_WEB,
+    ];
+    let name = name.as_str();
+    DROPPED.contains(&name) || name.starts_with("sec-") || name.starts_with("access-control-")
+}
+
+/// Translates one call.
+pub(super) async fn call(
+    request: Request<Incoming>,
+    web: WebContentType,
+    upstream: &Upstream,
+    upstream_addr: SocketAddr,
+    peer: SocketAddr,
+) -> Response<ResponseBody> {
+    let (parts, body) = request.into_parts();
+    let body = match read_body(body, web.mode).await {
+        Ok(body) => body,
+        Err(status) => return status_only(web, &status),
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(upstream_addr.to_string())
+        .path_and_query(path.as_str())
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(error) => {
+            return status_only(
+                web,
+                &Status::invalid_argument(format!("bad request path: {error}")),
+            );
+        }
+    };
+    let mut native = Request::new(Full::new(body));
+    *native.method_mut() = http::Method::POST;
+    *native.uri_mut() = uri;
+    let headers = native.headers_mut();
+    for (name, value) in &parts.headers {
+        if !is_browser_only(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc+proto"),
+    );
+    // "te: trailers" is how a gRPC server knows the client can read
+    // trailers; this side of the gateway can.
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+
+    let mut sender = match upstream.sender(upstream_addr).await {
+        Ok(sender) => sender,
+        Err(error) => {
+            return status_only(
+                web,
+                &Status::unavailable(format!("the chat server is not reachable: {error}")),
+            );
+        }
+    };
+    let response = match sender.send_request(native).await {
+        Ok(response) => response,
+        Err(error) => {
+            debug!(%peer, %path, %error, "web: upstream call failed");
+            return status_only(
+                web,
+                &Status::unavailable(format!("the call failed: {error}")),
+            );
+        }
+    };
+    translate_response(response, web)
+}
+
+/// Reads the whole request body, decoding base64 as it arrives in text
+/// mode. Chunks are cut wherever the network cut them — in text mode rarely
+/// on a 4-character boundary — which [`TextDecoder`] takes care of.
+async fn read_body(mut body: Incoming, mode: Mode) -> Result<Bytes, Status> {
+    let mut raw_len = 0usize;
+    let mut out = BytesMut::new();
+    let mut text = (mode == Mode::Text).then(TextDecoder::new);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Status::cancelled(format!("request body: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            // HTTP/1.1 request trailers: not part of gRPC-Web.
+            continue;
+        };
+        raw_len += chunk.len();
+        if raw_len > MAX_REQUEST_BODY {
+            return Err(Status::resource_exhausted(format!(
+                "request body larger than {MAX_REQUEST_BODY} bytes"
+            )));
+        }
+        match &mut text {
+            None => out.extend_from_slice(&chunk),
+            Some(decoder) => decoder
+                .push(&chunk, &mut out)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        }
+    }
+    if let Some(decoder) = &text {
+        decoder
+            .finish()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    }
+    Ok(out.freeze())
+}
+
+/// A response with no message: the status as the body's trailers frame.
+/// (The status is in the body, not in headers, so clients read it the one
+/// way they read every status.)
+fn status_only(web: WebContentType, status: &Status) -> Response<ResponseBody> {
+    let mut trailers = HeaderMap::new();
+    status.write_trailers(&mut trailers);
+    let frame = trailers_frame(&trailers, web.mode);
+    let mut response = Response::new(super::full(frame));
+    set_content_type(response.headers_mut(), web);
+    response
+}
+
+fn set_content_type(headers: &mut HeaderMap, web: WebContentType) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(web.response_value()),
+    );
+}
+
+/// The trailers frame, in the call's mode.
+fn trailers_frame(trailers: &HeaderMap, mode: Mode) -> Bytes {
+    let mut frame = BytesMut::new();
+    encode_trailers(
+        trailers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+        &mut frame,
+    );
+    match mode {
+        Mode::Binary => frame.freeze(),
+        Mode::Text => encode_text(&frame),
+    }
+}
+
+/// Turns the native response into the gRPC-Web one.
+fn translate_response(response: Response<Incoming>, web: WebContentType) -> Response<ResponseBody> {
+    let (parts, body) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        // Not a gRPC answer at all (our server answers 200 to every gRPC
+        // request): map the HTTP status as a gRPC client would.
+        return status_only(web, &Status::from_http_status(parts.status.as_u16()));
+    }
+    let mut headers = HeaderMap::new();
+    // A trailers-only response carries the status in its headers; it moves
+    // into the body's trailers frame with the other status fields.
+    let mut early = HeaderMap::new();
+    for (name, value) in &parts.headers {
+        let name_str = name.as_str();
+        if [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS_BIN].contains(&name_str) {
+            early.append(name.clone(), value.clone());
+        } else if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    let trailers_only = early.contains_key(GRPC_STATUS);
+    let mut out = Response::new(
+        DownstreamBody {
+            inner: (!trailers_only).then_some(body),
+            pending: trailers_only.then(|| trailers_frame(&early, web.mode)),
+            mode: web.mode,
+        }
+        .boxed(),
+    );
+    *out.headers_mut() = headers;
+    set_content_type(out.headers_mut(), web);
+    // Streaming responses must reach the page as they are written, not when
+    // a proxy's buffer fills.
+    out.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    out
+}
+
+/// The response body: native frames passed through (base64 per chunk in
+/// text mode), then the trailers as a frame.
+struct DownstreamBody {
+    /// The native body, until its trailers (or its end) came.
+    inner: Option<Incoming>,
+    /// A frame still to send before the end.
+    pending: Option<Bytes>,
+    mode: Mode,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for DownstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(last) = this.pending.take() {
+                return Poll::Ready(Some(Ok(Frame::data(last))));
+            }
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let next = ready!(Pin::new(inner).poll_frame(cx));
+            let trailers = match next {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => {
+                        let data = match this.mode {
+                            Mode::Binary => data,
+                            Mode::Text => encode_text(&data),
+                        };
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Err(frame) => match frame.into_trailers() {
+                        Ok(trailers) => trailers,
+                        Err(_) => continue,
+                    },
+                },
+                // The native stream ended without trailers, or was reset:
+                // the client still deserves a status.
+                None => status_trailers(&Status::internal(
+                    "the server ended the call without a status",
+                )),
+                Some(Err(error)) => {
+                    status_trailers(&Status::internal(format!("the call was reset: {error}")))
+                }
+            };
+            this.inner = None;
+            this.pending = Some(trailers_frame(&trailers, this.mode));
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_none() && self.pending.is_none()
+    }
+}
+
+fn status_trailers(status: &Status) -> HeaderMap {
+    let mut trailers = HeaderMap::new();
+    status.write_trailers(&mut trailers);
+    trailers
+}

@@ -1,0 +1,712 @@
+//! The gRPC-Web gateway over real HTTP/1.1: requests written by hand, byte
+//! for byte, and an independent gRPC-Web client (Connect's, under Node)
+//! calling the unary and server-streaming RPCs. Also the rules of the
+//! session RPCs (`Subscribe`, `SendMessage`, `SetTyping`) over native gRPC.
+//!
+//! The server and the gateway run in this process, wired as `chat-server
+//! --web-addr` wires them: the gateway forwards to a native server on
+//! loopback.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
+use grpc_chat::client::Channel;
+use grpc_chat::framing::grpc_web::{Frame, TextDecoder};
+use grpc_chat::pb::chat::{
+    ChatServiceClient, ChatServiceServer, ClientEvent, SendMessageRequest, SetTypingRequest,
+    SubscribeEvent, SubscribeRequest, TypingEventType, UserEvent, UserEventType, client_event,
+    server_event, subscribe_event,
+};
+use grpc_chat::rpc::{Request, Streaming};
+use grpc_chat::web::Gateway;
+use grpc_chat::{Code, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A native chat server and the gateway in front of it, stopped on drop.
+struct Web {
+    native: SocketAddr,
+    web: SocketAddr,
+    _stop_native: oneshot::Sender<()>,
+    _stop_web: oneshot::Sender<()>,
+}
+
+async fn start(config: ChatConfig) -> Web {
+    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native = native_listener.local_addr().unwrap();
+    let stop_native = common::in_process::serve(
+        native_listener,
+        ChatServiceServer::new(ChatService::new(config)),
+    );
+    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = web_listener.local_addr().unwrap();
+    let (stop_web, web_stopped) = oneshot::channel::<()>();
+    let gateway = Gateway::builder(native)
+        .shutdown_grace(Duration::from_millis(200))
+        .build();
+    tokio::spawn(async move {
+        gateway
+            .serve(web_listener, async {
+                let _ = web_stopped.await;
+            })
+            .await
+    });
+    Web {
+        native,
+        web,
+        _stop_native: stop_native,
+        _stop_web: stop_web,
+    }
+}
+
+fn no_rate_limit() -> ChatConfig {
+    ChatConfig {
+        rate_limit: RateLimit {
+            rate: 0.0,
+            burst: 1.0,
+        },
+        ..ChatConfig::default()
+    }
+}
+
+/// An HTTP/1.1 response, its body de-chunked.
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `head` then each of `chunks` as a separate write, reads the
+/// response to the end (the request says `connection: close`).
+async fn exchange(addr: SocketAddr, head: &str, chunks: &[&[u8]]) -> HttpResponse {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    for chunk in chunks {
+        tcp.write_all(chunk).await.unwrap();
+        tcp.flush().await.unwrap();
+    }
+    let mut raw = Vec::new();
+    timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("response within the deadline")
+        .unwrap();
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of response head");
+    let head = std::str::from_utf8(&raw[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let mut rest = &raw[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        let mut body = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&rest[..line_end])
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap(),
+                16,
+            )
+            .unwrap();
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn post_head(path: &str, content_type: &str, length: Option<usize>) -> String {
+    let framing = match length {
+        Some(n) => format!("content-length: {n}\r\n"),
+        None => "transfer-encoding: chunked\r\n".to_owned(),
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nhost: chat.test\r\ncontent-type: {content_type}\r\n\
+         x-grpc-web: 1\r\norigin: http://page.test\r\nconnection: close\r\n{framing}\r\n"
+    )
+}
+
+/// The binary request of `Who { room: "tea" }`:
+/// flag 00 | length 00 00 00 05 | field 1 (0x0a), 3 bytes, "tea".
+const WHO_TEA: &[u8] = &[0x00, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x03, b't', b'e', b'a'];
+
+/// "grpc-status:0\r\n" in a trailers frame: flag 80 | length 15.
+const STATUS_OK_FRAME: &[u8] = b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_call_in_binary_mode_byte_for_byte() {
+    let web = start(no_rate_limit()).await;
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Who",
+            "application/grpc-web+proto",
+            Some(WHO_TEA.len()),
+        ),
+        &[WHO_TEA],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/grpc-web+proto")
+    );
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://page.test")
+    );
+    assert!(
+        response
+            .header("access-control-expose-headers")
+            .is_some_and(|v| v.contains("grpc-status") && v.contains("grpc-message"))
+    );
+    // WhoResponse { room: "tea", users: [] }: one data frame, exactly the
+    // native message, then the trailers frame.
+    let mut expected = vec![0x00, 0x00, 0x00, 0x00, 0x05, 0x0a, 0x03, b't', b'e', b'a'];
+    expected.extend_from_slice(STATUS_OK_FRAME);
+    assert_eq!(response.body, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_call_in_text_mode_with_oddly_cut_chunks() {
+    let web = start(no_rate_limit()).await;
+    // base64 of WHO_TEA is "AAAAAAUKA3RlYQ==" (16 characters), sent as HTTP
+    // chunks of 3, 6 and 7 characters: no cut on a 4-character boundary.
+    let text = b"AAAAAAUKA3RlYQ==";
+    let chunk = |part: &[u8]| {
+        let mut c = format!("{:x}\r\n", part.len()).into_bytes();
+        c.extend_from_slice(part);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    let (a, b, c) = (chunk(&text[..3]), chunk(&text[3..9]), chunk(&text[9..]));
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Who",
+            "application/grpc-web-text+proto",
+            None,
+        ),
+        &[&a, &b, &c, b"0\r\n\r\n"],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.header("content-type"),
+        Some("application/grpc-web-text+proto")
+    );
+    // Each chunk of the response is its own padded base64 run:
+    // "AAAAAAUKA3RlYQ==" (the message) and the trailers frame's run.
+    assert_eq!(
+        std::str::from_utf8(&response.body).unwrap(),
+        "AAAAAAUKA3RlYQ==gAAAAA9ncnBjLXN0YXR1czowDQo="
+    );
+    let mut decoded = bytes::BytesMut::new();
+    let mut decoder = TextDecoder::new();
+    decoder.push(&response.body, &mut decoded).unwrap();
+    decoder.finish().unwrap();
+    assert_eq!(&decoded[..WHO_TEA.len()], WHO_TEA);
+    assert_eq!(&decoded[WHO_TEA.len()..], STATUS_OK_FRAME);
+}
+
+/// Reads every frame of a binary gRPC-Web body; returns the data payloads
+/// and the trailers.
+fn frames(body: &[u8]) -> (Vec<Vec<u8>>, Vec<(String, String)>) {
+    let mut buf = bytes::BytesMut::from(body);
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = Frame::parse(&mut buf).unwrap() {
+        assert!(trailers.is_none(), "a frame after the trailers");
+        match frame {
+            Frame::Data { payload, .. } => data.push(payload.to_vec()),
+            Frame::Trailers(t) => trailers = Some(t),
+        }
+    }
+    assert!(buf.is_empty(), "bytes left after the last frame");
+    (data, trailers.expect("a trailers frame"))
+}
+
+fn trailer<'a>(trailers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    trailers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_errors_come_back_as_trailers_frames() {
+    let web = start(no_rate_limit()).await;
+    // An unknown method: the native server answers trailers-only; its
+    // status moves into the body.
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Nope",
+            "application/grpc-web",
+            Some(WHO_TEA.len()),
+        ),
+        &[WHO_TEA],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let (data, trailers) = frames(&response.body);
+    assert!(data.is_empty());
+    assert_eq!(
+        trailer(&trailers, "grpc-status"),
+        Some("12"),
+        "{trailers:?}"
+    );
+    // The native server's validation: a room name with a control character.
+    // WhoRequest { room: "a\x07" }: 0a 02 61 07.
+    let bad_room: &[u8] = &[0x00, 0x00, 0x00, 0x00, 0x04, 0x0a, 0x02, b'a', 0x07];
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Who",
+            "application/grpc-web",
+            Some(bad_room.len()),
+        ),
+        &[bad_room],
+    )
+    .await;
+    let (_, trailers) = frames(&response.body);
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("3"), "{trailers:?}");
+    assert!(trailer(&trailers, "grpc-message").is_some_and(|m| m.contains("room name")));
+    // A message frame cut short: the native decoder's error, unchanged.
+    let response = exchange(
+        web.web,
+        &post_head("/chat.ChatService/Who", "application/grpc-web", Some(7)),
+        &[&WHO_TEA[..7]],
+    )
+    .await;
+    let (_, trailers) = frames(&response.body);
+    assert_ne!(trailer(&trailers, "grpc-status"), Some("0"), "{trailers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_refusals() {
+    let web = start(no_rate_limit()).await;
+    // Text mode that is not base64: INVALID_ARGUMENT, as a text-mode
+    // trailers frame.
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Who",
+            "application/grpc-web-text",
+            Some(4),
+        ),
+        &[b"!!!!"],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let mut decoded = bytes::BytesMut::new();
+    TextDecoder::new()
+        .push(&response.body, &mut decoded)
+        .unwrap();
+    let (_, trailers) = frames(&decoded);
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("3"), "{trailers:?}");
+
+    // Another codec: 415, plain HTTP.
+    let response = exchange(
+        web.web,
+        &post_head(
+            "/chat.ChatService/Who",
+            "application/grpc-web+json",
+            Some(2),
+        ),
+        &[b"{}"],
+    )
+    .await;
+    assert_eq!(response.status, 415);
+
+    // CORS preflight.
+    let response = exchange(
+        web.web,
+        "OPTIONS /chat.ChatService/Who HTTP/1.1\r\nhost: chat.test\r\norigin: http://page.test\r\n\
+         access-control-request-method: POST\r\n\
+         access-control-request-headers: content-type,x-grpc-web,x-user-agent,grpc-timeout\r\n\
+         connection: close\r\n\r\n",
+        &[],
+    )
+    .await;
+    assert_eq!(response.status, 204);
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://page.test")
+    );
+    let allowed = response.header("access-control-allow-headers").unwrap();
+    for header in ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"] {
+        assert!(allowed.contains(header), "{header} not in {allowed}");
+    }
+    assert!(
+        response
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+
+    // The page.
+    let response = exchange(
+        web.web,
+        "GET / HTTP/1.1\r\nhost: chat.test\r\nconnection: close\r\n\r\n",
+        &[],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(response.header("content-security-policy").is_some());
+    assert!(String::from_utf8_lossy(&response.body).contains("app.js"));
+    let response = exchange(
+        web.web,
+        "GET /nope HTTP/1.1\r\nhost: chat.test\r\nconnection: close\r\n\r\n",
+        &[],
+    )
+    .await;
+    assert_eq!(response.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_streaming_over_http1_arrives_as_it_is_sent() {
+    let web = start(no_rate_limit()).await;
+    // Subscribe { username: "ann", room: "tea" }: 0a 03 "ann" 12 03 "tea".
+    let subscribe: &[u8] = &[
+        0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x03, b'a', b'n', b'n', 0x12, 0x03, b't', b'e', b'a',
+    ];
+    let mut tcp = TcpStream::connect(web.web).await.unwrap();
+    tcp.write_all(
+        post_head(
+            "/chat.ChatService/Subscribe",
+            "application/grpc-web+proto",
+            Some(subscribe.len()),
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tcp.write_all(subscribe).await.unwrap();
+    // The stream stays open; read until the session event and the welcome
+    // notice have come, without waiting for the end.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        let n = timeout(WAIT, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if text.contains("welcome to tea, ann") {
+            break raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // The first event is the session; the token is 32 hex digits.
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("ann") && text.contains("tea"));
+
+    // A native Chat member in the room sees the web member and vice versa.
+    let channel = Channel::connect(web.native.to_string()).await.unwrap();
+    let client = ChatServiceClient::new(channel);
+    let mut request = Request::new(());
+    request.metadata_mut().insert("chat-room", "tea").unwrap();
+    let mut native = client.chat(request).await.unwrap();
+    native
+        .send(&ClientEvent {
+            event: Some(client_event::Event::UserEvent(UserEvent {
+                r#type: UserEventType::UserJoined.into(),
+                username: "nat".into(),
+                timestamp: 0,
+            })),
+        })
+        .await
+        .unwrap();
+    loop {
+        let n = timeout(WAIT, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+        if String::from_utf8_lossy(&raw).contains("nat") {
+            break;
+        }
+    }
+    // Closing the browser's connection ends the session: the native member
+    // sees ann leave.
+    drop(tcp);
+    loop {
+        let event = timeout(WAIT, native.message())
+            .await
+            .expect("ann's leave within the deadline")
+            .unwrap()
+            .expect("the Chat call goes on");
+        if let Some(server_event::Event::UserEvent(u)) = event.event {
+            if u.username == "ann" && u.r#type == UserEventType::UserLeft as i32 {
+                break;
+            }
+        }
+    }
+}
+
+// --- the session rules, over native gRPC -------------------------------
+
+async fn next_event(stream: &mut Streaming<SubscribeEvent>) -> subscribe_event::Event {
+    timeout(WAIT, stream.message())
+        .await
+        .expect("an event within the deadline")
+        .expect("the stream goes on")
+        .expect("not the end")
+        .event
+        .expect("an event")
+}
+
+async fn subscribe(
+    client: &ChatServiceClient,
+    name: &str,
+    room: &str,
+) -> (String, Streaming<SubscribeEvent>) {
+    let mut stream = client
+        .subscribe(Request::new(SubscribeRequest {
+            username: name.into(),
+            room: room.into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let subscribe_event::Event::SessionStarted(session) = next_event(&mut stream).await else {
+        panic!("the first event is not the session");
+    };
+    assert_eq!(session.username, name);
+    assert_eq!(session.room, room);
+    (session.token, stream)
+}
+
+fn code_of<T>(result: Result<T, Status>) -> Code {
+    match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_rules_match_chat() {
+    let config = ChatConfig {
+        rate_limit: RateLimit {
+            rate: 0.5,
+            burst: 2.0,
+        },
+        typing_timeout: Duration::from_millis(300),
+        ..ChatConfig::default()
+    };
+    let web = start(config).await;
+    let client = ChatServiceClient::new(Channel::connect(web.native.to_string()).await.unwrap());
+
+    // Names and rooms are validated as in Chat.
+    let bad = client
+        .subscribe(Request::new(SubscribeRequest {
+            username: "   ".into(),
+            ..Default::default()
+        }))
+        .await;
+    let code = match bad {
+        Err(status) => status.code(),
+        Ok(response) => code_of(response.into_inner().message().await),
+    };
+    assert_eq!(code, Code::InvalidArgument);
+
+    let (alice, mut alice_events) = subscribe(&client, "alice", "den").await;
+    let (bob, mut bob_events) = subscribe(&client, "bob", "den").await;
+    // Tokens are distinct secrets.
+    assert_ne!(alice, bob);
+    assert_eq!(alice.len(), 32);
+
+    // Rate limit: a burst of 2, then RESOURCE_EXHAUSTED.
+    for text in ["one", "two"] {
+        client
+            .send_message(Request::new(SendMessageRequest {
+                token: bob.clone(),
+                message: text.into(),
+            }))
+            .await
+            .unwrap();
+    }
+    let third = client
+        .send_message(Request::new(SendMessageRequest {
+            token: bob.clone(),
+            message: "three".into(),
+        }))
+        .await;
+    let status = third.err().expect("the third message is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(status.message().contains("rate limited"));
+    // Alice got exactly "one" and "two" (after bob's join and the welcome).
+    let mut said = Vec::new();
+    while said.len() < 2 {
+        if let subscribe_event::Event::ChatMessage(m) = next_event(&mut alice_events).await {
+            assert_eq!(m.username, "bob");
+            said.push(m.message);
+        }
+    }
+    assert_eq!(said, ["one", "two"]);
+
+    // Typing: a start reaches the others (not the typist), and expires.
+    client
+        .set_typing(Request::new(SetTypingRequest {
+            token: alice.clone(),
+            r#type: TypingEventType::TypingStart.into(),
+        }))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        if let subscribe_event::Event::TypingEvent(t) = next_event(&mut bob_events).await {
+            assert_eq!(t.username, "alice");
+            seen.push(t.r#type);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            TypingEventType::TypingStart as i32,
+            TypingEventType::TypingStop as i32
+        ]
+    );
+    let unknown = client
+        .set_typing(Request::new(SetTypingRequest {
+            token: alice.clone(),
+            r#type: 0,
+        }))
+        .await;
+    assert_eq!(code_of(unknown), Code::InvalidArgument);
+
+    // Bob's subscription ends: his token is void, alice sees him leave.
+    drop(bob_events);
+    loop {
+        if let subscribe_event::Event::UserEvent(u) = next_event(&mut alice_events).await {
+            if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32 {
+                break;
+            }
+        }
+    }
+    let late = client
+        .send_message(Request::new(SendMessageRequest {
+            token: bob,
+            message: "hello?".into(),
+        }))
+        .await;
+    assert_eq!(code_of(late), Code::NotFound);
+}
+
+// --- an independent client ---------------------------------------------
+
+/// Runs `scripts/setup-web.sh` once per test process (Chromium, npm ci).
+fn ensure_web_setup() {
+    static SETUP: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        let out = std::process::Command::new("bash")
+            .arg(common::repo_root().join("scripts/setup-web.sh"))
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run scripts/setup-web.sh: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/setup-web.sh failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_web_client_under_node() {
+    ensure_web_setup();
+    let web = start(no_rate_limit()).await;
+    let descriptors =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("chat-descriptors.bin");
+    std::fs::write(&descriptors, grpc_chat::pb::FILE_DESCRIPTOR_SET).unwrap();
+    let script = common::repo_root().join("web/test/connect-client.mjs");
+    let child = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{}", web.web))
+        .arg(&descriptors)
+        .arg("node-room")
+        .current_dir(common::repo_root().join("web"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node is installed");
+    let out = timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the Node client finishes")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    for step in [
+        "ok unary who",
+        "ok subscribe session",
+        "ok join seen",
+        "ok message delivered",
+        "ok typing seen",
+        "ok errors as statuses",
+        "ok leave ends session",
+    ] {
+        assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
+    }
+}
