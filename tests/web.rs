@@ -585,7 +585,7 @@ async fn session_rules_match_chat() {
             message: "three".into(),
         }))
         .await;
-    let status = third.err().expect("the third message is refused");
+    let status = third.expect_err("the third message is refused");
     assert_eq!(status.code(), Code::ResourceExhausted);
     assert!(status.message().contains("rate limited"));
     // Alice got exactly "one" and "two" (after bob's join and the welcome).
