@@ -8,7 +8,7 @@
 #
 # The page itself needs none of this: it is served as written from web/src/.
 # Idempotent: installs only what is missing or stale, and returns at once
-# otherwise. Needs node and npm (>= 18) on PATH.
+# otherwise. Node.js >= 18 (Debian's when none is installed).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -21,8 +21,11 @@ if [[ ! -x /usr/bin/chromium ]]; then
 fi
 
 if ! command -v npm >/dev/null; then
-  echo "setup-web: npm is not installed (Node.js >= 18 is needed for the web tests)" >&2
-  exit 1
+  echo "setup-web: installing Debian's nodejs and npm" >&2
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
 fi
 
 # npm writes node_modules/.package-lock.json on every install: when it is

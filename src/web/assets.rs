@@ -3,7 +3,7 @@
 //! files beside the binary.
 //!
 //! The page is plain JavaScript modules the browser loads as they are; see
-//! `web/README.md`.
+//! `web/README.md` and `docs/web.md`.
 
 use http::{HeaderValue, Response, StatusCode, header};
 
@@ -30,6 +30,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "/proto.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/src/proto.js"),
+    ),
+    (
+        "/favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../web/src/favicon.svg"),
     ),
     (
         "/style.css",

@@ -1,0 +1,74 @@
+//! The chat page in a real browser: headless Chromium (Debian's `chromium`,
+//! driven by `playwright-core`) against a `chat-server --web-addr` process,
+//! with a `chat-client` in line mode in the same room. The scenario is
+//! `web/test/browser.mjs`: joins, leaves, typing and messages between two
+//! pages and the terminal client, markup shown as text, a reload resuming
+//! without duplicates.
+//!
+//! Screenshots are kept in `target/web-artifacts/`.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{chat_server, free_port, repo_root};
+
+/// Waits until the web listener accepts (it is bound just after the native
+/// one, which `chat_server` waits for).
+fn wait_listening(port: u16) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "web listener never came up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn two_pages_and_a_terminal_client_chat() {
+    let setup = Command::new("bash")
+        .arg(repo_root().join("scripts/setup-web.sh"))
+        .status()
+        .expect("run scripts/setup-web.sh");
+    assert!(setup.success(), "scripts/setup-web.sh failed");
+
+    let web_port = free_port();
+    let web_addr = format!("127.0.0.1:{web_port}");
+    let mut server = chat_server(&["--rate-limit", "0", "--web-addr", &web_addr]);
+    wait_listening(web_port);
+
+    let artefacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../web-artifacts");
+    let output = Command::new("node")
+        .arg(repo_root().join("web/test/browser.mjs"))
+        .arg(format!("http://{web_addr}/"))
+        .arg(env!("CARGO_BIN_EXE_chat-client"))
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg("browsers")
+        .arg(&artefacts)
+        .current_dir(repo_root().join("web"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    server.assert_running();
+    assert!(
+        output.status.success(),
+        "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver:\n{}",
+        server.output()
+    );
+    for step in [
+        "ok joins seen by everyone",
+        "ok typing seen",
+        "ok messages between pages and chat-client",
+        "ok markup shown as text",
+        "ok reload resumes without duplicates",
+        "ok leaves seen",
+        "ok done",
+    ] {
+        assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
+    }
+    assert!(artefacts.join("bob.png").is_file());
+}
