@@ -23,6 +23,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
@@ -47,6 +48,11 @@ pub(crate) type UpstreamBody = Full<Bytes>;
 /// bytes) with room for whitespace. Anything larger is refused here rather
 /// than buffered.
 pub const MAX_REQUEST_BODY: usize = (DEFAULT_MAX_RECV_MESSAGE_SIZE + PREFIX_LEN) / 3 * 4 + 1024;
+
+/// How long a client may take to send its request body. gRPC-Web request
+/// bodies are one message, sent at once; a client trickling one in is
+/// holding a connection for nothing.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Request headers that belong to the browser's HTTP/1.1 exchange, not to
 /// the call: they are not forwarded as metadata.
@@ -86,9 +92,17 @@ pub(super) async fn call(
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, web.mode).await {
-        Ok(body) => body,
-        Err(status) => return status_only(web, &status),
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, web.mode)).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(status)) => return status_only(web, &status),
+        Err(_) => {
+            return status_only(
+                web,
+                &Status::deadline_exceeded(format!(
+                    "the request body took longer than {BODY_READ_TIMEOUT:?}"
+                )),
+            );
+        }
     };
     let path = parts
         .uri
