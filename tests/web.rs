@@ -35,6 +35,7 @@ const WAIT: Duration = Duration::from_secs(10);
 struct Web {
     native: SocketAddr,
     web: SocketAddr,
+    hub: std::sync::Arc<grpc_chat::chat::Hub>,
     _stop_native: oneshot::Sender<()>,
     _stop_web: oneshot::Sender<()>,
 }
@@ -42,10 +43,9 @@ struct Web {
 async fn start(config: ChatConfig) -> Web {
     let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let native = native_listener.local_addr().unwrap();
-    let stop_native = common::in_process::serve(
-        native_listener,
-        ChatServiceServer::new(ChatService::new(config)),
-    );
+    let chat = ChatService::new(config);
+    let hub = chat.hub().clone();
+    let stop_native = common::in_process::serve(native_listener, ChatServiceServer::new(chat));
     let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = web_listener.local_addr().unwrap();
     let (stop_web, web_stopped) = oneshot::channel::<()>();
@@ -62,6 +62,7 @@ async fn start(config: ChatConfig) -> Web {
     Web {
         native,
         web,
+        hub,
         _stop_native: stop_native,
         _stop_web: stop_web,
     }
@@ -494,6 +495,60 @@ async fn server_streaming_over_http1_arrives_as_it_is_sent() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_mid_stream_becomes_the_trailers_frame() {
+    let web = start(no_rate_limit()).await;
+    // Subscribe { username: "ann", room: "tea" }
+    let subscribe: &[u8] = &[
+        0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x03, b'a', b'n', b'n', 0x12, 0x03, b't', b'e', b'a',
+    ];
+    let mut tcp = TcpStream::connect(web.web).await.unwrap();
+    tcp.write_all(
+        post_head(
+            "/chat.ChatService/Subscribe",
+            "application/grpc-web+proto",
+            Some(subscribe.len()),
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tcp.write_all(subscribe).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("welcome to tea") {
+        let n = timeout(WAIT, tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed early");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    // The server shuts down: members get a notice, then UNAVAILABLE.
+    web.hub.shutdown("maintenance");
+    timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    let response = parse_response(&raw);
+    let (data, trailers) = frames(&response.body);
+    let events: Vec<SubscribeEvent> = data
+        .iter()
+        .map(|d| prost::Message::decode(&d[..]).unwrap())
+        .collect();
+    assert!(matches!(
+        events.first().and_then(|e| e.event.as_ref()),
+        Some(subscribe_event::Event::SessionStarted(_))
+    ));
+    assert!(matches!(
+        events.last().and_then(|e| e.event.as_ref()),
+        Some(subscribe_event::Event::SystemEvent(s)) if s.message == "maintenance"
+    ));
+    assert_eq!(
+        trailer(&trailers, "grpc-status"),
+        Some("14"),
+        "{trailers:?}"
+    );
+    assert_eq!(trailer(&trailers, "grpc-message"), Some("maintenance"));
 }
 
 // --- the session rules, over native gRPC -------------------------------
