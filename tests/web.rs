@@ -761,6 +761,7 @@ async fn connect_web_client_under_node() {
         "ok typing seen",
         "ok errors as statuses",
         "ok leave ends session",
+        "ok grpc-web over h2c",
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }

@@ -1,5 +1,5 @@
 //! The web front of `chat-server`: a gRPC-Web gateway and the chat page,
-//! on their own HTTP/1.1 listener (`--web-addr`).
+//! on their own HTTP/1.1 (and h2c) listener (`--web-addr`).
 //!
 //! ```text
 //!   browser ──HTTP/1.1──▶ web::serve ──┬─ GET /, /app.js …   the page (assets.rs)
@@ -194,12 +194,17 @@ async fn serve_connection(
             Ok::<_, std::convert::Infallible>(route(request, &upstream, upstream_addr, peer).await)
         }
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    // HTTP/1.1 (what a page's fetch uses without TLS) or HTTP/2 with prior
+    // knowledge (h2c: other gRPC-Web clients and proxies), told apart by the
+    // first bytes.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(hyper_util::rt::TokioTimer::new())
         // A slow or silent client must not hold a connection forever
         // before it has even sent its request headers.
-        .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(tcp), service);
+        .header_read_timeout(Duration::from_secs(30));
+    let connection = builder.serve_connection(TokioIo::new(tcp), service);
     tokio::pin!(connection);
     let mut stopping = false;
     loop {

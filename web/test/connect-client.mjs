@@ -1,5 +1,6 @@
 // An independent gRPC-Web client for tests/web.rs: Connect's gRPC-Web
-// transport (@connectrpc/connect-web, on Node's fetch) with message types
+// transport (@connectrpc/connect-web, on Node's fetch, HTTP/1.1; and
+// @connectrpc/connect-node's over HTTP/2 without TLS) with message types
 // built at run time from the server's own descriptor set, so nothing here
 // shares code with the page or the gateway.
 //
@@ -12,6 +13,7 @@ import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcWebTransport } from "@connectrpc/connect-web";
+import { createGrpcWebTransport as createNodeGrpcWebTransport } from "@connectrpc/connect-node";
 
 const [baseUrl, descriptors, room] = process.argv.slice(2);
 const registry = createFileRegistry(
@@ -112,6 +114,17 @@ async function main() {
   }
   console.log("ok leave ends session");
   aliceAbort.abort();
+
+  // The same gateway over HTTP/2 (prior knowledge, no TLS): unary and
+  // server streaming.
+  const h2 = createClient(service, createNodeGrpcWebTransport({ baseUrl, httpVersion: "2" }));
+  if ((await h2.who({ room })).room !== room) throw new Error("who over h2c");
+  const h2Abort = new AbortController();
+  const h2Stream = h2.subscribe({ username: "h2c", room }, { signal: h2Abort.signal })[Symbol.asyncIterator]();
+  await until(h2Stream, "h2c session", (e) => e.case === "sessionStarted");
+  await until(h2Stream, "h2c welcome", (e) => e.case === "systemEvent" && e.value.message.startsWith("welcome"));
+  h2Abort.abort();
+  console.log("ok grpc-web over h2c");
 }
 
 main().then(
