@@ -701,6 +701,26 @@ async fn session_rules_match_chat() {
     assert_eq!(code_of(late), Code::NotFound);
 }
 
+// --- the page's own modules ----------------------------------------------
+
+#[test]
+fn page_framing_and_protobuf_modules() {
+    ensure_web_setup();
+    let out = std::process::Command::new("node")
+        .arg("--test")
+        .arg("test/page-modules.test.mjs")
+        .current_dir(common::repo_root().join("web"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("node is installed");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // --- an independent client ---------------------------------------------
 
 /// Runs `scripts/setup-web.sh` once per test process (Chromium, npm ci).

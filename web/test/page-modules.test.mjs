@@ -1,0 +1,81 @@
+// Byte fixtures for the page's own modules (web/src/grpc-web.js and
+// web/src/proto.js), under Node's test runner; run by tests/web.rs.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { FrameReader, frame, parseTrailers } from "../src/grpc-web.js";
+import { sendMessageRequest, setTypingRequest, subscribeEvent, subscribeRequest } from "../src/proto.js";
+
+const bytes = (...b) => Uint8Array.from(b);
+const ascii = (s) => [...new TextEncoder().encode(s)];
+
+test("a request message is prefixed with flag 0 and a big-endian length", () => {
+  // 00 | 00 00 00 03 | 0a 01 61
+  assert.deepEqual(frame(bytes(0x0a, 0x01, 0x61)), bytes(0, 0, 0, 0, 3, 0x0a, 0x01, 0x61));
+});
+
+test("frames are found across chunks cut anywhere", () => {
+  // data: 00 | 00 00 00 02 | 08 01 ; trailers: 80 | 00 00 00 0f | "grpc-status:0\r\n"
+  const body = [0, 0, 0, 0, 2, 0x08, 0x01, 0x80, 0, 0, 0, 15, ...ascii("grpc-status:0\r\n")];
+  for (let cut = 0; cut <= body.length; cut++) {
+    const reader = new FrameReader();
+    const frames = [...reader.push(Uint8Array.from(body.slice(0, cut))), ...reader.push(Uint8Array.from(body.slice(cut)))];
+    assert.equal(frames.length, 2, `cut at ${cut}`);
+    assert.deepEqual(frames[0].message, bytes(0x08, 0x01));
+    assert.equal(frames[1].trailers.get("grpc-status"), "0");
+  }
+});
+
+test("a compressed frame is refused (the page never asks for compression)", () => {
+  assert.throws(() => new FrameReader().push(bytes(1, 0, 0, 0, 0)));
+});
+
+test("trailers: lower-cased names, values kept", () => {
+  const t = parseTrailers(Uint8Array.from(ascii("Grpc-Status:5\r\ngrpc-message:no%20such%20session\r\n")));
+  assert.equal(t.get("grpc-status"), "5");
+  assert.equal(t.get("grpc-message"), "no%20such%20session");
+});
+
+test("SubscribeRequest: strings, and last_id written even when 0 once set", () => {
+  // 0a 03 "ann" | 12 03 "tea"
+  assert.deepEqual(subscribeRequest({ username: "ann", room: "tea" }), bytes(0x0a, 3, ...ascii("ann"), 0x12, 3, ...ascii("tea")));
+  // ... | 18 00 (field 3, varint 0) | 22 02 "e1"
+  assert.deepEqual(
+    subscribeRequest({ username: "ann", room: "", lastId: 0, epoch: "e1" }),
+    bytes(0x0a, 3, ...ascii("ann"), 0x18, 0x00, 0x22, 2, ...ascii("e1")),
+  );
+  // last_id 300: varint ac 02
+  assert.deepEqual(subscribeRequest({ username: "a", lastId: 300 }).slice(3), bytes(0x18, 0xac, 0x02));
+});
+
+test("SendMessage and SetTyping requests", () => {
+  // 0a 01 "t" | 12 04 "h\u00e9!" (UTF-8: 68 c3 a9 21)
+  assert.deepEqual(sendMessageRequest("t", "hé!"), bytes(0x0a, 1, 0x74, 0x12, 4, 0x68, 0xc3, 0xa9, 0x21));
+  // 0a 01 "t" | 10 01 (TYPING_START)
+  assert.deepEqual(setTypingRequest("t", 1), bytes(0x0a, 1, 0x74, 0x10, 0x01));
+});
+
+test("SubscribeEvent: each kind of event", () => {
+  // chat_message (1): { message "hi" (0a 02), username "bo" (12 02), timestamp 5 (18 05), id 300 (20 ac 02) }
+  const chat = [0x0a, 2, ...ascii("hi"), 0x12, 2, ...ascii("bo"), 0x18, 5, 0x20, 0xac, 0x02];
+  assert.deepEqual(subscribeEvent(Uint8Array.from([0x0a, chat.length, ...chat])), {
+    kind: "chatMessage", message: "hi", username: "bo", timestamp: 5, id: 300,
+  });
+  // system_event (3): { message "x", epoch "e" (1a 01), end_of_history true (20 01) }
+  const sys = [0x0a, 1, ...ascii("x"), 0x1a, 1, ...ascii("e"), 0x20, 1];
+  const event = subscribeEvent(Uint8Array.from([0x1a, sys.length, ...sys]));
+  assert.equal(event.kind, "system");
+  assert.equal(event.epoch, "e");
+  assert.equal(event.endOfHistory, true);
+  // session_started (16): key 16<<3|2 = 130 = varint 82 01
+  const session = [0x0a, 2, ...ascii("ab")];
+  assert.deepEqual(subscribeEvent(Uint8Array.from([0x82, 0x01, session.length, ...session])), {
+    kind: "session", token: "ab", username: "", room: "",
+  });
+  // An unknown event (field 9) is no event.
+  assert.equal(subscribeEvent(bytes(0x4a, 0)).kind, null);
+});
+
+test("truncated protobuf is an error, not garbage", () => {
+  assert.throws(() => subscribeEvent(bytes(0x0a, 5, 0x0a)));
+});
