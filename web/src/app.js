@@ -164,7 +164,7 @@ async function connect() {
     epoch: saved.epoch ?? "",
   });
   try {
-    for await (const bytes of serverStream(BASE, `${SERVICE}/Subscribe`, request, { signal: controller.signal })) {
+    for await (const bytes of serverStream(BASE, `${SERVICE}/Subscribe`, request, { signal: controller.signal, metadata: metadata() })) {
       handle(subscribeEvent(bytes));
     }
     lost(new GrpcError(Code.UNAVAILABLE, "the server ended the stream"), controller);
@@ -194,8 +194,13 @@ function lost(error, controller) {
   retryTimer = setTimeout(connect, delay);
 }
 
+/** Request metadata: a bearer token, for servers that require one. */
+function metadata() {
+  return saved?.auth ? { authorization: `Bearer ${saved.auth}` } : {};
+}
+
 async function call(method, request) {
-  return unary(BASE, `${SERVICE}/${method}`, request);
+  return unary(BASE, `${SERVICE}/${method}`, request, { metadata: metadata() });
 }
 
 async function send(text) {
@@ -257,6 +262,8 @@ $("join").addEventListener("submit", (e) => {
   saved = {
     name: $("name").value.trim(),
     room: $("room").value.trim(),
+    // Kept for this tab only (sessionStorage), like the rest.
+    auth: $("token").value.trim(),
     lastId: null,
     epoch: null,
     joined: false,

@@ -92,12 +92,12 @@ export class FrameReader {
   }
 }
 
-async function post(base, method, request, signal) {
+async function post(base, method, request, signal, metadata) {
   let response;
   try {
     response = await fetch(`${base}/${method}`, {
       method: "POST",
-      headers: { "content-type": CONTENT_TYPE, "x-grpc-web": "1", "x-user-agent": "grpc-chat-web/0.1" },
+      headers: { ...metadata, "content-type": CONTENT_TYPE, "x-grpc-web": "1", "x-user-agent": "grpc-chat-web/0.1" },
       body: frame(request),
       signal,
     });
@@ -114,9 +114,10 @@ async function post(base, method, request, signal) {
 /**
  * A server-streaming call: yields each response message (bytes) as it
  * arrives; throws a GrpcError when the call ends with an error status.
+ * `metadata`: request headers for the call (e.g. authorization).
  */
-export async function* serverStream(base, method, request, { signal } = {}) {
-  const response = await post(base, method, request, signal);
+export async function* serverStream(base, method, request, { signal, metadata = {} } = {}) {
+  const response = await post(base, method, request, signal, metadata);
   // A trailers-only answer may carry its status in the headers (our
   // gateway moves it into the body, other servers may not).
   if (response.headers.has("grpc-status")) {
