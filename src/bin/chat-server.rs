@@ -4,14 +4,16 @@
 //! ```text
 //! chat-server                                  # 0.0.0.0:50053, default limits
 //! chat-server --addr 127.0.0.1:50102 --rate-limit 0
+//! chat-server --tls-cert cert.pem --tls-key key.pem --auth-tokens tokens.txt
 //! RUST_LOG=debug chat-server
 //! ```
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit};
+use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit, TokenTable};
 use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::pb::chat::ChatServiceServer;
 use grpc_chat::server::{Server, shutdown_signal};
@@ -58,6 +60,28 @@ struct Args {
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     shutdown_grace_secs: f64,
+    /// Serve TLS (ALPN h2) with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require a token on every chat call: a file of `<token> <user>` lines
+    /// (`#` comments allowed); the token decides the user's name.
+    #[arg(long)]
+    auth_tokens: Option<PathBuf>,
+    /// Seconds between keepalive PINGs to each client (0 turns them off); a
+    /// client that does not answer within --keepalive-timeout-secs is
+    /// disconnected and leaves its rooms.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
+    keepalive_interval_secs: f64,
+    /// Seconds to wait for a keepalive PING's acknowledgement.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_KEEPALIVE_TIMEOUT.as_secs_f64())]
+    keepalive_timeout_secs: f64,
+    /// Clients may PING at most this often (seconds); repeated faster PINGs
+    /// get GOAWAY ENHANCE_YOUR_CALM.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MIN_PING_INTERVAL.as_secs_f64())]
+    min_ping_interval_secs: f64,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -119,7 +143,26 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         max_members_per_room: args.max_room_members,
     };
-    let chat = ChatService::new(config);
+    let limits = config.limits.clone();
+    let mut chat = ChatService::new(config);
+    if let Some(path) = &args.auth_tokens {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--auth-tokens {}: {e}", path.display()))?;
+        let tokens = TokenTable::parse(&text, &limits)
+            .map_err(|e| format!("--auth-tokens {}: {e}", path.display()))?;
+        info!(tokens = tokens.len(), "tokens required");
+        chat = chat.with_tokens(tokens);
+    }
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder.tls(grpc_chat::tls::server_config(cert, key)?);
+        info!("serving TLS");
+    }
+    let keepalive = seconds(args.keepalive_interval_secs)?;
+    builder
+        .keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
+        .keepalive_timeout(seconds(args.keepalive_timeout_secs)?)
+        .min_ping_interval(seconds(args.min_ping_interval_secs)?);
     let hub = std::sync::Arc::clone(chat.hub());
     let health = HealthReporter::new();
     // "" is the server as a whole.
@@ -142,7 +185,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // by the connection closing under them.
         hub.shutdown("the server is shutting down");
     };
-    Server::builder()
+    builder
         .max_concurrent_streams(args.max_concurrent_streams)
         .max_recv_message_size(args.max_recv_message_size)
         .shutdown_grace(seconds(args.shutdown_grace_secs)?)

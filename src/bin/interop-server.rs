@@ -3,14 +3,17 @@
 //!
 //! ```text
 //! interop-server --port 10000
+//! interop-server --port 10000 --use_tls --tls_cert_file cert.pem --tls_key_file key.pem
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::Parser;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
 use grpc_chat::server::{Server, shutdown_signal};
+use grpc_chat::tls;
 use tokio::net::TcpListener;
 
 /// The gRPC interop test server.
@@ -23,10 +26,16 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED.into())]
     host: std::net::IpAddr,
-    /// Accepted for compatibility with grpc-go's flags; only `false` is
-    /// supported for now.
-    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Serve TLS (ALPN h2) with --tls_cert_file and --tls_key_file.
+    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     use_tls: bool,
+    /// PEM certificate chain (with --use_tls).
+    #[arg(long = "tls_cert_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key (with --use_tls).
+    #[arg(long = "tls_key_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -38,11 +47,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let mut builder = Server::builder();
     if args.use_tls {
-        return Err("--use_tls=true is not supported yet".into());
+        let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+            return Err("--use_tls needs --tls_cert_file and --tls_key_file".into());
+        };
+        builder.tls(tls::server_config(cert, key)?);
     }
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
-    Server::builder()
+    builder
         .add_service(TestServiceServer::new(InteropService))
         .build()
         .serve(listener, shutdown_signal())

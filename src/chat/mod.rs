@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! * [`auth`] — bearer tokens that name their user (optional).
 //! * [`validate`] — names and messages: lengths, no control characters.
 //! * [`ratelimit`] — the per-member token bucket.
 //! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
@@ -21,7 +22,12 @@
 //!   is ignored and logged), so nobody can speak as someone else.
 //! * Clients choose a room with the `chat-room` request metadata; without it
 //!   they land in [`DEFAULT_ROOM`].
+//! * With tokens ([`ChatService::with_tokens`]) the name comes from the
+//!   token: a call without a valid one ends with `UNAUTHENTICATED`, and one
+//!   that asks for a different name than its token's with
+//!   `PERMISSION_DENIED` (an empty name takes the token's).
 
+pub mod auth;
 pub mod ratelimit;
 pub mod room;
 pub mod service;
@@ -29,6 +35,7 @@ pub mod validate;
 
 use std::time::Duration;
 
+pub use auth::{AUTHORIZATION_METADATA_KEY, TokenTable};
 pub use ratelimit::RateLimit;
 pub use room::Hub;
 pub use service::ChatService;

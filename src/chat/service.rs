@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use tracing::{debug, info};
 
+use super::auth::TokenTable;
 use super::ratelimit::TokenBucket;
 use super::room::{Event, Hub, Membership, Outgoing, Protocol};
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
@@ -35,6 +36,8 @@ const MAX_BATCH: usize = 256;
 #[derive(Debug, Clone)]
 pub struct ChatService {
     hub: Arc<Hub>,
+    /// When set, every call needs a token, and the token names the user.
+    tokens: Option<Arc<TokenTable>>,
 }
 
 impl ChatService {
@@ -42,6 +45,28 @@ impl ChatService {
     pub fn new(config: ChatConfig) -> Self {
         ChatService {
             hub: Hub::new(config),
+            tokens: None,
+        }
+    }
+
+    /// Requires a token from `tokens` on every call (`HealthCheck` aside, so
+    /// load balancers need none); the token's user is the member's name.
+    pub fn with_tokens(mut self, tokens: TokenTable) -> Self {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// The user a call's token names; `None` when tokens are not required.
+    fn authenticate(&self, metadata: &MetadataMap) -> Result<Option<String>, Status> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        match tokens.authenticate(metadata) {
+            Ok(user) => Ok(Some(user.to_owned())),
+            Err(status) => {
+                debug!(reason = status.message(), "call refused: UNAUTHENTICATED");
+                Err(status)
+            }
         }
     }
 
@@ -63,6 +88,29 @@ fn room_name(metadata: &MetadataMap, config: &ChatConfig) -> Result<String, Stat
             .map(str::to_owned)
             .map_err(|why| Status::invalid_argument(format!("room name {why}"))),
     }
+}
+
+/// The member's name: the one asked for, checked against the token's user
+/// when tokens are required. An empty request takes the token's name; a
+/// different one is refused rather than silently replaced, because it is
+/// either a misconfigured client or an attempt to speak as someone else.
+fn resolve_name(
+    asked: &str,
+    token_user: Option<&str>,
+    config: &ChatConfig,
+) -> Result<String, Status> {
+    if let Some(user) = token_user {
+        let asked = asked.trim();
+        if asked.is_empty() || asked.to_lowercase() == user.to_lowercase() {
+            return Ok(user.to_owned());
+        }
+        return Err(Status::permission_denied(format!(
+            "your token belongs to {user:?}, not {asked:?}"
+        )));
+    }
+    validate::name(asked, &config.limits)
+        .map(str::to_owned)
+        .map_err(|why| Status::invalid_argument(format!("user name {why}")))
 }
 
 /// Reads the next batch: waits for one message, then takes every message
@@ -192,6 +240,7 @@ impl ChatService {
         &self,
         membership: &Membership,
         stream: &mut Streaming<ChatMessage>,
+        token_user: Option<&str>,
     ) -> Result<(), Status> {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
@@ -203,8 +252,8 @@ impl ChatService {
                 match &name {
                     None => {
                         // The first message binds the member's name.
-                        let claimed = validate::name(&message.user, &config.limits)
-                            .map_err(|why| Status::invalid_argument(format!("user name {why}")))?;
+                        let claimed = resolve_name(&message.user, token_user, config)?;
+                        let claimed = claimed.as_str();
                         membership.claim_name(claimed)?;
                         info!(
                             room = membership.room_name(),
@@ -329,6 +378,7 @@ impl crate::pb::chat::ChatService for ChatService {
         request: Request<Streaming<ChatMessage>>,
         mut sink: ResponseSink<ChatMessage>,
     ) -> Result<(), Status> {
+        let token_user = self.authenticate(request.metadata())?;
         let room = room_name(request.metadata(), self.config())?;
         let (_, mut stream) = request.into_parts();
         // A member from the moment the stream opens: it receives before it
@@ -336,7 +386,7 @@ impl crate::pb::chat::ChatService for ChatService {
         let membership = self.hub.join(&room, Protocol::Stream)?;
         sink.flush_headers()?;
         debug!(room, "ChatStream member connected");
-        let reader = self.stream_reader(&membership, &mut stream);
+        let reader = self.stream_reader(&membership, &mut stream, token_user.as_deref());
         run_member(&membership, reader, &mut sink, self.config()).await
     }
 
@@ -346,6 +396,7 @@ impl crate::pb::chat::ChatService for ChatService {
         mut sink: ResponseSink<ServerEvent>,
     ) -> Result<(), Status> {
         let config = self.config();
+        let token_user = self.authenticate(request.metadata())?;
         let room = room_name(request.metadata(), config)?;
         let (_, mut stream) = request.into_parts();
         let first = stream.message().await?;
@@ -353,9 +404,7 @@ impl crate::pb::chat::ChatService for ChatService {
             Some(client_event::Event::UserEvent(u))
                 if u.r#type == UserEventType::UserJoined as i32 =>
             {
-                validate::name(&u.username, &config.limits)
-                    .map_err(|why| Status::invalid_argument(format!("user name {why}")))?
-                    .to_owned()
+                resolve_name(&u.username, token_user.as_deref(), config)?
             }
             _ => {
                 return Err(Status::invalid_argument(
@@ -401,6 +450,7 @@ impl crate::pb::chat::ChatService for ChatService {
     }
 
     async fn who(&self, request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        self.authenticate(request.metadata())?;
         let asked = request.into_inner().room;
         let room = if asked.is_empty() {
             DEFAULT_ROOM.to_owned()

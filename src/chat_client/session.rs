@@ -31,7 +31,7 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::typing::Signal;
-use crate::chat::ROOM_METADATA_KEY;
+use crate::chat::{AUTHORIZATION_METADATA_KEY, ROOM_METADATA_KEY};
 use crate::client::{Channel, RequestSink};
 use crate::pb::chat::{
     ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, TypingEvent, TypingEventType,
@@ -73,6 +73,49 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
     /// How long dialling plus joining may take.
     pub connect_timeout: Duration,
+    /// TLS, server name, token, keepalive.
+    pub transport: Transport,
+}
+
+/// How the client reaches the server and proves who it is.
+#[derive(Clone)]
+pub struct Transport {
+    /// TLS settings; `None` for plaintext.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must carry, if not the address's host.
+    pub server_name: Option<String>,
+    /// Sent as `authorization: Bearer <token>` (servers run with
+    /// `--auth-tokens` require it).
+    pub token: Option<String>,
+    /// Keepalive PING interval and ACK timeout, so a dead server or path is
+    /// noticed while nobody talks; `None` turns it off.
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            tls: None,
+            server_name: None,
+            token: None,
+            keepalive: Some((
+                crate::client::DEFAULT_KEEPALIVE_INTERVAL,
+                crate::client::DEFAULT_KEEPALIVE_TIMEOUT,
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in a log line.
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 impl SessionConfig {
@@ -86,6 +129,7 @@ impl SessionConfig {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            transport: Transport::default(),
         }
     }
 }
@@ -405,12 +449,29 @@ fn user_event(kind: UserEventType, user: &str) -> ClientEvent {
 /// Dials, opens `Chat`, sends `USER_JOINED` and waits for the first event.
 async fn join(config: &SessionConfig) -> Result<(Joined, ServerEvent), Status> {
     let attempt = async {
-        let channel = Channel::builder(config.address.clone())
-            .connect_timeout(config.connect_timeout)
-            .connect()
-            .await?;
+        let mut builder = Channel::builder(config.address.clone());
+        builder.connect_timeout(config.connect_timeout);
+        let transport = &config.transport;
+        if let Some((interval, timeout)) = transport.keepalive {
+            builder.keepalive(interval, timeout);
+        }
+        if let Some(tls) = &transport.tls {
+            builder.tls(std::sync::Arc::clone(tls));
+        }
+        if let Some(name) = &transport.server_name {
+            builder.server_name(name.clone());
+        }
+        let channel = builder.connect().await?;
         let client = ChatServiceClient::new(channel);
         let mut request = Request::new(());
+        if let Some(token) = &transport.token {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION_METADATA_KEY, &format!("Bearer {token}"))
+                .map_err(|_| {
+                    Status::invalid_argument("the token must be printable ASCII without spaces")
+                })?;
+        }
         if let Some(room) = &config.room {
             request
                 .metadata_mut()

@@ -4,10 +4,12 @@
 //! connection's life:
 //!
 //! ```text
-//!   TCP accepted ──handshake (preface + SETTINGS, bounded in time)──▶ serving
+//!   TCP accepted ──handshake (TLS if configured, then preface + SETTINGS,
+//!                  all bounded in time)──▶ serving
 //!   serving: accept streams → spawn one task per call
 //!            PING every keepalive interval; no PONG in time → close
 //!            no stream for the idle timeout → GOAWAY
+//!            client PINGs too often → GOAWAY(ENHANCE_YOUR_CALM) → closed
 //!   shutdown signal → GOAWAY (graceful) → streams finish → closed
 //!                                       └ grace period over → closed anyway
 //! ```
@@ -21,12 +23,54 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::Reason;
+use h2::server::Connection;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-use super::{Inner, call};
+use super::ping_policy::PingPolicy;
+use super::transport::{Transport, Watched};
+use super::{Config, Inner, call};
+
+/// How long a connection told to calm down has to take its GOAWAY before it
+/// is dropped.
+const CALM_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// TLS (when configured), then the HTTP/2 handshake over the watched
+/// transport. The error is a description for the log.
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    config: &Config,
+    builder: &h2::server::Builder,
+    calm: &Arc<Notify>,
+) -> Result<Connection<Watched, Bytes>, String> {
+    let transport = match &config.tls {
+        None => Transport::Plain(socket),
+        Some(tls) => {
+            let stream = tokio_rustls::TlsAcceptor::from(Arc::clone(tls))
+                .accept(socket)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            // We offer only "h2", so a client that negotiated anything got
+            // "h2"; one that offered no ALPN at all is trusted to speak
+            // HTTP/2 with prior knowledge, and the preface check below
+            // catches it if not.
+            if stream.get_ref().1.alpn_protocol().is_none() {
+                debug!(%peer, "TLS client offered no ALPN: expecting HTTP/2 anyway");
+            }
+            Transport::Tls(Box::new(stream))
+        }
+    };
+    let policy = PingPolicy::new(config.min_ping_interval, config.max_ping_strikes);
+    let io = Watched::new(transport, policy, Arc::clone(calm), peer);
+    builder
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
+}
 
 /// Serves the connection `socket` until it closes or the server shuts down.
 pub(crate) async fn serve(
@@ -49,15 +93,20 @@ pub(crate) async fn serve(
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(Some(1024));
 
-    let handshake = builder.handshake::<_, Bytes>(socket);
+    // Fired by the transport when the client breaks the PING policy.
+    let calm = Arc::new(Notify::new());
+    // One deadline covers TLS and HTTP/2 together: a peer that stalls in
+    // either holds nothing for longer than the handshake timeout.
+    let handshake = open(socket, peer, config, &builder, &calm);
     let mut conn = match timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            // Only this connection is affected; it is closed by dropping it.
+            info!(%peer, error = %e, "handshake failed: closing");
             return;
         }
         Err(_) => {
-            info!(%peer, "HTTP/2 handshake timed out: closing");
+            info!(%peer, "handshake timed out: closing");
             return;
         }
     };
@@ -84,6 +133,7 @@ pub(crate) async fn serve(
     let idle_check = config.idle_timeout.map(|t| t.min(Duration::from_secs(1)));
     let mut idle_since = Some(Instant::now());
     let mut grace_deadline: Option<Instant> = None;
+    let mut calmed = false;
     let far_future = Instant::now() + Duration::from_secs(86400 * 365);
 
     loop {
@@ -120,6 +170,15 @@ pub(crate) async fn serve(
             () = sleep_until(grace_deadline.unwrap_or(far_future)), if grace_deadline.is_some() => {
                 info!(%peer, "grace period over: closing connection with calls in flight");
                 break;
+            }
+            () = calm.notified(), if !calmed => {
+                // h2 answers PINGs itself; the transport counted them and
+                // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
+                // at once; the connection closes once it is written.
+                calmed = true;
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
+                grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
             }
             reason = &mut keepalive => {
                 info!(%peer, reason, "closing connection");

@@ -7,6 +7,8 @@
 //!   trait generated routers implement, and the accept loop.
 //! * `connection.rs` — one HTTP/2 connection: handshake with explicit
 //!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
+//! * `transport.rs` — what HTTP/2 runs on: TCP or TLS, watched for PINGs.
+//! * `ping_policy.rs` — which client PINGs are too many (pure).
 //! * `call.rs` — one stream: request header checks (405, 415, path,
 //!   `grpc-timeout`, `grpc-encoding`), the four call shapes, deadlines and
 //!   cancellation.
@@ -28,7 +30,9 @@
 
 mod call;
 mod connection;
+mod ping_policy;
 mod sink;
+mod transport;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,6 +47,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use call::{ServerCall, bidi_streaming, client_streaming, server_streaming, unary};
+pub use ping_policy::{DEFAULT_MAX_PING_STRIKES, DEFAULT_MIN_PING_INTERVAL};
 pub use sink::ResponseSink;
 
 use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
@@ -102,6 +107,9 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_recv_message_size: usize,
     pub(crate) max_send_message_size: usize,
+    pub(crate) min_ping_interval: Duration,
+    pub(crate) max_ping_strikes: u32,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Config {
@@ -120,6 +128,9 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+            min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
+            max_ping_strikes: DEFAULT_MAX_PING_STRIKES,
+            tls: None,
         }
     }
 }
@@ -223,6 +234,32 @@ impl Builder {
     /// [`DEFAULT_MAX_SEND_MESSAGE_SIZE`].
     pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
         self.config.max_send_message_size = n;
+        self
+    }
+
+    /// The permitted keepalive time: a client may PING at most this often.
+    /// A PING sooner than this after the previous one, with no response data
+    /// sent in between, is a strike; more than [`Builder::max_ping_strikes`]
+    /// strikes close the connection with GOAWAY `ENHANCE_YOUR_CALM`. Default
+    /// [`DEFAULT_MIN_PING_INTERVAL`].
+    pub fn min_ping_interval(&mut self, interval: Duration) -> &mut Self {
+        self.config.min_ping_interval = interval;
+        self
+    }
+
+    /// Early PINGs forgiven before `ENHANCE_YOUR_CALM` (see
+    /// [`Builder::min_ping_interval`]). Default [`DEFAULT_MAX_PING_STRIKES`].
+    pub fn max_ping_strikes(&mut self, strikes: u32) -> &mut Self {
+        self.config.max_ping_strikes = strikes;
+        self
+    }
+
+    /// Serves TLS with `config` (see [`crate::tls::server_config`], which
+    /// offers `h2` by ALPN) instead of plaintext. The TLS handshake counts
+    /// towards [`Builder::handshake_timeout`]; a failed one closes that
+    /// connection only.
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        self.config.tls = Some(config);
         self
     }
 
