@@ -29,6 +29,7 @@
 pub mod hostile;
 pub mod in_process;
 pub mod json;
+pub mod member;
 pub mod tls;
 
 use std::fs::File;
@@ -516,6 +517,11 @@ impl Peer {
                 self.stderr()
             );
         }
+    }
+
+    /// The peer's process id (to send it a signal with `kill`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Closes the peer's stdin (end of input).
