@@ -156,7 +156,11 @@ fn chat_clients_chat_through_a_tls_chat_server() {
         &TestPki::arg(&pki.key),
     ]);
     let (mut bob, bob_lines) = tls_chat_client(&pki, server.port, "bob");
-    wait_line(&bob_lines, "bob", "-- welcome to secure, bob: you are the only one here --");
+    wait_line(
+        &bob_lines,
+        "bob",
+        "-- welcome to secure, bob: you are the only one here --",
+    );
     let (mut alice, alice_lines) = tls_chat_client(&pki, server.port, "alice");
     wait_line(&bob_lines, "bob", "* alice joined");
     alice.send_line("hello over TLS");
@@ -228,7 +232,9 @@ fn time_until_closed(mut socket: TcpStream) -> Duration {
 async fn failed_handshakes_cost_nobody_else_anything() {
     let pki = TestPki::generate();
     let (port, _stop) = tls_health_server(&pki).await;
-    let good = tls_channel(&pki, port).await.expect("good TLS client connects");
+    let good = tls_channel(&pki, port)
+        .await
+        .expect("good TLS client connects");
     assert!(healthy(&good).await);
 
     // Plaintext HTTP/2 to the TLS port: not a ClientHello, so the handshake

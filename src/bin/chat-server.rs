@@ -184,6 +184,9 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // Tell members first, so their calls end with a reason rather than
         // by the connection closing under them.
         hub.shutdown("the server is shutting down");
+        // From here on no room accepts a message, so every log is final:
+        // this is the point to flush a history store (persisting everything
+        // any member was sent) before the connections drain.
     };
     builder
         .max_concurrent_streams(args.max_concurrent_streams)

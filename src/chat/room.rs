@@ -358,14 +358,20 @@ impl Membership {
         Ok(())
     }
 
-    /// Publishes events from this member to the room, in order.
-    pub fn publish(&self, events: &[Event]) {
+    /// Publishes events from this member to the room, in order. Returns
+    /// `false` if the room no longer accepts anything (the server is
+    /// shutting down); the member is told if a message was among them.
+    pub fn publish(&self, events: &[Event]) -> bool {
         for event in events {
             if let Event::Typing { started } = event {
                 self.typing.store(*started, Ordering::Relaxed);
             }
         }
-        self.room.publish(self.member.id, events, &self.hub.config);
+        let published = self.room.publish(self.member.id, events, &self.hub.config);
+        if !published && events.iter().any(|e| matches!(e, Event::Message { .. })) {
+            self.notify("message not delivered: the server is shutting down");
+        }
+        published
     }
 
     /// Sends a notice to this member only.
@@ -404,7 +410,7 @@ impl Drop for Membership {
             } else {
                 &[Event::Left]
             };
-            self.room.publish(self.member.id, events, &self.hub.config);
+            let _ = self.room.publish(self.member.id, events, &self.hub.config);
         }
         let now_empty = {
             let mut state = self.room.state.lock();
@@ -450,6 +456,9 @@ struct RoomState {
     event_members: usize,
     /// Lowercased name → member id.
     names: HashMap<String, u64>,
+    /// Set by [`Hub::shutdown`]: the log is complete, nothing more is
+    /// published, so what members flush is everything the room accepted.
+    closed: bool,
 }
 
 impl RoomState {
@@ -553,13 +562,17 @@ impl Room {
         names
     }
 
-    fn publish(&self, sender: u64, events: &[Event], config: &ChatConfig) {
+    /// Publishes `events` from `sender`; `false` if the room is closed.
+    fn publish(&self, sender: u64, events: &[Event], config: &ChatConfig) -> bool {
         let mut state = self.state.lock();
+        if state.closed {
+            return false;
+        }
         let Some(sender_slot) = state.members.iter().find(|s| s.member.id == sender) else {
-            return;
+            return true;
         };
         let Some(user) = sender_slot.name.clone() else {
-            return;
+            return true;
         };
         let sender_protocol = sender_slot.member.protocol;
         // Encode only for the kinds of recipient the room has.
@@ -641,6 +654,7 @@ impl Room {
         if let Some((node, members)) = appended {
             deliver(&node, &members, &self.name, config.max_queue_bytes);
         }
+        true
     }
 }
 
@@ -686,6 +700,7 @@ impl Hub {
                         stream_members: 0,
                         event_members: 0,
                         names: HashMap::new(),
+                        closed: false,
                     }),
                 })
             }))
@@ -760,15 +775,25 @@ impl Hub {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Begins shutdown: every member is told (Chat members get a
-    /// `SystemEvent`), then its call ends with `UNAVAILABLE` once what is
-    /// queued for it is sent.
+    /// Begins shutdown: every room is closed (from now on nothing is
+    /// published, so a message is either in a room's log or was refused
+    /// with a notice to its sender), every member is told (Chat members get
+    /// a `SystemEvent` at the end of the log), and each call ends with
+    /// `UNAVAILABLE` once everything queued for it is sent.
+    ///
+    /// **History hook:** when this returns, every room's log is final.
+    /// A history store flushes after this call (and before the process
+    /// exits) to persist everything any member was sent.
     pub fn shutdown(&self, notice: &str) {
         self.draining.store(true, Ordering::Relaxed);
         let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
         let event = encode_one(&system_event(notice));
         for room in rooms {
             let mut state = room.state.lock();
+            if std::mem::replace(&mut state.closed, true) {
+                // Already shut down.
+                continue;
+            }
             let node = Node::new(0, Bytes::new(), event.clone(), None);
             // The notice goes through the log, so it arrives after every
             // message published before it.
