@@ -7,6 +7,7 @@
 //
 //	goclient --addr 127.0.0.1:50053 --room r1 --user alice --protocol chat
 //	goclient --addr 127.0.0.1:50053 --protocol health
+//	goclient --addr 127.0.0.1:50053 --user alice --token s3cret   # authorization: Bearer s3cret
 //
 // Commands are read from stdin, one per line:
 //
@@ -64,6 +65,7 @@ var (
 	useGzip  = flag.Bool("gzip", false, "compress every request message with gzip")
 	join     = flag.Bool("join", true, "Chat: send USER_JOINED with --user first")
 	timeout  = flag.Duration("timeout", 60*time.Second, "deadline of the call")
+	token    = flag.String("token", "", "sent as authorization metadata, \"Bearer <token>\" (empty: none)")
 )
 
 // out serialises JSON lines from the receiving and sending goroutines.
@@ -119,6 +121,9 @@ func main() {
 	defer cancel()
 	if *room != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "chat-room", *room)
+	}
+	if *token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
 	}
 
 	switch *protocol {
@@ -210,7 +215,9 @@ func chat(ctx context.Context, cancel context.CancelFunc, client pb.ChatServiceC
 		}})
 	}
 	if *join {
-		if err := userEvent(pb.UserEventType_USER_JOINED, *user); err != nil {
+		// io.EOF means the server already ended the call (it may refuse
+		// before reading anything); Recv below then returns its status.
+		if err := userEvent(pb.UserEventType_USER_JOINED, *user); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
 	}
