@@ -143,7 +143,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         max_members_per_room: args.max_room_members,
     };
-    let limits = config.limits.clone();
+    let limits = config.limits;
     let mut chat = ChatService::new(config);
     if let Some(path) = &args.auth_tokens {
         let text = std::fs::read_to_string(path)
