@@ -332,15 +332,26 @@ impl FrameReader {
     }
 }
 
-/// A TCP connection that has sent the preface and an empty SETTINGS, and
-/// acknowledged the server's SETTINGS, ready for hand-written frames.
+/// A TCP connection that has sent the preface and an empty SETTINGS, read
+/// the server's SETTINGS and acknowledged them, ready for hand-written
+/// frames. Frames the server sent before its SETTINGS (none, normally) are
+/// dropped.
 pub async fn raw_connection(address: &str) -> (TcpStream, FrameReader) {
     let mut socket = TcpStream::connect(address).await.unwrap();
     socket.write_all(PREFACE_AND_SETTINGS).await.unwrap();
+    let mut reader = FrameReader::new();
+    loop {
+        let frame = reader
+            .next(&mut socket)
+            .await
+            .expect("connection closed before the server's SETTINGS");
+        if frame.kind == SETTINGS && frame.flags & ACK == 0 {
+            break;
+        }
+    }
     // SETTINGS with the ACK flag: length 0 | type 4 | flags 1 | stream 0.
-    socket
-        .write_all(&frame(SETTINGS, ACK, 0, &[]))
-        .await
-        .unwrap();
-    (socket, FrameReader::new())
+    // (A server that is turning us away may have closed already; the
+    // caller will read its GOAWAY.)
+    let _ = socket.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+    (socket, reader)
 }
