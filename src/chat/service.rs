@@ -304,13 +304,9 @@ impl ChatService {
             for message in batch {
                 match message.event {
                     Some(client_event::Event::ChatMessage(m)) => {
-                        if let Some(text) = accept_message(
-                            membership,
-                            &mut bucket,
-                            &m.message,
-                            config,
-                            &mut logged,
-                        ) {
+                        if let Some(text) =
+                            accept_message(membership, &mut bucket, &m.message, config, &mut logged)
+                        {
                             if typing_until.take().is_some() {
                                 events.push(Event::Typing { started: false });
                             }

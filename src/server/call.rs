@@ -24,8 +24,8 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::connection::Offences;
+use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
 use crate::rpc::{RecvBody, Request, Response, Streaming};

@@ -370,7 +370,11 @@ impl Server {
         let mut connections = JoinSet::new();
         // One permit per connection served; a connection task holds its
         // permit until it ends.
-        let max_connections = self.inner.config.max_connections.min(Semaphore::MAX_PERMITS);
+        let max_connections = self
+            .inner
+            .config
+            .max_connections
+            .min(Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
         // Connections refused since the limit was last reached (`None`: not
