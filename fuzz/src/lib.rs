@@ -152,12 +152,10 @@ pub fn metadata_bin(data: &[u8]) {
         let mut headers = http::HeaderMap::new();
         headers.append("trace-bin", value);
         let received = MetadataMap::from_headers(&headers);
-        for part in received.get_all_bin("trace-bin") {
-            if let Ok(bytes) = part {
-                let mut sent = MetadataMap::new();
-                sent.insert_bin("trace-bin", &bytes).expect("valid key");
-                assert_eq!(sent.get_bin("trace-bin"), Some(bytes));
-            }
+        for bytes in received.get_all_bin("trace-bin").flatten() {
+            let mut sent = MetadataMap::new();
+            sent.insert_bin("trace-bin", &bytes).expect("valid key");
+            assert_eq!(sent.get_bin("trace-bin"), Some(bytes));
         }
         let _ = received.get_bin("trace-bin");
     }
