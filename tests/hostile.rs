@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use common::raw::{
     self, Answer, CONTINUATION, END_HEADERS, END_STREAM, Frame, GOAWAY, GRPC, HEADERS, PING,
-    RST_STREAM, WAIT, call, drain_to_status, frame, raw_chat_stream_with, raw_connection,
-    read_answer, until_closed,
+    RST_STREAM, WAIT, WINDOW_UPDATE, call, drain_to_status, frame, raw_chat_stream_with,
+    raw_connection, read_answer, until_closed,
 };
 use grpc_chat::client::{BidiCall, Channel};
 use grpc_chat::pb::chat::{
@@ -822,6 +822,35 @@ async fn h2_no_preface_or_half_a_preface_is_closed_after_the_handshake_timeout()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_window_update_abuse_is_a_connection_error() {
+    let t = Target::start(&[]).await;
+    // WINDOW_UPDATE on the connection (stream 0) with the largest increment,
+    // 0x7fffffff: added to the 65,535 the window starts at, it passes the
+    // 2^31 - 1 maximum, which RFC 9113 §6.9.1 makes a FLOW_CONTROL_ERROR
+    // (0x3) for the whole connection.
+    let (socket, frames) = raw_connection(&t.address).await;
+    let (goaway, _) = flood(socket, frames, |i| {
+        (i == 0).then(|| frame(WINDOW_UPDATE, 0, 0, &[0x7f, 0xff, 0xff, 0xff]))
+    })
+    .await;
+    let goaway = goaway.expect("no GOAWAY");
+    assert_eq!(
+        goaway.error_code(),
+        Some(0x3),
+        "FLOW_CONTROL_ERROR: {goaway:?}"
+    );
+    // An increment of 0 on the connection is a PROTOCOL_ERROR (0x1).
+    let (socket, frames) = raw_connection(&t.address).await;
+    let (goaway, _) = flood(socket, frames, |i| {
+        (i == 0).then(|| frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 0]))
+    })
+    .await;
+    let goaway = goaway.expect("no GOAWAY");
+    assert_eq!(goaway.error_code(), Some(0x1), "PROTOCOL_ERROR: {goaway:?}");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_a_reader_that_never_opens_its_window_is_disconnected() {
     let t = Target::start(&[]).await;
     // A member of the canary's room with a 1 KiB stream window that it
@@ -1202,7 +1231,22 @@ async fn limits_are_logged_once_per_offender() {
             .unwrap();
         let _ = read_answer(timeout(WAIT, response).await.unwrap().unwrap()).await;
     }
+    // A connection that floods RST_STREAMs: thousands of frames, one GOAWAY,
+    // one line.
+    let (socket, frames) = raw_connection(&t.address).await;
+    let block = raw::chat_stream_header_block();
+    let (goaway, _) = flood(socket, frames, move |i| {
+        let id = 2 * u32::try_from(i).ok()? + 1;
+        let mut bytes = frame(HEADERS, END_HEADERS, id, &block);
+        bytes.extend(frame(RST_STREAM, 0, id, &[0, 0, 0, 0x8]));
+        (i < 2000).then_some(bytes)
+    })
+    .await;
+    assert!(goaway.is_some());
+
     let log = t.log();
+    let violations = log_lines(&log, "HTTP/2 protocol violation");
+    assert_eq!(violations.len(), 1, "{violations:#?}");
     let refused = log_lines(&log, "message refused");
     assert_eq!(refused.len(), 2, "{refused:#?}");
     let limited = log_lines(&log, "rate limit reached");
