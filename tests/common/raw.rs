@@ -85,7 +85,9 @@ pub async fn call(
     let (response, mut send) = client
         .send_request(request.body(()).unwrap(), false)
         .unwrap();
-    send.send_data(Bytes::copy_from_slice(body), true).unwrap();
+    // A server that refuses at the headers may have ended the stream
+    // already; its answer is what the caller wants.
+    let _ = send.send_data(Bytes::copy_from_slice(body), true);
     let response = timeout(WAIT, response).await.unwrap().unwrap();
     read_answer(response).await
 }
@@ -256,6 +258,40 @@ pub fn header_block(path: Option<&str>) -> Vec<u8> {
     literal(&mut block, &[0x01], b"localhost");
     literal(&mut block, &[0x0f, 0x10], b"application/grpc");
     block
+}
+
+/// Appends `name: value` to a header block as a "literal header field
+/// without indexing — new name" (`0x00`, then both strings; each at most
+/// 126 bytes, no Huffman coding).
+pub fn push_header(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0x00);
+    for text in [name.as_bytes(), value.as_bytes()] {
+        assert!(text.len() < 127);
+        block.push(text.len() as u8);
+        block.extend_from_slice(text);
+    }
+}
+
+/// A header block as HEADERS + CONTINUATION frames of at most 16 KiB (the
+/// default SETTINGS_MAX_FRAME_SIZE) on `stream`, END_HEADERS on the last,
+/// END_STREAM on the HEADERS if asked.
+pub fn header_frames(stream: u32, block: &[u8], end_stream: bool) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = block.chunks(16 * 1024).collect();
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        if i == 0 {
+            let end = if end_stream { END_STREAM } else { 0 };
+            out.extend(frame(HEADERS, last | end, stream, chunk));
+        } else {
+            out.extend(frame(CONTINUATION, last, stream, chunk));
+        }
+    }
+    out
 }
 
 /// A "literal header field without indexing — indexed name": the name's
