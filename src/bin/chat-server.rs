@@ -54,9 +54,23 @@ struct Args {
     /// Concurrent calls per connection.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_CONCURRENT_STREAMS)]
     max_concurrent_streams: u32,
-    /// Largest message accepted from a client, in bytes.
+    /// Largest message accepted from a client, in bytes (after
+    /// decompression too).
     #[arg(long, default_value_t = grpc_chat::framing::DEFAULT_MAX_RECV_MESSAGE_SIZE)]
     max_recv_message_size: usize,
+    /// Largest message the server sends, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_SEND_MESSAGE_SIZE)]
+    max_send_message_size: usize,
+    /// Connections served at once; more are answered with GOAWAY and closed.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Largest request header block, in bytes (HTTP/2
+    /// SETTINGS_MAX_HEADER_LIST_SIZE); bigger ones are answered with 431.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_HEADER_LIST_SIZE)]
+    max_header_list_size: u32,
+    /// Seconds a new connection has to send the HTTP/2 preface and SETTINGS.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout_secs: f64,
     /// Seconds in-flight calls get to finish at shutdown.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
     shutdown_grace_secs: f64,
@@ -90,6 +104,11 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
 }
+
+/// Default for `--max-send-message-size`: the same 4 MiB as the receive
+/// limit. (The library's default is no limit, like grpc-go's; a chat server's
+/// largest reply, `Who` of a full room, stays far below this.)
+const DEFAULT_MAX_SEND_MESSAGE_SIZE: usize = grpc_chat::framing::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
@@ -191,6 +210,10 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     builder
         .max_concurrent_streams(args.max_concurrent_streams)
         .max_recv_message_size(args.max_recv_message_size)
+        .max_send_message_size(args.max_send_message_size)
+        .max_connections(args.max_connections)
+        .max_header_list_size(args.max_header_list_size)
+        .handshake_timeout(seconds(args.handshake_timeout_secs)?)
         .shutdown_grace(seconds(args.shutdown_grace_secs)?)
         .add_service(ChatServiceServer::new(chat))
         .add_service(HealthServer::new(health_service))

@@ -187,6 +187,11 @@ const MAX_COALESCE: usize = 16 * 1024;
 const COPY_LIMIT: usize = 4 * 1024;
 
 impl Member {
+    /// A number unique to this member within the hub (for logs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The member's protocol.
     pub fn protocol(&self) -> Protocol {
         self.protocol

@@ -207,6 +207,16 @@ async fn run_member<T: prost::Message>(
     }
 }
 
+/// Which of a member's offences have been logged. A member is told about
+/// every refused message (it is its own conversation), but the log gets one
+/// line per member and kind of offence: a client flooding bad or excessive
+/// messages must not be able to flood the server's log with them.
+#[derive(Debug, Default)]
+struct Logged {
+    invalid: bool,
+    rate_limited: bool,
+}
+
 /// Validates and rate-limits one chat message; tells the member why not when
 /// it is refused.
 fn accept_message(
@@ -214,17 +224,35 @@ fn accept_message(
     bucket: &mut TokenBucket,
     raw: &str,
     config: &ChatConfig,
+    logged: &mut Logged,
 ) -> Option<String> {
     let text = match validate::message(raw, &config.limits) {
         Ok(text) => text,
         // A blank line is not worth a complaint.
         Err(validate::Invalid::Empty) => return None,
         Err(why) => {
+            if !std::mem::replace(&mut logged.invalid, true) {
+                info!(
+                    room = membership.room_name(),
+                    member = membership.member().id(),
+                    reason = %why,
+                    "message refused (further refusals for this member are not logged)"
+                );
+            }
             membership.notify(&format!("message not delivered: it is {why}"));
             return None;
         }
     };
     if let Err(wait) = bucket.try_take(Instant::now()) {
+        if !std::mem::replace(&mut logged.rate_limited, true) {
+            info!(
+                room = membership.room_name(),
+                member = membership.member().id(),
+                rate = config.rate_limit.rate,
+                burst = config.rate_limit.burst,
+                "rate limit reached (further refusals for this member are not logged)"
+            );
+        }
         membership.notify(&format!(
             "message not delivered: rate limited (at most {} messages per second); try again in {} ms",
             config.rate_limit.rate,
@@ -246,6 +274,7 @@ impl ChatService {
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
+        let mut logged = Logged::default();
         while let Some(batch) = next_batch(stream).await? {
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
@@ -277,9 +306,13 @@ impl ChatService {
                         }
                     }
                 }
-                if let Some(text) =
-                    accept_message(membership, &mut bucket, &message.message, config)
-                {
+                if let Some(text) = accept_message(
+                    membership,
+                    &mut bucket,
+                    &message.message,
+                    config,
+                    &mut logged,
+                ) {
                     events.push(Event::Message { text });
                 }
             }
@@ -301,6 +334,7 @@ impl ChatService {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut typing_until: Option<tokio::time::Instant> = None;
+        let mut logged = Logged::default();
         loop {
             let batch = tokio::select! {
                 batch = next_batch(stream) => batch?,
@@ -320,7 +354,7 @@ impl ChatService {
                 match message.event {
                     Some(client_event::Event::ChatMessage(m)) => {
                         if let Some(text) =
-                            accept_message(membership, &mut bucket, &m.message, config)
+                            accept_message(membership, &mut bucket, &m.message, config, &mut logged)
                         {
                             if typing_until.take().is_some() {
                                 events.push(Event::Typing { started: false });

@@ -22,8 +22,9 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::connection::Offences;
 use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
@@ -40,6 +41,7 @@ pub struct ServerCall {
     max_recv_message_size: usize,
     path: String,
     peer: SocketAddr,
+    offences: Arc<Offences>,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -80,6 +82,7 @@ impl ServerCall {
             deadline: self.deadline,
             path: self.path,
             peer: self.peer,
+            offences: self.offences,
         };
         (request, end)
     }
@@ -91,6 +94,7 @@ struct CallEnd {
     deadline: Option<Instant>,
     path: String,
     peer: SocketAddr,
+    offences: Arc<Offences>,
 }
 
 /// The request stream of a call, as a [`RecvBody`].
@@ -125,13 +129,22 @@ pub(crate) async fn serve_stream(
     mut respond: SendResponse<Bytes>,
     server: Arc<Inner>,
     peer: SocketAddr,
+    offences: Arc<Offences>,
 ) {
     let (parts, recv) = request.into_parts();
+    // Every refusal below is the peer's doing: logged once per connection.
+    let refused = |why: &str, detail: &dyn std::fmt::Display| {
+        if offences.first() {
+            info!(%peer, detail = %detail, "{why}: request refused (further refusals on this connection are logged at debug)");
+        } else {
+            debug!(%peer, detail = %detail, "{why}: request refused");
+        }
+    };
 
     // PROTOCOL-HTTP2.md: "Request-Headers → Call-Definition ..." with
     // "Method → ":method POST"". Anything else is not a gRPC call.
     if parts.method != Method::POST {
-        debug!(%peer, method = %parts.method, "non-POST request: 405");
+        refused("non-POST request (405)", &parts.method);
         http_error(
             &mut respond,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -151,7 +164,10 @@ pub(crate) async fn serve_stream(
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
     if !is_grpc_content_type(content_type) {
-        debug!(%peer, content_type = %String::from_utf8_lossy(content_type), "not a gRPC content-type: 415");
+        refused(
+            "not a gRPC content-type (415)",
+            &String::from_utf8_lossy(content_type),
+        );
         http_error(
             &mut respond,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -169,7 +185,7 @@ pub(crate) async fn serve_stream(
     // PROTOCOL-HTTP2.md: "Path → ":path" "/" Service-Name "/" {method name}".
     let path = parts.uri.path().to_owned();
     let Some((service_name, method)) = split_path(&path) else {
-        debug!(%peer, %path, "malformed :path");
+        refused("malformed :path", &path);
         responder.finish(&Status::unimplemented(format!(
             "malformed method path {path:?}"
         )));
@@ -182,7 +198,7 @@ pub(crate) async fn serve_stream(
         Some(value) => match parse_timeout(value.as_bytes()) {
             Ok(t) => Some(t),
             Err(e) => {
-                debug!(%peer, error = ?e, "malformed grpc-timeout");
+                refused("malformed grpc-timeout", &format_args!("{e:?}"));
                 responder.finish(&Status::internal(format!(
                     "malformed grpc-timeout {:?}",
                     String::from_utf8_lossy(value.as_bytes())
@@ -203,7 +219,7 @@ pub(crate) async fn serve_stream(
         Some(value) => match Encoding::from_header(value.as_bytes()) {
             Ok(encoding) => encoding,
             Err(unsupported) => {
-                debug!(%peer, encoding = %unsupported.0, "unsupported grpc-encoding");
+                refused("unsupported grpc-encoding", &unsupported.0);
                 let mut status: Status = unsupported.into();
                 if let Err(e) = status
                     .metadata_mut()
@@ -218,7 +234,7 @@ pub(crate) async fn serve_stream(
     };
 
     let Some(service) = server.services.get(service_name).cloned() else {
-        debug!(%peer, %path, "unknown service");
+        refused("unknown service", &path);
         responder.finish(&Status::unimplemented(format!(
             "unknown service {service_name}"
         )));
@@ -236,6 +252,7 @@ pub(crate) async fn serve_stream(
         max_recv_message_size: server.config.max_recv_message_size,
         path,
         peer,
+        offences,
     };
     service.call(&method, call).await;
 }
@@ -315,6 +332,7 @@ async fn drive<W: Future<Output = Result<(), Status>>>(
         deadline,
         path,
         peer,
+        offences,
     } = end;
     let reset = std::future::poll_fn(|cx| {
         if watch_reset {
@@ -343,10 +361,22 @@ async fn drive<W: Future<Output = Result<(), Status>>>(
     match outcome {
         Some(Ok(())) => responder.finish(&Status::ok()),
         Some(Err(status)) => {
-            if status.code() == Code::Internal || status.code() == Code::Unknown {
-                warn!(%peer, %path, code = ?status.code(), message = status.message(), "call failed");
+            let code = status.code();
+            let message = status.message();
+            // A deadline or a cancellation is the normal end of some calls.
+            // Anything else is a failure worth one line per connection: the
+            // peer's bad bytes (INTERNAL), a limit it hit
+            // (RESOURCE_EXHAUSTED), input the service refused. Repeats on the
+            // same connection go to debug so a peer cannot flood the log.
+            let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
+            if !routine && offences.first() {
+                if code == Code::Internal || code == Code::Unknown {
+                    warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
+                } else {
+                    info!(%peer, %path, ?code, message, "call refused (further failures on this connection are logged at debug)");
+                }
             } else {
-                debug!(%peer, %path, code = ?status.code(), message = status.message(), "call ended with error");
+                debug!(%peer, %path, ?code, message, "call ended with error");
             }
             responder.finish(&status);
         }

@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,6 +72,51 @@ async fn open(
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
 }
 
+/// The `h2` server settings of every connection, each one set explicitly
+/// from [`Config`] rather than left to `h2`'s defaults, which may change
+/// between versions: what a peer may make us hold is our decision.
+pub(crate) fn h2_builder(config: &Config) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        // Streams (calls) the peer may have open at once; HEADERS for one
+        // more are answered with RST_STREAM(REFUSED_STREAM).
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // The largest header block we decode. A bigger one is answered with
+        // 431; one that keeps growing over CONTINUATION frames ends the
+        // connection (h2 counts both bytes and frames: the "CONTINUATION
+        // flood" cannot make us buffer without bound).
+        .max_header_list_size(config.max_header_list_size)
+        .header_table_size(config.header_table_size)
+        .initial_window_size(config.initial_stream_window_size)
+        .initial_connection_window_size(config.initial_connection_window_size)
+        .max_frame_size(config.max_frame_size)
+        .max_send_buffer_size(config.max_send_buffer_size)
+        // Bound what a peer can make us hold: streams it resets before we
+        // accept them (the "rapid reset" attack), streams we had to reset
+        // because of its errors, and the memory of recently reset streams.
+        .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(config.max_local_error_reset_streams))
+        .max_concurrent_reset_streams(config.max_concurrent_reset_streams)
+        .reset_stream_duration(config.reset_stream_duration);
+    builder
+}
+
+/// Whether this connection has already been logged for misbehaving. A peer
+/// that sends a thousand bad requests gets a thousand error statuses but one
+/// log line at `info`; the rest go to `debug`. That keeps the log useful for
+/// finding offenders, and stops an offender from filling the disk.
+#[derive(Debug, Default)]
+pub(crate) struct Offences {
+    logged: AtomicBool,
+}
+
+impl Offences {
+    /// `true` the first time only.
+    pub(crate) fn first(&self) -> bool {
+        !self.logged.swap(true, Ordering::Relaxed)
+    }
+}
+
 /// Serves the connection `socket` until it closes or the server shuts down.
 pub(crate) async fn serve(
     socket: TcpStream,
@@ -80,23 +125,11 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = &server.config;
-    let mut builder = h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(config.max_header_list_size)
-        .initial_window_size(config.initial_stream_window_size)
-        .initial_connection_window_size(config.initial_connection_window_size)
-        .max_frame_size(config.max_frame_size)
-        .max_send_buffer_size(config.max_send_buffer_size)
-        // Bound what a peer can make us hold: streams it resets before we
-        // accept them (the "rapid reset" attack), and streams we had to reset.
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(Some(1024));
-
     // Fired by the transport when the client breaks the PING policy.
     let calm = Arc::new(Notify::new());
     // One deadline covers TLS and HTTP/2 together: a peer that stalls in
     // either holds nothing for longer than the handshake timeout.
+    let builder = h2_builder(config);
     let handshake = open(socket, peer, config, &builder, &calm);
     let mut conn = match timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
@@ -114,6 +147,7 @@ pub(crate) async fn serve(
 
     // Streams currently being served, to tell an idle connection.
     let active = Arc::new(AtomicUsize::new(0));
+    let offences = Arc::new(Offences::default());
     let mut ping_pong = conn.ping_pong();
     let keepalive = async {
         let (Some(interval), Some(pinger)) = (config.keepalive_interval, ping_pong.as_mut()) else {
@@ -144,13 +178,19 @@ pub(crate) async fn serve(
                     idle_since = None;
                     let guard = ActiveGuard(Arc::clone(&active));
                     let server = Arc::clone(&server);
+                    let offences = Arc::clone(&offences);
                     tokio::spawn(async move {
-                        call::serve_stream(request, respond, server, peer).await;
+                        call::serve_stream(request, respond, server, peer, offences).await;
                         drop(guard);
                     });
                 }
                 Some(Err(e)) => {
-                    if e.is_io() || e.is_go_away() {
+                    if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
+                        // We sent the GOAWAY: the peer broke a rule (a
+                        // CONTINUATION flood, rapid resets, a malformed
+                        // frame). Once per connection, since this ends it.
+                        warn!(%peer, error = %e, "closed the connection: HTTP/2 protocol violation");
+                    } else if e.is_io() || e.is_go_away() {
                         debug!(%peer, error = %e, "connection ended");
                     } else {
                         warn!(%peer, error = %e, "HTTP/2 connection error");

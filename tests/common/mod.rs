@@ -20,7 +20,8 @@
 //! * [`Collected`] holds what a reader thread received, and waits for it.
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
 //!   our services in this process; [`hostile`] is a chat server that sends
-//!   escape sequences.
+//!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
+//!   written by hand) for tests that play a misbehaving client.
 //!
 //! Only `std` is used here and in [`json`]. Each test file includes this with
 //! `mod common;`, and not every file uses every helper.
@@ -31,6 +32,7 @@ pub mod in_process;
 pub mod json;
 pub mod member;
 pub mod tls;
+pub mod raw;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
