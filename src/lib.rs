@@ -22,6 +22,9 @@
 //! * [`health`] — `grpc.health.v1.Health`, the standard health checking
 //!   service: a `HealthReporter` the application sets statuses on, and the
 //!   `Check` / `Watch` RPCs answering from it.
+//! * [`reflection`] — `grpc.reflection.v1` (and `v1alpha`) server
+//!   reflection, answered from the descriptors `build.rs` compiles, so tools
+//!   like `grpcurl` can list and call our services.
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
@@ -41,6 +44,7 @@ pub mod framing;
 pub mod health;
 pub mod interop;
 pub mod pb;
+pub mod reflection;
 pub mod rpc;
 pub mod server;
 

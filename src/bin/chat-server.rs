@@ -1,5 +1,5 @@
 //! `chat-server`: the grpc-chat server (`chat.ChatService`, and
-//! `grpc.health.v1.Health` on the same port).
+//! `grpc.health.v1.Health` and server reflection on the same port).
 //!
 //! ```text
 //! chat-server                                  # 0.0.0.0:50053, default limits
@@ -14,6 +14,7 @@ use clap::Parser;
 use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit};
 use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::pb::chat::ChatServiceServer;
+use grpc_chat::reflection::ReflectionService;
 use grpc_chat::server::{Server, shutdown_signal};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -126,6 +127,15 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     health.set_serving("");
     health.set_serving(ChatServiceServer::<ChatService>::NAME);
     let health_service = health.service();
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            ChatServiceServer::<ChatService>::NAME,
+            HealthServer::<grpc_chat::health::HealthService>::NAME,
+            grpc_chat::reflection::V1_SERVICE,
+            grpc_chat::reflection::V1ALPHA_SERVICE,
+        ],
+    )?;
 
     let listener = TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
@@ -148,6 +158,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .shutdown_grace(seconds(args.shutdown_grace_secs)?)
         .add_service(ChatServiceServer::new(chat))
         .add_service(HealthServer::new(health_service))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown)
         .await?;

@@ -1,5 +1,6 @@
 //! `interop-server`: the gRPC interop test server (`grpc.testing.TestService`),
-//! for grpc-go's (or any) interop client.
+//! for grpc-go's (or any) interop client; with server reflection, so
+//! `grpcurl` can explore it.
 //!
 //! ```text
 //! interop-server --port 10000
@@ -10,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use clap::Parser;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
+use grpc_chat::reflection::{ReflectionService, V1_SERVICE, V1ALPHA_SERVICE};
 use grpc_chat::server::{Server, shutdown_signal};
 use tokio::net::TcpListener;
 
@@ -41,9 +43,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.use_tls {
         return Err("--use_tls=true is not supported yet".into());
     }
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            TestServiceServer::<InteropService>::NAME,
+            V1_SERVICE,
+            V1ALPHA_SERVICE,
+        ],
+    )?;
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
     Server::builder()
         .add_service(TestServiceServer::new(InteropService))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown_signal())
         .await?;
