@@ -25,6 +25,8 @@
 //! * [`reflection`] — `grpc.reflection.v1` (and `v1alpha`) server
 //!   reflection, answered from the descriptors `build.rs` compiles, so tools
 //!   like `grpcurl` can list and call our services.
+//! * [`metrics`] — counters, gauges and a histogram in atomics, rendered in
+//!   the Prometheus text format and served over HTTP/1.1 (hyper).
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
@@ -43,6 +45,7 @@ pub mod codec;
 pub mod framing;
 pub mod health;
 pub mod interop;
+pub mod metrics;
 pub mod pb;
 pub mod reflection;
 pub mod rpc;

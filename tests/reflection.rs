@@ -61,18 +61,22 @@ fn message_fields(proto: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Opens ChatStream calls in `room` on one connection of our own client.
-/// Calls on one connection are served in the order they were opened, so a
-/// message sent on the first reaches the second.
-async fn members(port: u16, room: &str, n: usize) -> Vec<BidiCall<ChatMessage, ChatMessage>> {
+/// ChatStream members of `room` named `names` (each has sent a first
+/// message), once `Who` lists them all.
+async fn members(port: u16, room: &str, names: &[&str]) -> Vec<BidiCall<ChatMessage, ChatMessage>> {
     let channel = Channel::connect(format!("127.0.0.1:{port}")).await.unwrap();
     let client = ChatServiceClient::new(channel);
     let mut calls = Vec::new();
-    for _ in 0..n {
+    for name in names {
         let mut request = Request::new(());
         request.metadata_mut().insert("chat-room", room).unwrap();
-        calls.push(client.chat_stream(request).await.unwrap());
+        let mut call = client.chat_stream(request).await.unwrap();
+        call.send(&say(name, &format!("{name} is here")))
+            .await
+            .unwrap();
+        calls.push(call);
     }
+    wait_named(&client, room, names).await;
     calls
 }
 
@@ -91,6 +95,39 @@ async fn next(call: &mut BidiCall<ChatMessage, ChatMessage>) -> ChatMessage {
         .expect("no message in time")
         .expect("the call failed")
         .expect("the call ended")
+}
+
+/// Waits until `Who(room)` lists every one of `names`. A ChatStream member
+/// joins its room in its own server task, so "the call is open" does not yet
+/// mean "the member receives"; a name listed by `Who` does.
+async fn wait_named(client: &ChatServiceClient, room: &str, names: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let who = client
+            .who(grpc_chat::pb::chat::WhoRequest { room: room.into() })
+            .await
+            .expect("Who")
+            .into_inner();
+        if names.iter().all(|n| who.users.iter().any(|u| u == n)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{names:?} never all in room {room}: {:?}",
+            who.users
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The next message `call` receives from `user`, skipping others.
+async fn next_from(call: &mut BidiCall<ChatMessage, ChatMessage>, user: &str) -> ChatMessage {
+    loop {
+        let message = next(call).await;
+        if message.user == user {
+            return message;
+        }
+    }
 }
 
 #[test]
@@ -187,13 +224,7 @@ fn grpcurl_health_check_reports_live_figures() {
     assert_eq!(before, 0);
 
     let runtime = Runtime::new().unwrap();
-    let calls = runtime.block_on(async {
-        let mut calls = members(port, "figures", 2).await;
-        calls[0].send(&say("alice", "hi")).await.unwrap();
-        // Bob heard Alice: both are members now.
-        assert_eq!(next(&mut calls[1]).await.message, "hi");
-        calls
-    });
+    let calls = runtime.block_on(members(port, "figures", &["alice", "bob"]));
     assert_eq!(active_clients(port), 2);
     drop(calls);
     drop(runtime);
@@ -204,13 +235,7 @@ fn grpcurl_chat_stream_exchange_from_stdin() {
     let server = chat_server(&[]);
     let port = server.port;
     let runtime = Runtime::new().unwrap();
-    let mut calls = runtime.block_on(async {
-        let mut calls = members(port, "curl-room", 2).await;
-        calls[0].send(&say("carol", "I am here")).await.unwrap();
-        // Dave heard Carol: she is a member before grpcurl joins.
-        assert_eq!(next(&mut calls[1]).await.user, "carol");
-        calls
-    });
+    let mut calls = runtime.block_on(members(port, "curl-room", &["carol"]));
     let carol = &mut calls[0];
 
     let lines: Arc<Collected<String>> = Arc::default();
@@ -234,7 +259,7 @@ fn grpcurl_chat_stream_exchange_from_stdin() {
     curl.send_line(r#"{"user": "curl", "message": "hello from grpcurl"}"#);
 
     // Carol, in the same room, receives it under the name it bound.
-    let heard = runtime.block_on(next(carol));
+    let heard = runtime.block_on(next_from(carol, "curl"));
     assert_eq!(
         (heard.user.as_str(), heard.message.as_str()),
         ("curl", "hello from grpcurl")

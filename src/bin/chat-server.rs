@@ -4,6 +4,7 @@
 //! ```text
 //! chat-server                                  # 0.0.0.0:50053, default limits
 //! chat-server --addr 127.0.0.1:50102 --rate-limit 0
+//! chat-server --metrics-addr 127.0.0.1:9100    # Prometheus text at /metrics
 //! RUST_LOG=debug chat-server
 //! ```
 
@@ -26,6 +27,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:50053")]
     addr: SocketAddr,
+    /// Serve Prometheus metrics over HTTP/1.1 at http://ADDR/metrics (off
+    /// unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Chat messages per second per client (0 turns rate limiting off).
     #[arg(long, default_value_t = grpc_chat::chat::ratelimit::DEFAULT_RATE)]
     rate_limit: f64,
@@ -137,6 +142,13 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ],
     )?;
 
+    // Metrics first: once the gRPC port answers, so does the metrics port.
+    if let Some(addr) = args.metrics_addr {
+        let metrics = TcpListener::bind(addr).await?;
+        // Scrapes keep working while the chat server drains; the task ends
+        // with the process.
+        tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
+    }
     let listener = TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
     let shutdown = async move {

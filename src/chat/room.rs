@@ -365,7 +365,9 @@ impl Membership {
                 self.typing.store(*started, Ordering::Relaxed);
             }
         }
+        let started = std::time::Instant::now();
         self.room.publish(self.member.id, events, &self.hub.config);
+        crate::metrics::METRICS.fanout.observe(started.elapsed());
     }
 
     /// Sends a notice to this member only.
@@ -502,6 +504,7 @@ fn deliver(node: &Arc<Node>, members: &[Slot], room: &str, max_lag: usize) {
                     lag,
                     "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
                 );
+                crate::metrics::METRICS.evicted_lagging.inc();
                 member.end(Ending::Now(Status::resource_exhausted(format!(
                     "too far behind: more than {max_lag} bytes of messages waiting for this client"
                 ))));

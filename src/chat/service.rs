@@ -21,6 +21,7 @@ use super::ratelimit::TokenBucket;
 use super::room::{Event, Hub, Membership, Outgoing, Protocol};
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
+use crate::metrics::METRICS;
 use crate::pb::chat::{
     ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, ServerEvent,
     TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
@@ -100,6 +101,7 @@ async fn write_loop<T: prost::Message>(
     loop {
         match membership.member().next_batch().await {
             Outgoing::Frames(frames) => {
+                let messages = crate::metrics::count_messages(&frames);
                 // Most sends fit the client's window and finish at once; only
                 // a send that has to wait gets a timer, so the common case
                 // costs no timer registration.
@@ -114,6 +116,7 @@ async fn write_loop<T: prost::Message>(
                         match Box::pin(tokio::time::timeout(config.slow_grace, send)).await {
                             Ok(sent) => sent,
                             Err(_) => {
+                                METRICS.evicted_stalled.inc();
                                 info!(
                                     room = membership.room_name(),
                                     "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
@@ -127,6 +130,7 @@ async fn write_loop<T: prost::Message>(
                     }
                 };
                 sent?;
+                METRICS.messages_delivered.add(messages);
             }
             Outgoing::End(status) if status.code() == crate::framing::Code::Ok => return Ok(()),
             Outgoing::End(status) => return Err(status),
@@ -177,6 +181,7 @@ fn accept_message(
         }
     };
     if let Err(wait) = bucket.try_take(Instant::now()) {
+        METRICS.rate_limited.inc();
         membership.notify(&format!(
             "message not delivered: rate limited (at most {} messages per second); try again in {} ms",
             config.rate_limit.rate,
@@ -198,6 +203,7 @@ impl ChatService {
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
         while let Some(batch) = next_batch(stream).await? {
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match &name {
@@ -266,6 +272,7 @@ impl ChatService {
             let Some(batch) = batch else {
                 return Ok(());
             };
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match message.event {
@@ -334,6 +341,7 @@ impl crate::pb::chat::ChatService for ChatService {
         // A member from the moment the stream opens: it receives before it
         // has said anything (and so before it has a name).
         let membership = self.hub.join(&room, Protocol::Stream)?;
+        let _counted = METRICS.join_room(&room);
         sink.flush_headers()?;
         debug!(room, "ChatStream member connected");
         let reader = self.stream_reader(&membership, &mut stream);
@@ -364,6 +372,7 @@ impl crate::pb::chat::ChatService for ChatService {
             }
         };
         let membership = self.hub.join(&room, Protocol::Events)?;
+        let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
         info!(room, user = %name, protocol = "Chat", "joined");
         membership.publish(&[Event::Joined]);

@@ -62,6 +62,7 @@ pub(crate) async fn serve(
         }
     };
     debug!(%peer, "connection open");
+    let _counted = crate::metrics::METRICS.connection_opened();
 
     // Streams currently being served, to tell an idle connection.
     let active = Arc::new(AtomicUsize::new(0));
