@@ -27,6 +27,9 @@
 //!   like `grpcurl` can list and call our services.
 //! * [`metrics`] — counters, gauges and a histogram in atomics, rendered in
 //!   the Prometheus text format and served over HTTP/1.1 (hyper).
+//! * [`wire_trace`] — `--trace-wire`: every HTTP/2 frame of a connection
+//!   decoded (HPACK headers, gRPC messages as protobuf text), for study; the
+//!   parsing is pure, a socket wrapper feeds it.
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
@@ -50,5 +53,6 @@ pub mod pb;
 pub mod reflection;
 pub mod rpc;
 pub mod server;
+pub mod wire_trace;
 
 pub use framing::{Code, Status};

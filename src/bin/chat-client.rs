@@ -38,11 +38,20 @@ struct Args {
     /// Line mode: prefix each line with the local time (HH:MM).
     #[arg(long)]
     timestamps: bool,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes. With the TUI, redirect
+    /// stderr (`2>trace.txt`).
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     // Logs go to stderr only when asked for (RUST_LOG): they would garble
     // the TUI.
     if std::env::var_os("RUST_LOG").is_some() {

@@ -67,6 +67,11 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Runtime worker threads; 0 means one per CPU core. 1 runs everything
     /// on a single thread (no cross-thread wake-ups).
     #[arg(long, default_value_t = 0)]
@@ -85,6 +90,9 @@ fn seconds(s: f64) -> Result<Duration, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -25,6 +25,11 @@ struct Args {
     /// The case to run, or `all`.
     #[arg(long = "test_case", default_value = "large_unary")]
     test_case: String,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Accepted for compatibility with grpc-go's flags; only `false` is
     /// supported for now.
     #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
@@ -41,6 +46,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     if args.use_tls {
         eprintln!("--use_tls=true is not supported yet");
         return ExitCode::from(2);

@@ -25,6 +25,11 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED.into())]
     host: std::net::IpAddr,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Accepted for compatibility with grpc-go's flags; only `false` is
     /// supported for now.
     #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
@@ -40,6 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     if args.use_tls {
         return Err("--use_tls=true is not supported yet".into());
     }

@@ -52,6 +52,8 @@ pub(crate) struct Config {
     pub(crate) initial_connection_window_size: u32,
     pub(crate) max_recv_message_size: usize,
     pub(crate) max_send_message_size: usize,
+    /// `:authority` of every call; `None` means the address.
+    pub(crate) authority: Option<String>,
 }
 
 /// Configures a [`Channel`].
@@ -92,6 +94,14 @@ impl Builder {
     /// The largest request message sent. Default unlimited.
     pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
         self.config.max_send_message_size = n;
+        self
+    }
+
+    /// The `:authority` sent with every call, instead of the address
+    /// dialled: the name a virtual host or a proxy expects (and, in
+    /// `tests/wire_doc.rs`, bytes that do not depend on the test's port).
+    pub fn authority(&mut self, authority: impl Into<String>) -> &mut Self {
+        self.config.authority = Some(authority.into());
         self
     }
 
@@ -150,6 +160,7 @@ impl Channel {
                 initial_connection_window_size: DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE,
                 max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
                 max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+                authority: None,
             },
         }
     }
@@ -196,6 +207,7 @@ impl Channel {
             .await
             .map_err(|e| Status::unavailable(format!("cannot connect to {address}: {e}")))?;
         let _ = socket.set_nodelay(true);
+        let socket = crate::wire_trace::tap(socket, crate::wire_trace::Side::Client, address);
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)
@@ -225,7 +237,12 @@ impl Channel {
         timeout: Option<Duration>,
         compression: Option<Encoding>,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let uri = format!("http://{}{}", self.inner.address, path);
+        let authority = self.inner.config.authority.as_ref();
+        let uri = format!(
+            "http://{}{}",
+            authority.unwrap_or(&self.inner.address),
+            path
+        );
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,

@@ -49,6 +49,7 @@ pub(crate) async fn serve(
         .max_pending_accept_reset_streams(64)
         .max_local_error_reset_streams(Some(1024));
 
+    let socket = crate::wire_trace::tap(socket, crate::wire_trace::Side::Server, peer);
     let handshake = builder.handshake::<_, Bytes>(socket);
     let mut conn = match timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
