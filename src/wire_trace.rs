@@ -291,6 +291,8 @@ const MAX_TRACED_FRAME: usize = 1 << 24;
 const MAX_TRACED_MESSAGE: usize = 4 * 1024 * 1024;
 /// Hex bytes shown per element in hex mode before "… N more bytes".
 const MAX_HEX_BYTES: usize = 256;
+/// Characters of a message's text shown before "… N more characters".
+const MAX_TEXT_CHARS: usize = 1024;
 
 /// Frame types (RFC 9113 §6).
 const DATA: u8 = 0x0;
@@ -986,6 +988,7 @@ fn render_message(
         },
         None => "(no descriptor for this method)".to_owned(),
     };
+    let as_text = truncate(as_text, MAX_TEXT_CHARS);
     match mode {
         Mode::Text => {
             let _ = writeln!(
@@ -1080,11 +1083,10 @@ fn annotate_fields(
                     }
                 }
                 let shown = match (&kind, std::str::from_utf8(body)) {
-                    (Some(Kind::String), Ok(s)) | (None, Ok(s))
-                        if !s.chars().any(char::is_control) =>
-                    {
-                        format!("{s:?}")
-                    }
+                    (Some(Kind::String), Ok(s)) => format!("{s:?}"),
+                    // Without a schema, text that looks like text is shown
+                    // as text.
+                    (None, Ok(s)) if !s.chars().any(char::is_control) => format!("{s:?}"),
                     _ => format!("{} bytes", body.len()),
                 };
                 (shown, end)
@@ -1141,6 +1143,20 @@ fn varint(bytes: &[u8], mut at: usize) -> Option<(u64, usize)> {
         }
     }
     None
+}
+
+/// `text` cut after `max` characters, saying how much was left out.
+fn truncate(text: String, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text,
+        Some((cut, _)) => {
+            let left = text.get(cut..).map_or(0, |rest| rest.chars().count());
+            format!(
+                "{}… ({left} more characters)",
+                text.get(..cut).unwrap_or_default()
+            )
+        }
+    }
 }
 
 /// `de ad be ef`.
