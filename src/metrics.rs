@@ -14,7 +14,7 @@
 //! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`) |
 //! | `chat_room_members{room}` | gauge | a chat call joins / leaves a room (`chat/service.rs`) |
 //! | `chat_messages_received_total` | counter | messages (`ChatStream`) and events (`Chat`) read from chat clients (`chat/service.rs`) |
-//! | `chat_messages_delivered_total` | counter | messages handed to HTTP/2 for a member (`chat/service.rs`) |
+//! | `chat_messages_delivered_total` | counter | messages (chat messages, events, notices) handed to HTTP/2 for a member (`chat/service.rs`) |
 //! | `chat_member_evictions_total{reason}` | counter | a member disconnected for not reading: `stalled` (blocked past the grace period) or `lagging` (too far behind the room's log) |
 //! | `chat_rate_limited_total` | counter | a message refused by the rate limit |
 //! | `chat_redis_errors_total` | counter | [`record_redis_error`], for the Redis history store |
@@ -152,7 +152,8 @@ pub struct Metrics {
     /// Messages read from chat clients: `ChatStream` messages and `Chat`
     /// events after the first.
     pub messages_received: Counter,
-    /// Chat messages handed to HTTP/2 for a member (one per recipient).
+    /// Messages handed to HTTP/2 for members, one per recipient: chat
+    /// messages, events and the server's notices.
     pub messages_delivered: Counter,
     /// Members disconnected because their stream stayed blocked past the
     /// slow-reader grace period.
@@ -322,7 +323,7 @@ impl Metrics {
         metric(
             "chat_messages_delivered_total",
             "counter",
-            "Chat messages handed to HTTP/2 for a member, one per recipient.",
+            "Messages handed to HTTP/2 for members, one per recipient (chat messages, events, server notices).",
             &plain(self.messages_delivered.get().to_string()),
         );
         metric(
@@ -469,7 +470,7 @@ chat_room_members{room="lobby"} 2
 # HELP chat_messages_received_total Messages read from chat clients (ChatStream messages, Chat events).
 # TYPE chat_messages_received_total counter
 chat_messages_received_total 5
-# HELP chat_messages_delivered_total Chat messages handed to HTTP/2 for a member, one per recipient.
+# HELP chat_messages_delivered_total Messages handed to HTTP/2 for members, one per recipient (chat messages, events, server notices).
 # TYPE chat_messages_delivered_total counter
 chat_messages_delivered_total 9
 # HELP chat_member_evictions_total Members disconnected for not reading: stalled past the grace period, or lagging too far behind.
