@@ -731,10 +731,6 @@ impl Conversation {
         text: &mut String,
     ) {
         let d = direction.index();
-        if self.mode == Mode::Hex {
-            let _ = writeln!(text, "  header block (HPACK, {} bytes):", block.len());
-            hex_rows(text, "    ", block, 16);
-        }
         let Some(state) = self.directions.get_mut(d) else {
             return;
         };
@@ -776,13 +772,57 @@ impl Conversation {
             (Direction::ServerToClient, _, _) => "trailers: the call's status",
         };
         let _ = writeln!(text, "  {role}");
-        for (name, value) in &fields {
-            let _ = writeln!(
-                text,
-                "    {}: {}",
+        let field_text = |(name, value): &(Vec<u8>, Vec<u8>)| {
+            format!(
+                "{}: {}",
                 String::from_utf8_lossy(name),
                 String::from_utf8_lossy(value)
-            );
+            )
+        };
+        let parts = match self.mode {
+            Mode::Hex => hpack_parts(block)
+                .filter(|parts| parts.iter().filter(|p| p.emits).count() == fields.len()),
+            Mode::Text => None,
+        };
+        match parts {
+            Some(parts) => {
+                // Each representation in the block, with the field it
+                // decodes to (RFC 7541 §6).
+                let _ = writeln!(
+                    text,
+                    "  header block (HPACK, {} bytes), field by field:",
+                    block.len()
+                );
+                let mut decoded = fields.iter();
+                for part in parts {
+                    let bytes = block.get(part.range.clone()).unwrap_or_default();
+                    hex_rows(text, "    ", bytes, 16);
+                    let field = if part.emits {
+                        decoded.next().map(field_text).unwrap_or_default()
+                    } else {
+                        String::new()
+                    };
+                    let _ = writeln!(
+                        text,
+                        "      ↳ {}{}",
+                        part.description,
+                        if field.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {field}")
+                        }
+                    );
+                }
+            }
+            None => {
+                if self.mode == Mode::Hex {
+                    let _ = writeln!(text, "  header block (HPACK, {} bytes):", block.len());
+                    hex_rows(text, "    ", block, 16);
+                }
+                for field in &fields {
+                    let _ = writeln!(text, "    {}", field_text(field));
+                }
+            }
         }
         if direction == Direction::ClientToServer && seen == 0 {
             let path = fields
@@ -866,6 +906,115 @@ impl Conversation {
             );
         }
     }
+}
+
+/// One representation in an HPACK header block.
+struct HpackPart {
+    /// Its bytes in the block.
+    range: std::ops::Range<usize>,
+    /// What kind of representation it is, for a reader.
+    description: String,
+    /// Whether it decodes to a header field (a table size update does not).
+    emits: bool,
+}
+
+/// The last entry of HPACK's static table (RFC 7541 Appendix A); indices
+/// above it name the dynamic table.
+const STATIC_TABLE_LEN: u64 = 61;
+
+/// An HPACK integer with an `n`-bit prefix at `at` (RFC 7541 §5.1): its
+/// value and where it ends.
+fn hpack_int(block: &[u8], at: usize, n: u32) -> Option<(u64, usize)> {
+    let mask = (1u64 << n) - 1;
+    let first = u64::from(*block.get(at)?) & mask;
+    if first < mask {
+        return Some((first, at + 1));
+    }
+    let mut value = mask;
+    let mut at = at + 1;
+    for shift in (0..56).step_by(7) {
+        let byte = *block.get(at)?;
+        at += 1;
+        value = value.checked_add(u64::from(byte & 0x7f) << shift)?;
+        if byte & 0x80 == 0 {
+            return Some((value, at));
+        }
+    }
+    None
+}
+
+/// A string literal at `at` (RFC 7541 §5.2): Huffman-coded or not, its
+/// length, and where it ends.
+fn hpack_string(block: &[u8], at: usize) -> Option<(bool, u64, usize)> {
+    let huffman = block.get(at)? & 0x80 != 0;
+    let (len, start) = hpack_int(block, at, 7)?;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    (end <= block.len()).then_some((huffman, len, end))
+}
+
+fn table_entry(index: u64) -> String {
+    if index <= STATIC_TABLE_LEN {
+        format!("static table entry {index}")
+    } else {
+        format!("dynamic table entry {index}")
+    }
+}
+
+/// Splits a header block into its representations (RFC 7541 §6), without
+/// decoding them (the decoder does that); `None` if the block does not parse.
+fn hpack_parts(block: &[u8]) -> Option<Vec<HpackPart>> {
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < block.len() {
+        let first = *block.get(at)?;
+        let start = at;
+        let (description, emits) = if first & 0x80 != 0 {
+            // §6.1: "1" then a 7-bit index.
+            let (index, end) = hpack_int(block, at, 7)?;
+            at = end;
+            (format!("indexed: {}", table_entry(index)), true)
+        } else if first & 0xe0 == 0x20 {
+            // §6.3: "001" then the new size (5-bit prefix).
+            let (size, end) = hpack_int(block, at, 5)?;
+            at = end;
+            (format!("dynamic table size update: {size} bytes"), false)
+        } else {
+            // §6.2: "01" (6-bit index, added to the dynamic table), "0000"
+            // (not added), "0001" (never indexed, not even by proxies).
+            let (prefix, kind) = match first & 0xf0 {
+                _ if first & 0xc0 == 0x40 => (6, "literal, added to the dynamic table"),
+                0x10 => (4, "literal, never indexed"),
+                _ => (4, "literal, not indexed"),
+            };
+            let (index, end) = hpack_int(block, at, prefix)?;
+            at = end;
+            let name = if index == 0 {
+                let (huffman, len, end) = hpack_string(block, at)?;
+                at = end;
+                format!(
+                    "new name ({len} bytes{})",
+                    if huffman { ", Huffman-coded" } else { "" }
+                )
+            } else {
+                format!("name from {}", table_entry(index))
+            };
+            let (huffman, len, end) = hpack_string(block, at)?;
+            at = end;
+            (
+                format!(
+                    "{kind}; {name}; value {len} bytes{}",
+                    if huffman { ", Huffman-coded" } else { "" }
+                ),
+                true,
+            )
+        };
+        parts.push(HpackPart {
+            range: start..at,
+            description,
+            emits,
+        });
+    }
+    Some(parts)
 }
 
 /// The payload of a DATA frame without its padding (RFC 9113 §6.1).
@@ -1284,6 +1433,42 @@ mod tests {
                 "0a 02 61 6c", "18 ac 02", "20 02"
             )
         );
+    }
+
+    #[test]
+    fn hpack_representations_are_told_apart() {
+        // 82: indexed, static 2 (:method GET) · 3f e1 1f: size update 4096 ·
+        // 44 03 "/ab": literal added, name static 4 (:path), raw value ·
+        // 10 01 "k" 01 "v": never indexed, new name · c0: dynamic 64.
+        let block = [
+            0x82, 0x3f, 0xe1, 0x1f, 0x44, 0x03, b'/', b'a', b'b', 0x10, 0x01, b'k', 0x01, b'v',
+            0xc0,
+        ];
+        let parts = hpack_parts(&block).unwrap();
+        let described: Vec<(&str, bool)> = parts
+            .iter()
+            .map(|p| (p.description.as_str(), p.emits))
+            .collect();
+        assert_eq!(
+            described,
+            [
+                ("indexed: static table entry 2", true),
+                ("dynamic table size update: 4096 bytes", false),
+                (
+                    "literal, added to the dynamic table; name from static table entry 4; value 3 bytes",
+                    true
+                ),
+                (
+                    "literal, never indexed; new name (1 bytes); value 1 bytes",
+                    true
+                ),
+                ("indexed: dynamic table entry 64", true),
+            ]
+        );
+        assert_eq!(parts[2].range, 4..9);
+        // A string running past the end.
+        assert!(hpack_parts(&[0x44, 0x05, b'x']).is_none());
+        assert!(hpack_parts(&[0xff, 0xff, 0xff]).is_none());
     }
 
     #[test]

@@ -386,10 +386,12 @@ fn document(steps: &[String]) -> String {
             "2. Alice opens a ChatStream call",
             "A call is an HTTP/2 stream: the client's first stream is 1 (client \
              streams are odd). Its HEADERS frame carries the request headers, \
-             compressed with HPACK: `83` is the static table's entry 3 \
-             (`:method: POST`), `86` entry 6 (`:scheme: http`); other fields are \
-             literals, most of their values Huffman-coded, and added to the \
-             dynamic table so a later call can send them in one byte. gRPC needs \
+             compressed with HPACK, shown representation by representation: \
+             `83` is the static table's entry 3 (`:method: POST`), `86` entry 6 \
+             (`:scheme: http`); the other fields are literals, their values \
+             Huffman-coded, and most are added to the dynamic table so that a \
+             later call can send them in one byte. `:path` is not indexed: it \
+             changes from call to call. gRPC needs \
              `:path` (`/service/method`), `content-type: application/grpc` and \
              `te: trailers`; `chat-room` is our own metadata. The server answers \
              with response headers at once, without END_STREAM: the call is open \
@@ -432,7 +434,10 @@ fn document(steps: &[String]) -> String {
              `grpc-status: 3` (INVALID_ARGUMENT) and `grpc-message`. This is the \
              trailers-only response. Compared to step 2, the request headers \
              are shorter: HPACK sends the fields repeated from stream 1 as \
-             one-byte references to its dynamic table.",
+             one-byte references to its dynamic table (entries 62 and up, the \
+             newest first). The server's trailers-only block does the same with \
+             the fields of its step 2 response, and adds `grpc-status` under \
+             the name it learned in step 5.",
         ),
     ];
     let mut doc = String::from(
@@ -512,7 +517,7 @@ fn trace_wire_flags_print_decoded_frames() {
     assert!(client.success(), "{}:\n{}", client.command, client.output);
     for expected in [
         "client → server  connection preface",
-        "    :path: /chat.ChatService/Chat",
+        ":path: /chat.ChatService/Chat",
         "  gRPC prefix: compressed-flag 0 · message length ",
         "  chat.ClientEvent user_event{type:USER_JOINED,username:\"tracer\"}",
         "  frame header: length ",
