@@ -9,12 +9,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::chat_stream::{next_from, say, wait_named};
 use common::{chat_server, free_port};
-use grpc_chat::client::{BidiCall, Channel};
-use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient};
+use grpc_chat::client::Channel;
+use grpc_chat::pb::chat::ChatServiceClient;
 use grpc_chat::rpc::Request;
 use tokio::runtime::Runtime;
-use tokio::time::timeout;
 
 /// Bound on every single wait of these tests.
 const WAIT: Duration = Duration::from_secs(10);
@@ -94,25 +94,9 @@ fn wait_until(
     }
 }
 
-fn say(user: &str, message: &str) -> ChatMessage {
-    ChatMessage {
-        user: user.into(),
-        message: message.into(),
-        ..Default::default()
-    }
-}
-
-async fn next(call: &mut BidiCall<ChatMessage, ChatMessage>) -> ChatMessage {
-    timeout(WAIT, call.message())
-        .await
-        .expect("no message in time")
-        .expect("the call failed")
-        .expect("the call ended")
-}
-
 /// A ChatStream call in `room` that never reads: its stream window is 16
-/// bytes, so the first message the server sends it blocks. Returns what
-/// keeps the call open.
+/// bytes, so the first message the server sends it blocks. Its one message
+/// names it `staller` (with no text). Returns what keeps the call open.
 async fn stalled_member(
     port: u16,
     room: &str,
@@ -135,40 +119,14 @@ async fn stalled_member(
     .header("chat-room", room)
     .body(())
     .unwrap();
-    h2.send_request(request, false).unwrap()
-}
-
-/// Waits until `Who(room)` lists every one of `names`. A ChatStream member
-/// joins its room in its own server task, so "the call is open" does not yet
-/// mean "the member receives"; a name listed by `Who` does.
-async fn wait_named(client: &ChatServiceClient, room: &str, names: &[&str]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let who = client
-            .who(grpc_chat::pb::chat::WhoRequest { room: room.into() })
-            .await
-            .expect("Who")
-            .into_inner();
-        if names.iter().all(|n| who.users.iter().any(|u| u == n)) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{names:?} never all in room {room}: {:?}",
-            who.users
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The next message `call` receives from `user`, skipping others.
-async fn next_from(call: &mut BidiCall<ChatMessage, ChatMessage>, user: &str) -> ChatMessage {
-    loop {
-        let message = next(call).await;
-        if message.user == user {
-            return message;
-        }
-    }
+    let (response, mut send) = h2.send_request(request, false).unwrap();
+    // Length-prefixed by hand: flag 0, 4-byte big-endian length, protobuf.
+    let message = prost::Message::encode_to_vec(&say("staller", ""));
+    let mut frame = vec![0];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&message);
+    send.send_data(frame.into(), false).unwrap();
+    (response, send)
 }
 
 #[test]
@@ -272,10 +230,10 @@ fn metrics_move_with_members_messages_limits_and_stalls() {
         let mut request = Request::new(());
         request.metadata_mut().insert("chat-room", "stall").unwrap();
         let channel = Channel::connect(format!("127.0.0.1:{port}")).await.unwrap();
-        let mut speaker = ChatServiceClient::new(channel)
-            .chat_stream(request)
-            .await
-            .unwrap();
+        let client = ChatServiceClient::new(channel);
+        // The staller must be in the room before Carol speaks.
+        wait_named(&client, "stall", &["staller"]).await;
+        let mut speaker = client.chat_stream(request).await.unwrap();
         speaker
             .send(&say("carol", "a message longer than sixteen bytes"))
             .await

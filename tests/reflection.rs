@@ -11,10 +11,10 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::chat_stream::{members, next_from, say};
 use common::in_process::InProcessServer;
 use common::{CLIENT_TIMEOUT, ClientRun, Collected, Peer, chat_server, interop_bin, run_client};
-use grpc_chat::client::{BidiCall, Channel};
-use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient};
+use grpc_chat::client::Channel;
 use grpc_chat::pb::grpc_reflection_v1alpha::server_reflection_request::MessageRequest;
 use grpc_chat::pb::grpc_reflection_v1alpha::server_reflection_response::MessageResponse;
 use grpc_chat::pb::grpc_reflection_v1alpha::{ServerReflectionClient, ServerReflectionRequest};
@@ -59,75 +59,6 @@ fn message_fields(proto: &str, name: &str) -> Vec<String> {
         .filter(|line| !line.is_empty())
         .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect()
-}
-
-/// ChatStream members of `room` named `names` (each has sent a first
-/// message), once `Who` lists them all.
-async fn members(port: u16, room: &str, names: &[&str]) -> Vec<BidiCall<ChatMessage, ChatMessage>> {
-    let channel = Channel::connect(format!("127.0.0.1:{port}")).await.unwrap();
-    let client = ChatServiceClient::new(channel);
-    let mut calls = Vec::new();
-    for name in names {
-        let mut request = Request::new(());
-        request.metadata_mut().insert("chat-room", room).unwrap();
-        let mut call = client.chat_stream(request).await.unwrap();
-        call.send(&say(name, &format!("{name} is here")))
-            .await
-            .unwrap();
-        calls.push(call);
-    }
-    wait_named(&client, room, names).await;
-    calls
-}
-
-fn say(user: &str, message: &str) -> ChatMessage {
-    ChatMessage {
-        user: user.into(),
-        message: message.into(),
-        ..Default::default()
-    }
-}
-
-/// The next message `call` receives, within [`WAIT`].
-async fn next(call: &mut BidiCall<ChatMessage, ChatMessage>) -> ChatMessage {
-    timeout(WAIT, call.message())
-        .await
-        .expect("no message in time")
-        .expect("the call failed")
-        .expect("the call ended")
-}
-
-/// Waits until `Who(room)` lists every one of `names`. A ChatStream member
-/// joins its room in its own server task, so "the call is open" does not yet
-/// mean "the member receives"; a name listed by `Who` does.
-async fn wait_named(client: &ChatServiceClient, room: &str, names: &[&str]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let who = client
-            .who(grpc_chat::pb::chat::WhoRequest { room: room.into() })
-            .await
-            .expect("Who")
-            .into_inner();
-        if names.iter().all(|n| who.users.iter().any(|u| u == n)) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{names:?} never all in room {room}: {:?}",
-            who.users
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The next message `call` receives from `user`, skipping others.
-async fn next_from(call: &mut BidiCall<ChatMessage, ChatMessage>, user: &str) -> ChatMessage {
-    loop {
-        let message = next(call).await;
-        if message.user == user {
-            return message;
-        }
-    }
 }
 
 #[test]
