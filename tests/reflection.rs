@@ -320,3 +320,43 @@ fn v1alpha_answers_our_client_and_grpcurl() {
         "{described}"
     );
 }
+
+#[test]
+fn grpcurl_explores_and_calls_interop_server() {
+    let server = common::Server::spawn(
+        &common::cargo_bin(
+            "interop-server",
+            option_env!("CARGO_BIN_EXE_interop-server"),
+        ),
+        |port| {
+            vec![
+                "--port".into(),
+                port.to_string(),
+                "--host".into(),
+                "127.0.0.1".into(),
+            ]
+        },
+    );
+    let list = grpcurl(server.port, &["list"]);
+    assert!(
+        list.lines().any(|l| l.trim() == "grpc.testing.TestService"),
+        "{list}"
+    );
+    // TestService lives in test.proto, its messages in messages.proto and
+    // empty.proto: describing it needs the imports reflection sends along.
+    let described = grpcurl(server.port, &["describe", "grpc.testing.TestService"]);
+    assert!(
+        described.contains("rpc UnaryCall ( .grpc.testing.SimpleRequest ) returns ( .grpc.testing.SimpleResponse );"),
+        "{described}"
+    );
+    // A call whose request and response types come from the imported file.
+    let out = grpcurl_with(
+        server.port,
+        &["-d", r#"{"response_size": 3}"#],
+        &["grpc.testing.TestService/UnaryCall"],
+    );
+    assert!(
+        out.contains(r#""body": "AAAA""#),
+        "three zero bytes, base64:\n{out}"
+    );
+}
