@@ -29,6 +29,8 @@ const PROTOS: &[&str] = &[
     "chat.proto",
     "grpc/testing/test.proto",
     "grpc/health/v1/health.proto",
+    "grpc/reflection/v1/reflection.proto",
+    "grpc/reflection/v1alpha/reflection.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -24,6 +24,14 @@
 //! * [`health`] — `grpc.health.v1.Health`, the standard health checking
 //!   service: a `HealthReporter` the application sets statuses on, and the
 //!   `Check` / `Watch` RPCs answering from it.
+//! * [`reflection`] — `grpc.reflection.v1` (and `v1alpha`) server
+//!   reflection, answered from the descriptors `build.rs` compiles, so tools
+//!   like `grpcurl` can list and call our services.
+//! * [`metrics`] — counters, gauges and a histogram in atomics, rendered in
+//!   the Prometheus text format and served over HTTP/1.1 (hyper).
+//! * [`wire_trace`] — `--trace-wire`: every HTTP/2 frame of a connection
+//!   decoded (HPACK headers, gRPC messages as protobuf text), for study; the
+//!   parsing is pure, a socket wrapper feeds it.
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
@@ -42,9 +50,12 @@ pub mod codec;
 pub mod framing;
 pub mod health;
 pub mod interop;
+pub mod metrics;
 pub mod pb;
+pub mod reflection;
 pub mod rpc;
 pub mod server;
 pub mod tls;
+pub mod wire_trace;
 
 pub use framing::{Code, Status};

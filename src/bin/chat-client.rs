@@ -65,11 +65,20 @@ struct Args {
     /// path while nobody talks (0 turns them off).
     #[arg(long, default_value_t = DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
     keepalive_secs: f64,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes. With the TUI, redirect
+    /// stderr (`2>trace.txt`).
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     // Logs go to stderr only when asked for (RUST_LOG): they would garble
     // the TUI.
     if std::env::var_os("RUST_LOG").is_some() {

@@ -1,10 +1,11 @@
 //! `chat-server`: the grpc-chat server (`chat.ChatService`, and
-//! `grpc.health.v1.Health` on the same port).
+//! `grpc.health.v1.Health` and server reflection on the same port).
 //!
 //! ```text
 //! chat-server                                  # 0.0.0.0:50053, default limits
 //! chat-server --addr 127.0.0.1:50102 --rate-limit 0
 //! chat-server --tls-cert cert.pem --tls-key key.pem --auth-tokens tokens.txt
+//! chat-server --metrics-addr 127.0.0.1:9100    # Prometheus text at /metrics
 //! RUST_LOG=debug chat-server
 //! ```
 
@@ -16,6 +17,7 @@ use clap::Parser;
 use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit, TokenTable};
 use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::pb::chat::ChatServiceServer;
+use grpc_chat::reflection::ReflectionService;
 use grpc_chat::server::{Server, shutdown_signal};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -27,6 +29,10 @@ struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:50053")]
     addr: SocketAddr,
+    /// Serve Prometheus metrics over HTTP/1.1 at http://ADDR/metrics (off
+    /// unless given).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Chat messages per second per client (0 turns rate limiting off).
     #[arg(long, default_value_t = grpc_chat::chat::ratelimit::DEFAULT_RATE)]
     rate_limit: f64,
@@ -99,6 +105,11 @@ struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Runtime worker threads; 0 means one per CPU core. 1 runs everything
     /// on a single thread (no cross-thread wake-ups).
     #[arg(long, default_value_t = 0)]
@@ -122,6 +133,9 @@ fn seconds(s: f64) -> Result<Duration, String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -188,7 +202,23 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     health.set_serving("");
     health.set_serving(ChatServiceServer::<ChatService>::NAME);
     let health_service = health.service();
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            ChatServiceServer::<ChatService>::NAME,
+            HealthServer::<grpc_chat::health::HealthService>::NAME,
+            grpc_chat::reflection::V1_SERVICE,
+            grpc_chat::reflection::V1ALPHA_SERVICE,
+        ],
+    )?;
 
+    // Metrics first: once the gRPC port answers, so does the metrics port.
+    if let Some(addr) = args.metrics_addr {
+        let metrics = TcpListener::bind(addr).await?;
+        // Scrapes keep working while the chat server drains; the task ends
+        // with the process.
+        tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
+    }
     let listener = TcpListener::bind(args.addr).await?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
     let shutdown = async move {
@@ -217,6 +247,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .shutdown_grace(seconds(args.shutdown_grace_secs)?)
         .add_service(ChatServiceServer::new(chat))
         .add_service(HealthServer::new(health_service))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown)
         .await?;

@@ -29,6 +29,11 @@ struct Args {
     /// The case to run, or `all`.
     #[arg(long = "test_case", default_value = "large_unary")]
     test_case: String,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Connect with TLS (ALPN h2).
     #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
@@ -55,6 +60,9 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     let address = format!("{}:{}", args.server_host, args.server_port);
     let mut builder = Channel::builder(address.clone());
     if args.use_tls {

@@ -1,5 +1,6 @@
 //! `interop-server`: the gRPC interop test server (`grpc.testing.TestService`),
-//! for grpc-go's (or any) interop client.
+//! for grpc-go's (or any) interop client; with server reflection, so
+//! `grpcurl` can explore it.
 //!
 //! ```text
 //! interop-server --port 10000
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
+use grpc_chat::reflection::{ReflectionService, V1_SERVICE, V1ALPHA_SERVICE};
 use grpc_chat::server::{Server, shutdown_signal};
 use grpc_chat::tls;
 use tokio::net::TcpListener;
@@ -26,6 +28,11 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED.into())]
     host: std::net::IpAddr,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
     /// Serve TLS (ALPN h2) with --tls_cert_file and --tls_key_file.
     #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
@@ -48,15 +55,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let mut builder = Server::builder();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     if args.use_tls {
         let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
             return Err("--use_tls needs --tls_cert_file and --tls_key_file".into());
         };
         builder.tls(tls::server_config(cert, key)?);
     }
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            TestServiceServer::<InteropService>::NAME,
+            V1_SERVICE,
+            V1ALPHA_SERVICE,
+        ],
+    )?;
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
     builder
         .add_service(TestServiceServer::new(InteropService))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown_signal())
         .await?;

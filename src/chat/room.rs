@@ -372,7 +372,9 @@ impl Membership {
                 self.typing.store(*started, Ordering::Relaxed);
             }
         }
+        let started = std::time::Instant::now();
         let published = self.room.publish(self.member.id, events, &self.hub.config);
+        crate::metrics::METRICS.fanout.observe(started.elapsed());
         if !published && events.iter().any(|e| matches!(e, Event::Message { .. })) {
             self.notify("message not delivered: the server is shutting down");
         }
@@ -516,6 +518,7 @@ fn deliver(node: &Arc<Node>, members: &[Slot], room: &str, max_lag: usize) {
                     lag,
                     "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
                 );
+                crate::metrics::METRICS.evicted_lagging.inc();
                 member.end(Ending::Now(Status::resource_exhausted(format!(
                     "too far behind: more than {max_lag} bytes of messages waiting for this client"
                 ))));

@@ -22,6 +22,7 @@ use super::ratelimit::TokenBucket;
 use super::room::{Event, Hub, Membership, Outgoing, Protocol};
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
+use crate::metrics::METRICS;
 use crate::pb::chat::{
     ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, ServerEvent,
     TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
@@ -148,6 +149,7 @@ async fn write_loop<T: prost::Message>(
     loop {
         match membership.member().next_batch().await {
             Outgoing::Frames(frames) => {
+                let messages = crate::metrics::count_messages(&frames);
                 // Most sends fit the client's window and finish at once; only
                 // a send that has to wait gets a timer, so the common case
                 // costs no timer registration.
@@ -162,6 +164,7 @@ async fn write_loop<T: prost::Message>(
                         match Box::pin(tokio::time::timeout(config.slow_grace, send)).await {
                             Ok(sent) => sent,
                             Err(_) => {
+                                METRICS.evicted_stalled.inc();
                                 info!(
                                     room = membership.room_name(),
                                     "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
@@ -175,6 +178,7 @@ async fn write_loop<T: prost::Message>(
                     }
                 };
                 sent?;
+                METRICS.messages_delivered.add(messages);
             }
             Outgoing::End(status) if status.code() == crate::framing::Code::Ok => return Ok(()),
             Outgoing::End(status) => return Err(status),
@@ -253,6 +257,7 @@ fn accept_message(
                 "rate limit reached (further refusals for this member are not logged)"
             );
         }
+        METRICS.rate_limited.inc();
         membership.notify(&format!(
             "message not delivered: rate limited (at most {} messages per second); try again in {} ms",
             config.rate_limit.rate,
@@ -276,6 +281,7 @@ impl ChatService {
         let mut warned_impersonation = false;
         let mut logged = Logged::default();
         while let Some(batch) = next_batch(stream).await? {
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match &name {
@@ -349,6 +355,7 @@ impl ChatService {
             let Some(batch) = batch else {
                 return Ok(());
             };
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match message.event {
@@ -418,6 +425,7 @@ impl crate::pb::chat::ChatService for ChatService {
         // A member from the moment the stream opens: it receives before it
         // has said anything (and so before it has a name).
         let membership = self.hub.join(&room, Protocol::Stream)?;
+        let _counted = METRICS.join_room(&room);
         sink.flush_headers()?;
         debug!(room, "ChatStream member connected");
         let reader = self.stream_reader(&membership, &mut stream, token_user.as_deref());
@@ -447,6 +455,7 @@ impl crate::pb::chat::ChatService for ChatService {
             }
         };
         let membership = self.hub.join(&room, Protocol::Events)?;
+        let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
         info!(room, user = %name, protocol = "Chat", "joined");
         membership.publish(&[Event::Joined]);

@@ -64,6 +64,8 @@ pub(crate) struct Config {
     /// The name the server's certificate must carry, when not the host of
     /// the address.
     pub(crate) server_name: Option<String>,
+    /// `:authority` of every call; `None` means the address.
+    pub(crate) authority: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -144,6 +146,14 @@ impl Builder {
         self
     }
 
+    /// The `:authority` sent with every call, instead of the address
+    /// dialled: the name a virtual host or a proxy expects (and, in
+    /// `tests/wire_doc.rs`, bytes that do not depend on the test's port).
+    pub fn authority(&mut self, authority: impl Into<String>) -> &mut Self {
+        self.config.authority = Some(authority.into());
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn connect_lazy(&self) -> Channel {
         Channel {
@@ -202,6 +212,7 @@ impl Channel {
                 keepalive: None,
                 tls: None,
                 server_name: None,
+                authority: None,
             },
         }
     }
@@ -283,6 +294,7 @@ impl Channel {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let address = &self.inner.address;
+        let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)
@@ -329,7 +341,13 @@ impl Channel {
         } else {
             "http"
         };
-        let uri = format!("{scheme}://{}{}", self.inner.address, path);
+        // `:authority` is the address dialled unless the builder set one.
+        let authority = self.inner.config.authority.as_ref();
+        let uri = format!(
+            "{scheme}://{}{}",
+            authority.unwrap_or(&self.inner.address),
+            path
+        );
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,

@@ -31,6 +31,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::ping_policy::PingPolicy;
+use crate::wire_trace::{self, Tap};
 use super::transport::{Transport, Watched};
 use super::{Config, Inner, call};
 
@@ -46,7 +47,7 @@ async fn open(
     config: &Config,
     builder: &h2::server::Builder,
     calm: &Arc<Notify>,
-) -> Result<Connection<Watched, Bytes>, String> {
+) -> Result<Connection<Tap<Watched>, Bytes>, String> {
     let transport = match &config.tls {
         None => Transport::Plain(socket),
         Some(tls) => {
@@ -66,6 +67,8 @@ async fn open(
     };
     let policy = PingPolicy::new(config.min_ping_interval, config.max_ping_strikes);
     let io = Watched::new(transport, policy, Arc::clone(calm), peer);
+    // The wire trace sees the bytes after TLS: HTTP/2 frames, as h2 does.
+    let io = wire_trace::tap(io, wire_trace::Side::Server, peer);
     builder
         .handshake::<_, Bytes>(io)
         .await
@@ -144,6 +147,7 @@ pub(crate) async fn serve(
         }
     };
     debug!(%peer, "connection open");
+    let _counted = crate::metrics::METRICS.connection_opened();
 
     // Streams currently being served, to tell an idle connection.
     let active = Arc::new(AtomicUsize::new(0));

@@ -18,6 +18,7 @@
 //! * [`chat_server`] / [`chat_server_on`] start a `chat-server` process.
 //! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
 //! * [`Collected`] holds what a reader thread received, and waits for it.
+//! * [`chat_stream`] opens named ChatStream members on our client.
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
 //!   our services in this process; [`hostile`] is a chat server that sends
 //!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
@@ -27,6 +28,7 @@
 //! `mod common;`, and not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod chat_stream;
 pub mod hostile;
 pub mod in_process;
 pub mod json;
