@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! * `mod.rs` (this file) — [`Server`] and its [`Builder`], the [`Service`]
-//!   trait generated routers implement, and the accept loop.
+//!   trait generated routers implement, and the accept loop (with the
+//!   connection limit: the excess get GOAWAY).
 //! * `connection.rs` — one HTTP/2 connection: handshake with explicit
 //!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
 //! * `call.rs` — one stream: request header checks (405, 415, path,
