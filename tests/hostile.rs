@@ -303,10 +303,27 @@ async fn start_canary(
     })
 }
 
-/// Waits until the canary has sent at least `n` more messages — "the case
-/// lasted a while, with traffic", without a blind sleep.
+/// Lets `n` canary intervals pass: the pause between two polls of
+/// something the test waits for.
 async fn canary_ticks(n: u32) {
     tokio::time::sleep(CANARY_INTERVAL * n).await;
+}
+
+/// The named members of `room`, from a `Who` call over raw HTTP/2.
+async fn who(address: &str, room: &str) -> Vec<String> {
+    let request = grpc_chat::pb::chat::WhoRequest { room: room.into() };
+    let answer = call(
+        address,
+        Method::POST,
+        WHO,
+        GRPC,
+        &grpc_message(&prost::Message::encode_to_vec(&request)),
+    )
+    .await;
+    assert_status(&answer, Code::Ok, "Who");
+    <WhoResponse as prost::Message>::decode(answer.body.get(5..).unwrap_or_default())
+        .unwrap()
+        .users
 }
 
 /// One gRPC message: flag 0 | length (4 bytes, big-endian) | payload.
@@ -865,9 +882,20 @@ async fn h2_a_reader_that_never_opens_its_window_is_disconnected() {
         raw_chat_stream_with(&t.address, 1024, &[("chat-room", CANARY_ROOM)], hello).await;
     let response = timeout(WAIT, response).await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    // 1 KiB is ~30 canary messages (0.6 s), plus the grace: wait for
-    // 100 more to be sure the window has been closed past the grace.
-    canary_ticks(100).await;
+    // 1 KiB is ~30 canary messages (0.6 s), plus the 0.5 s grace. Wait
+    // for the server to drop the member (its name leaves the room), polling
+    // Who; if it never does, the drain below never ends either.
+    let deadline = Instant::now() + WAIT;
+    while who(&t.address, CANARY_ROOM)
+        .await
+        .contains(&"sloth".to_owned())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled reader is still a member"
+        );
+        canary_ticks(5).await;
+    }
     let (received, status) = drain_to_status(response.into_body()).await;
     assert!(
         received <= 1024,
@@ -1161,25 +1189,12 @@ async fn chat_join_storm_against_a_full_room() {
         drop(admitted);
         let deadline = Instant::now() + WAIT;
         loop {
-            let who = call(
-                &t.address,
-                Method::POST,
-                WHO,
-                GRPC,
-                // WhoRequest { room: "canary" }: field 1, length 6.
-                &grpc_message(b"\x0a\x06canary"),
-            )
-            .await;
-            assert_status(&who, Code::Ok, "Who");
-            let names = <WhoResponse as prost::Message>::decode(&who.body[5..])
-                .unwrap()
-                .users;
+            let names = who(&t.address, CANARY_ROOM).await;
             // Two names left: the canary's.
             if names.len() <= 2 {
                 break;
             }
             assert!(Instant::now() < deadline, "members did not leave");
-            tokio::task::yield_now().await;
             canary_ticks(1).await;
         }
     }
