@@ -110,9 +110,17 @@ struct Target {
 }
 
 impl Target {
-    /// `chat-server` with [`LIMITS`] and `extra` flags, and a running canary.
+    /// `chat-server` with [`LIMITS`] overridden by `extra` flags, and a
+    /// running canary.
     async fn start(extra: &[&str]) -> Target {
-        let args: Vec<&str> = LIMITS.iter().chain(extra).copied().collect();
+        // LIMITS is flag/value pairs; a flag in `extra` replaces its pair.
+        let args: Vec<&str> = LIMITS
+            .chunks(2)
+            .filter(|pair| !extra.contains(&pair[0]))
+            .flatten()
+            .chain(extra)
+            .copied()
+            .collect();
         let server = tokio::task::block_in_place(|| common::chat_server(&args));
         let address = format!("127.0.0.1:{}", server.port);
         let (stop_canary, stopped) = watch::channel(false);
@@ -1350,5 +1358,51 @@ async fn limits_excess_connections_get_goaway_and_one_log_line() {
     let below = log_lines(&log, "below the connection limit again");
     assert_eq!(below.len(), 1, "{log}");
     drop(held);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_a_member_too_far_behind_is_disconnected_and_logged_once() {
+    // A long grace, so the queue limit (2 KiB) is what ends it.
+    let t = Target::start(&["--slow-grace-secs", "60", "--max-queue-bytes", "2048"]).await;
+    let hello = encoded(&say("laggard", "hi"));
+    let (response, _keep_open) =
+        raw_chat_stream_with(&t.address, 1024, &[("chat-room", CANARY_ROOM)], hello).await;
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    // The canary's ~2 KB/s fill the 1 KiB window, then the 2 KiB queue.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while who(&t.address, CANARY_ROOM)
+        .await
+        .contains(&"laggard".to_owned())
+    {
+        assert!(Instant::now() < deadline, "the laggard is still a member");
+        canary_ticks(5).await;
+    }
+    let (_, status) = drain_to_status(response.into_body()).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("too far behind"), "{status}");
+    let log = t.log();
+    assert_eq!(log_lines(&log, "member too far behind").len(), 1, "{log}");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_the_send_message_size_applies_to_replies() {
+    let t = Target::start(&["--max-send-message-size", "16"]).await;
+    // Who of the canary's room names both canary members: ~30 bytes, over
+    // the 16 allowed. The reply is refused, not sent.
+    let request = grpc_chat::pb::chat::WhoRequest {
+        room: CANARY_ROOM.into(),
+    };
+    let answer = call(
+        &t.address,
+        Method::POST,
+        WHO,
+        GRPC,
+        &grpc_message(&prost::Message::encode_to_vec(&request)),
+    )
+    .await;
+    assert_status(&answer, Code::ResourceExhausted, "Who over the send limit");
+    assert!(answer.body.is_empty(), "{:?}", answer.body);
     t.finish().await;
 }
