@@ -110,9 +110,17 @@ struct Target {
 }
 
 impl Target {
-    /// `chat-server` with [`LIMITS`] and `extra` flags, and a running canary.
+    /// `chat-server` with [`LIMITS`] overridden by `extra` flags, and a
+    /// running canary.
     async fn start(extra: &[&str]) -> Target {
-        let args: Vec<&str> = LIMITS.iter().chain(extra).copied().collect();
+        // LIMITS is flag/value pairs; a flag in `extra` replaces its pair.
+        let args: Vec<&str> = LIMITS
+            .chunks(2)
+            .filter(|pair| !extra.contains(&pair[0]))
+            .flatten()
+            .chain(extra)
+            .copied()
+            .collect();
         let server = tokio::task::block_in_place(|| common::chat_server(&args));
         let address = format!("127.0.0.1:{}", server.port);
         let (stop_canary, stopped) = watch::channel(false);
@@ -303,10 +311,27 @@ async fn start_canary(
     })
 }
 
-/// Waits until the canary has sent at least `n` more messages — "the case
-/// lasted a while, with traffic", without a blind sleep.
+/// Lets `n` canary intervals pass: the pause between two polls of
+/// something the test waits for.
 async fn canary_ticks(n: u32) {
     tokio::time::sleep(CANARY_INTERVAL * n).await;
+}
+
+/// The named members of `room`, from a `Who` call over raw HTTP/2.
+async fn who(address: &str, room: &str) -> Vec<String> {
+    let request = grpc_chat::pb::chat::WhoRequest { room: room.into() };
+    let answer = call(
+        address,
+        Method::POST,
+        WHO,
+        GRPC,
+        &grpc_message(&prost::Message::encode_to_vec(&request)),
+    )
+    .await;
+    assert_status(&answer, Code::Ok, "Who");
+    <WhoResponse as prost::Message>::decode(answer.body.get(5..).unwrap_or_default())
+        .unwrap()
+        .users
 }
 
 /// One gRPC message: flag 0 | length (4 bytes, big-endian) | payload.
@@ -743,11 +768,11 @@ async fn h2_rapid_open_and_reset_ends_the_connection_with_enhance_your_calm() {
     let t = Target::start(&[]).await;
     let (socket, frames) = raw_connection(&t.address).await;
     // 2000 × (HEADERS opening a ChatStream, then RST_STREAM(CANCEL) of the
-    // same stream), in one write: the "rapid reset" attack (CVE-2023-44487).
+    // same stream), written as fast as the socket takes them: the "rapid
+    // reset" attack (CVE-2023-44487).
     // Each stream costs the server work but never counts against the
     // concurrent-stream limit.
     let block = raw::chat_stream_header_block();
-    let (socket, frames) = (socket, frames);
     let (goaway, _) = flood(socket, frames, move |i| {
         if i >= 2000 {
             return None;
@@ -865,9 +890,20 @@ async fn h2_a_reader_that_never_opens_its_window_is_disconnected() {
         raw_chat_stream_with(&t.address, 1024, &[("chat-room", CANARY_ROOM)], hello).await;
     let response = timeout(WAIT, response).await.unwrap().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    // 1 KiB is ~30 canary messages (0.6 s), plus the grace: wait for
-    // 100 more to be sure the window has been closed past the grace.
-    canary_ticks(100).await;
+    // 1 KiB is ~30 canary messages (0.6 s), plus the 0.5 s grace. Wait
+    // for the server to drop the member (its name leaves the room), polling
+    // Who; if it never does, the drain below never ends either.
+    let deadline = Instant::now() + WAIT;
+    while who(&t.address, CANARY_ROOM)
+        .await
+        .contains(&"sloth".to_owned())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled reader is still a member"
+        );
+        canary_ticks(5).await;
+    }
     let (received, status) = drain_to_status(response.into_body()).await;
     assert!(
         received <= 1024,
@@ -1161,25 +1197,12 @@ async fn chat_join_storm_against_a_full_room() {
         drop(admitted);
         let deadline = Instant::now() + WAIT;
         loop {
-            let who = call(
-                &t.address,
-                Method::POST,
-                WHO,
-                GRPC,
-                // WhoRequest { room: "canary" }: field 1, length 6.
-                &grpc_message(b"\x0a\x06canary"),
-            )
-            .await;
-            assert_status(&who, Code::Ok, "Who");
-            let names = <WhoResponse as prost::Message>::decode(&who.body[5..])
-                .unwrap()
-                .users;
+            let names = who(&t.address, CANARY_ROOM).await;
             // Two names left: the canary's.
             if names.len() <= 2 {
                 break;
             }
             assert!(Instant::now() < deadline, "members did not leave");
-            tokio::task::yield_now().await;
             canary_ticks(1).await;
         }
     }
@@ -1335,5 +1358,51 @@ async fn limits_excess_connections_get_goaway_and_one_log_line() {
     let below = log_lines(&log, "below the connection limit again");
     assert_eq!(below.len(), 1, "{log}");
     drop(held);
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_a_member_too_far_behind_is_disconnected_and_logged_once() {
+    // A long grace, so the queue limit (2 KiB) is what ends it.
+    let t = Target::start(&["--slow-grace-secs", "60", "--max-queue-bytes", "2048"]).await;
+    let hello = encoded(&say("laggard", "hi"));
+    let (response, _keep_open) =
+        raw_chat_stream_with(&t.address, 1024, &[("chat-room", CANARY_ROOM)], hello).await;
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    // The canary's ~2 KB/s fill the 1 KiB window, then the 2 KiB queue.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while who(&t.address, CANARY_ROOM)
+        .await
+        .contains(&"laggard".to_owned())
+    {
+        assert!(Instant::now() < deadline, "the laggard is still a member");
+        canary_ticks(5).await;
+    }
+    let (_, status) = drain_to_status(response.into_body()).await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("too far behind"), "{status}");
+    let log = t.log();
+    assert_eq!(log_lines(&log, "member too far behind").len(), 1, "{log}");
+    t.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_the_send_message_size_applies_to_replies() {
+    let t = Target::start(&["--max-send-message-size", "16"]).await;
+    // Who of the canary's room names both canary members: ~30 bytes, over
+    // the 16 allowed. The reply is refused, not sent.
+    let request = grpc_chat::pb::chat::WhoRequest {
+        room: CANARY_ROOM.into(),
+    };
+    let answer = call(
+        &t.address,
+        Method::POST,
+        WHO,
+        GRPC,
+        &grpc_message(&prost::Message::encode_to_vec(&request)),
+    )
+    .await;
+    assert_status(&answer, Code::ResourceExhausted, "Who over the send limit");
+    assert!(answer.body.is_empty(), "{:?}", answer.body);
     t.finish().await;
 }

@@ -220,6 +220,24 @@ impl Member {
         self.end(Ending::AfterFlush(status));
     }
 
+    /// Completes, with its status, once the call must end at once (the
+    /// member fell too far behind, or was disconnected). The writer waits
+    /// on this while a send is blocked on the client's window: it would
+    /// otherwise learn of the end only after the send — which, for a client
+    /// that stopped reading, is when the slow-reader grace runs out, while
+    /// the log it holds on to keeps growing.
+    pub async fn must_end_now(&self) -> Status {
+        loop {
+            // Created before the check: `end` stores a permit if nobody
+            // waits yet, so a wake between the check and the await is kept.
+            let woken = self.wake.notified();
+            if let Some(Ending::Now(status)) = self.ending.lock().clone() {
+                return status;
+            }
+            woken.await;
+        }
+    }
+
     /// Queues a notice for this member alone.
     fn push_private(&self, frames: Bytes) {
         self.private.lock().push_back(frames);

@@ -161,19 +161,25 @@ async fn write_loop<T: prost::Message>(
                     // The timer is boxed: it is large, and most calls never
                     // need one.
                     Poll::Pending => {
-                        match Box::pin(tokio::time::timeout(config.slow_grace, send)).await {
-                            Ok(sent) => sent,
-                            Err(_) => {
-                                METRICS.evicted_stalled.inc();
-                                info!(
-                                    room = membership.room_name(),
-                                    "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
-                                );
-                                return Err(Status::resource_exhausted(format!(
-                                    "this client did not read its messages for {:?}",
-                                    config.slow_grace
-                                )));
-                            }
+                        let sent = Box::pin(tokio::time::timeout(config.slow_grace, send));
+                        tokio::select! {
+                            sent = sent => match sent {
+                                Ok(sent) => sent,
+                                Err(_) => {
+                                    METRICS.evicted_stalled.inc();
+                                    info!(
+                                        room = membership.room_name(),
+                                        "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
+                                    );
+                                    return Err(Status::resource_exhausted(format!(
+                                        "this client did not read its messages for {:?}",
+                                        config.slow_grace
+                                    )));
+                                }
+                            },
+                            // Fell too far behind while blocked: end now,
+                            // not when the grace runs out.
+                            status = membership.member().must_end_now() => return Err(status),
                         }
                     }
                 };

@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! * `mod.rs` (this file) — [`Server`] and its [`Builder`], the [`Service`]
-//!   trait generated routers implement, and the accept loop.
+//!   trait generated routers implement, and the accept loop (with the
+//!   connection limit: the excess get GOAWAY).
 //! * `connection.rs` — one HTTP/2 connection: handshake with explicit
 //!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
 //! * `transport.rs` — what HTTP/2 runs on: TCP or TLS, watched for PINGs.
@@ -496,6 +497,14 @@ impl Server {
 /// own bounded in time. While [`MAX_REFUSALS_IN_FLIGHT`] such tasks run, the
 /// socket is just closed.
 fn refuse(socket: TcpStream, peer: SocketAddr, inner: Arc<Inner>, refusals: &Arc<Semaphore>) {
+    // Over TLS a GOAWAY could only be read after a full TLS handshake: that
+    // costs the server real CPU for a connection it is refusing anyway, which
+    // is what a flood would want. So a TLS client is simply closed on (it sees
+    // `UNAVAILABLE` just the same).
+    if inner.config.tls.is_some() {
+        debug!(%peer, "over the connection limit: TLS connection closed without GOAWAY");
+        return;
+    }
     let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
         debug!(%peer, "over the connection limit: closed without GOAWAY");
         return;
