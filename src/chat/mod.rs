@@ -22,6 +22,7 @@
 //! * Clients choose a room with the `chat-room` request metadata; without it
 //!   they land in [`DEFAULT_ROOM`].
 
+pub mod history;
 pub mod ratelimit;
 pub mod room;
 pub mod service;
@@ -68,6 +69,12 @@ pub struct ChatConfig {
     pub limits: Limits,
     /// Members one room may hold. Default [`DEFAULT_MAX_MEMBERS_PER_ROOM`].
     pub max_members_per_room: usize,
+    /// Messages replayed to a client joining without resume metadata.
+    /// Default [`history::DEFAULT_REPLAY`].
+    pub history_replay: usize,
+    /// Messages kept per room by the embedded store, and the most a
+    /// resuming client is sent. Default [`history::DEFAULT_HISTORY_LEN`].
+    pub history_len: usize,
 }
 
 impl Default for ChatConfig {
@@ -79,6 +86,8 @@ impl Default for ChatConfig {
             rate_limit: RateLimit::default(),
             limits: Limits::default(),
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
+            history_replay: history::DEFAULT_REPLAY,
+            history_len: history::DEFAULT_HISTORY_LEN,
         }
     }
 }
