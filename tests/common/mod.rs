@@ -29,6 +29,7 @@
 pub mod hostile;
 pub mod in_process;
 pub mod json;
+pub mod redis;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
