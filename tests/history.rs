@@ -622,3 +622,62 @@ fn bad_resume_metadata_is_refused() {
     let _ok = Go::chat(server.port, "bad", "ann", &[]);
     server.assert_running();
 }
+
+/// A resume from further back than history reaches: the client is told
+/// how many messages are gone and gets what there is (`Chat`), and a
+/// `ChatStream` client resuming gets the rest with the count in its header.
+#[test]
+fn resume_past_the_trimmed_history_is_told() {
+    let mut server = chat_server(&["--rate-limit", "0", "--history-len", "5"]);
+    let room = "trimmed";
+    let mut ann = Go::chat(server.port, room, "ann", &[]);
+    ann.send_all(&texts(1..=10));
+    ann.wait_text("m10");
+    let epoch = ann.epoch();
+    let ids: Vec<u64> = ann.messages().iter().map(|m| m.0).collect();
+    let resume = |last: u64| {
+        vec![
+            "--md".to_owned(),
+            format!("chat-last-id={last}"),
+            "--md".to_owned(),
+            format!("chat-epoch={epoch}"),
+        ]
+    };
+
+    // Last saw m1: m2..m5 are trimmed (5 kept: m6..m10).
+    let bob = Go::chat(server.port, room, "bob", &resume(ids[0]));
+    let notice = bob.wait("the notice", |e| {
+        s(e, "kind") == "system" && s(e, "text").contains("no longer in history")
+    });
+    assert!(s(&notice, "text").starts_with("4 messages"), "{notice:?}");
+    bob.epoch();
+    assert_once_in_order("bob", &bob.messages(), &texts(6..=10));
+
+    // Last saw m8: exactly m9 and m10.
+    let cat = Go::start(server.port, room, "cat", "chat-stream", &resume(ids[7]));
+    let ready = cat.wait("ready", |e| s(e, "kind") == "ready");
+    assert_eq!(s(&ready, "replayed"), "2", "{ready:?}");
+    cat.wait_text("m10");
+    ann.send("live");
+    cat.wait_text("live");
+    let want: Vec<String> = ["m9", "m10", "live"].map(str::to_owned).to_vec();
+    assert_once_in_order("cat", &cat.messages(), &want);
+
+    // Another epoch (as after a server restart): told, and given the latest.
+    let dora = Go::chat(
+        server.port,
+        room,
+        "dora",
+        &[
+            "--md".into(),
+            "chat-last-id=3".into(),
+            "--md".into(),
+            "chat-epoch=0123456789abcdef".into(),
+        ],
+    );
+    dora.wait("the notice", |e| {
+        s(e, "kind") == "system" && s(e, "text").starts_with("history was lost")
+    });
+    assert_eq!(dora.epoch(), epoch);
+    server.assert_running();
+}

@@ -12,6 +12,8 @@
 //! * [`ratelimit`] — the per-member token bucket.
 //! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
 //! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
+//! * [`history`] — the history store (in memory, or Redis shared by several
+//!   servers), replay on join and resume.
 //!
 //! # Behaviour worth knowing
 //!
@@ -21,6 +23,27 @@
 //!   is ignored and logged), so nobody can speak as someone else.
 //! * Clients choose a room with the `chat-room` request metadata; without it
 //!   they land in [`DEFAULT_ROOM`].
+//!
+//! # The resume contract
+//!
+//! (The full text is in [`history`]; other code builds on it, so it changes
+//! only with care.)
+//!
+//! * Message ids: the server-assigned `ChatMessage.id` /
+//!   `ChatMessageEvent.id` (field 4), increasing by one per message of a
+//!   room.
+//! * A room's history has an **epoch**, an opaque string that changes when
+//!   the history was lost. The server tells it in the response header
+//!   `chat-epoch` (both protocols) and in `SystemEvent.epoch` (field 3) of
+//!   the `SystemEvent` that ends the replayed history (`end_of_history`,
+//!   field 4) or announces an epoch change.
+//! * A reconnecting client sends request metadata `chat-last-id: <id>` and
+//!   `chat-epoch: <epoch>`; it receives every message after that id still in
+//!   history, then live traffic — no gap, no duplicate — or a notice saying
+//!   what could not be replayed.
+//! * Without them, a joining client gets the newest `history_replay` (50)
+//!   messages first; `ChatStream` clients learn how many from the response
+//!   header `chat-replayed`.
 
 pub mod history;
 pub mod ratelimit;

@@ -664,7 +664,7 @@ impl Room {
             self.append_events(&mut state, sender, &user, events, None, timestamp);
         // Recorded under the room lock, so history holds the room's
         // messages in the order members see them.
-        hub.history.record(&self.name, &messages);
+        hub.history.record(&self.name, messages);
         drop(state);
         if let Some((node, members)) = appended {
             deliver(&node, &members, &self.name, hub.config.max_queue_bytes);

@@ -91,7 +91,7 @@ impl History for MemoryHistory {
         // Never called: rooms number their own messages with this store.
     }
 
-    fn record(&self, room: &str, messages: &[StoredMessage]) {
+    fn record(&self, room: &str, messages: Vec<StoredMessage>) {
         if messages.is_empty() {
             return;
         }
@@ -102,7 +102,7 @@ impl History for MemoryHistory {
         };
         for message in messages {
             log.last_id = log.last_id.max(message.id);
-            log.messages.push_back(message.clone());
+            log.messages.push_back(message);
         }
         while log.messages.len() > self.len {
             log.messages.pop_front();
@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn keeps_the_newest_and_pages_by_id() {
         let store = MemoryHistory::new(5);
-        store.record("r", &(1..=8).map(msg).collect::<Vec<_>>());
+        store.record("r", (1..=8).map(msg).collect());
         assert_eq!(store.last_id("r"), 8);
         let latest = store.page_now("r", Since::Latest { limit: 3 });
         assert_eq!((latest.head, ids(&latest)), (8, vec![6, 7, 8]));

@@ -228,7 +228,7 @@ pub trait History: Send + Sync + fmt::Debug {
     fn submit(&self, batch: Submission);
 
     /// Records messages a room numbered itself, in id order. Never blocks.
-    fn record(&self, room: &str, messages: &[StoredMessage]);
+    fn record(&self, room: &str, messages: Vec<StoredMessage>);
 
     /// The last id this server knows for `room` (0: none): where a room
     /// created now starts numbering when it has to.

@@ -340,7 +340,7 @@ impl History for RedisHistory {
         let _ = self.work.send(Work::Submit(batch));
     }
 
-    fn record(&self, _room: &str, _messages: &[StoredMessage]) {
+    fn record(&self, _room: &str, _messages: Vec<StoredMessage>) {
         // Never called: this store sequences; the outage queue is the
         // writer's.
     }
