@@ -364,7 +364,16 @@ impl History for RedisHistory {
                 let mut conn = match slot.as_ref() {
                     Some(conn) => conn.clone(),
                     None => match self.shared.connect().await {
-                        Ok(conn) => {
+                        Ok(mut conn) => {
+                            // Loaded up front: otherwise every read racing
+                            // on a fresh Redis would meet NOSCRIPT first.
+                            if let Err(e) = redis::Script::new(PAGE_SCRIPT)
+                                .prepare_invoke()
+                                .load_async(&mut conn)
+                                .await
+                            {
+                                self.shared.error("history read: script load", &e);
+                            }
                             *slot = Some(conn.clone());
                             conn
                         }
