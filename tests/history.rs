@@ -11,6 +11,9 @@
 //! | `two_servers_one_redis_one_order` | 3: one conversation, one order, joins and typing across servers |
 //! | `redis_killed_and_restarted` | 4: live chat through the outage; history and the epoch change after |
 //! | `server_restarted_clients_resume` | 5: SIGTERM and restart: 0 lost, 0 duplicated |
+//! | `resume_past_the_trimmed_history_is_told` | a resume beyond what history keeps, or from another epoch, is told so |
+//! | `a_slow_reader_disconnected_resumes` | a member cut off by the slow-reader rule resumes with nothing lost or doubled |
+//! | `bad_resume_metadata_is_refused` | `INVALID_ARGUMENT` for a malformed `chat-last-id` |
 //!
 //! Messages are counted by text (`m1`, `m2`, …, unique per test) and id;
 //! every wait polls for an event with a deadline.
@@ -679,5 +682,135 @@ fn resume_past_the_trimmed_history_is_told() {
         s(e, "kind") == "system" && s(e, "text").starts_with("history was lost")
     });
     assert_eq!(dora.epoch(), epoch);
+    server.assert_running();
+}
+
+/// Splits gRPC frames (5-byte prefix, then the message) and decodes them.
+fn decode_frames(mut buf: &[u8]) -> Vec<grpc_chat::pb::chat::ChatMessage> {
+    use prost::Message as _;
+    let mut out = Vec::new();
+    while buf.len() >= 5 {
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        let frame = &buf[5..5 + len];
+        out.push(grpc_chat::pb::chat::ChatMessage::decode(frame).expect("a ChatMessage"));
+        buf = &buf[5 + len..];
+    }
+    assert!(buf.is_empty(), "a partial frame");
+    out
+}
+
+/// A member disconnected for not reading (the slow-reader rule:
+/// `RESOURCE_EXHAUSTED`) resumes like any other: with the last id it got
+/// before the disconnection, it receives the rest, each message once.
+#[test]
+fn a_slow_reader_disconnected_resumes() {
+    let mut server = chat_server(&["--rate-limit", "0", "--slow-grace-secs", "0.5"]);
+    let room = "slow";
+    let mut ann = Go::chat(server.port, room, "ann", &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let address = format!("127.0.0.1:{}", server.port);
+    // The stalled member speaks raw HTTP/2 with a 64 KiB window and reads
+    // nothing until the server has given up on it.
+    let response = runtime.block_on(async {
+        let socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let (h2, connection) = h2::client::Builder::new()
+            .initial_window_size(65_535)
+            .handshake::<_, bytes::Bytes>(socket)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut h2 = h2.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{address}/chat.ChatService/ChatStream"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("chat-room", room)
+            .body(())
+            .unwrap();
+        let (response, _send) = h2.send_request(request, false).unwrap();
+        let response = response.await.unwrap();
+        // Keep the request side open: the member stays until the server ends it.
+        std::mem::forget(_send);
+        response
+    });
+    let epoch = response
+        .headers()
+        .get("chat-epoch")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!epoch.is_empty());
+
+    // 100 messages of ~1 KiB: more than the stalled member's window.
+    let pad = "x".repeat(1000);
+    let long: Vec<String> = (1..=100).map(|i| format!("m{i}:{pad}")).collect();
+    ann.send_all(&long);
+    ann.wait_text(&long[99]);
+    // The server gives up on it after the grace period, and says so.
+    let deadline = Instant::now() + WAIT;
+    while !server.output().contains("client stopped reading") {
+        assert!(
+            Instant::now() < deadline,
+            "no disconnection:\n{}",
+            server.output()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+
+    let (got, status) = runtime.block_on(async {
+        let mut body = response.into_body();
+        let mut bytes = Vec::new();
+        loop {
+            let Ok(next) = tokio::time::timeout(WAIT, body.data()).await else {
+                panic!("no end of the stalled stream after {} bytes", bytes.len());
+            };
+            let Some(chunk) = next else {
+                break;
+            };
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        let trailers = tokio::time::timeout(WAIT, body.trailers())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let status = trailers
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        (decode_frames(&bytes), status)
+    });
+    assert_eq!(status, "8", "RESOURCE_EXHAUSTED");
+    assert!(
+        got.len() < 100,
+        "the stalled member got only part: {}",
+        got.len()
+    );
+    let last = got.last().map_or(0, |m| m.id);
+
+    // It comes back with what it saw.
+    let resumed = Go::start(
+        server.port,
+        room,
+        "zed",
+        "chat-stream",
+        &[
+            "--md".into(),
+            format!("chat-last-id={last}"),
+            "--md".into(),
+            format!("chat-epoch={epoch}"),
+        ],
+    );
+    resumed.wait_text(&long[99]);
+    ann.send("live");
+    resumed.wait_text("live");
+    let mut seen: Vec<(u64, String, String)> =
+        got.into_iter().map(|m| (m.id, m.user, m.message)).collect();
+    seen.extend(resumed.messages());
+    let mut want = long.clone();
+    want.push("live".into());
+    assert_once_in_order("the slow reader, before and after", &seen, &want);
     server.assert_running();
 }
