@@ -10,6 +10,7 @@
 //! | `resume_after_connection_killed` | 2: cut off while messages flow, every message once, in order |
 //! | `two_servers_one_redis_one_order` | 3: one conversation, one order, joins and typing across servers |
 //! | `redis_killed_and_restarted` | 4: live chat through the outage; history and the epoch change after |
+//! | `redis_unreachable_at_start` | the server starts without Redis, serves live chat, and catches up when it appears |
 //! | `server_restarted_clients_resume` | 5: SIGTERM and restart: 0 lost, 0 duplicated |
 //! | `resume_past_the_trimmed_history_is_told` | a resume beyond what history keeps, or from another epoch, is told so |
 //! | `a_slow_reader_disconnected_resumes` | a member cut off by the slow-reader rule resumes with nothing lost or doubled |
@@ -546,6 +547,39 @@ fn redis_killed_and_restarted() {
     assert!(
         server.output().contains("redis unreachable") || server.output().contains("write failed"),
         "the outage is logged:\n{}",
+        server.output()
+    );
+    server.assert_running();
+}
+
+/// Redis not there when the server starts: it serves live chat anyway
+/// (`DEGRADED`), finds Redis when it appears, and writes what was said
+/// meanwhile to history.
+#[test]
+fn redis_unreachable_at_start() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut server = chat_server(&["--rate-limit", "0", "--redis", &url]);
+    let status = health(&server);
+    assert!(status.starts_with("DEGRADED"), "{status}");
+    let mut ann = Go::chat(server.port, "early", "ann", &[]);
+    ann.wait("the notice", |e| {
+        s(e, "kind") == "system" && s(e, "text").starts_with("history is unavailable")
+    });
+    let bob = Go::chat(server.port, "early", "bob", &[]);
+    ann.send_all(&texts(1..=5));
+    bob.wait_text("m5");
+
+    let _redis = RedisServer::start_on(port);
+    wait_health(&server, "SERVING", |s| s == "SERVING");
+    ann.send_all(&texts(6..=8));
+    bob.wait_text("m8");
+    assert_once_in_order("bob", &bob.messages(), &texts(1..=8));
+    let eve = Go::chat(server.port, "early", "eve", &[]);
+    assert_once_in_order("eve's replay", &eve.messages(), &texts(1..=8));
+    assert!(
+        server.output().contains("redis unreachable"),
+        "{}",
         server.output()
     );
     server.assert_running();

@@ -68,6 +68,12 @@ impl RedisServer {
         panic!("redis-server did not start: {last}");
     }
 
+    /// Starts one on `port` (e.g. where a server was told to find it).
+    pub fn start_on(port: u16) -> RedisServer {
+        ensure_redis_setup();
+        RedisServer::try_start(port).unwrap_or_else(|e| panic!("redis-server did not start: {e}"))
+    }
+
     fn try_start(port: u16) -> Result<RedisServer, String> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
