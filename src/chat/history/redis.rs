@@ -219,6 +219,9 @@ struct Shared {
     last_error: Mutex<String>,
     /// A connection for page reads (multiplexed: clones share it).
     reader: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Signalled when the subscription is lost, so an idle writer stops
+    /// trusting its connection at once rather than on its next write.
+    lost: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -283,6 +286,7 @@ impl RedisHistory {
                 last_ids: Mutex::new(HashMap::new()),
                 last_error: Mutex::new("not connected yet".to_owned()),
                 reader: tokio::sync::Mutex::new(None),
+                lost: tokio::sync::Notify::new(),
             }),
             work,
             inbox: Mutex::new(Some(inbox)),
@@ -685,6 +689,7 @@ async fn subscriber(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
                     }
                 }
                 shared.subscriber_up.store(false, Ordering::SeqCst);
+                shared.lost.notify_waiters();
                 shared.error("redis subscription", &"connection lost");
                 warn!("redis: subscription lost; live chat goes on locally, retrying");
             }
@@ -828,7 +833,15 @@ async fn writer(
 
         // Wait for work; while down, also wake up to retry.
         let first = if up {
-            inbox.recv().await
+            tokio::select! {
+                work = inbox.recv() => work,
+                () = shared.lost.notified() => {
+                    // Most likely Redis itself went away: start afresh.
+                    link = None;
+                    next_try = Instant::now();
+                    continue;
+                }
+            }
         } else {
             tokio::select! {
                 work = inbox.recv() => work,
