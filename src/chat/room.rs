@@ -37,6 +37,18 @@
 //!
 //! The room lock is held while ids are assigned and nodes appended, so every
 //! member sees the room's messages in one order.
+//!
+//! # With a shared history store (Redis)
+//!
+//! Several servers then share a room, so no single room lock can order it:
+//! a publisher hands its batch to the store ([`History::submit`]), which has
+//! Redis number it, and every server — the publisher's too — appends the
+//! batch when it comes back ([`Deliver::sequenced`]), in Redis's order, with
+//! Redis's ids. Only while Redis is unreachable does the room number and
+//! deliver its own members' batches again ([`Deliver::local`]). See
+//! [`history::redis`](super::history::redis).
+//!
+//! [`History::submit`]: super::history::History::submit
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
