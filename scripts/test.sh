@@ -4,7 +4,8 @@
 #   scripts/test.sh
 #
 # On a bare machine it first installs what the tests need: the Go interop
-# peers and Python packages (scripts/setup-interop.sh). Then it checks
+# peers and Python packages (scripts/setup-interop.sh) and redis-server
+# (scripts/setup-redis.sh). Then it checks
 # formatting and lints, and runs every test: unit, property, end-to-end chat,
 # and interop against grpc-go and grpcio.
 set -euo pipefail
@@ -17,6 +18,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "interop peers (Go modules, Python packages)"
 scripts/setup-interop.sh
+
+step "redis-server (Debian package, for tests/history.rs)"
+scripts/setup-redis.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -7,20 +7,23 @@
 //! chat-server --tls-cert cert.pem --tls-key key.pem --auth-tokens tokens.txt
 //! chat-server --metrics-addr 127.0.0.1:9100    # Prometheus text at /metrics
 //! RUST_LOG=debug chat-server
+//! chat-server --redis redis://127.0.0.1:6379   # history in Redis; servers on one Redis are one chat
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use grpc_chat::chat::history::redis::{RedisHistory, RedisOptions};
 use grpc_chat::chat::{ChatConfig, ChatService, Limits, RateLimit, TokenTable};
 use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::pb::chat::ChatServiceServer;
 use grpc_chat::reflection::ReflectionService;
 use grpc_chat::server::{Server, shutdown_signal};
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 /// The grpc-chat server: both original chat protocols, in rooms.
 #[derive(Debug, Parser)]
@@ -114,6 +117,20 @@ struct Args {
     /// on a single thread (no cross-thread wake-ups).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
+    /// Keep history in this Redis (redis://host:port[/db]); servers given the
+    /// same Redis form one chat. Without it, history is kept in memory.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Messages replayed to a client joining without resume metadata.
+    #[arg(long, default_value_t = grpc_chat::chat::history::DEFAULT_REPLAY)]
+    history_replay: usize,
+    /// Messages of history kept per room.
+    #[arg(long, default_value_t = grpc_chat::chat::history::DEFAULT_HISTORY_LEN)]
+    history_len: usize,
+    /// With --redis: messages queued while Redis is unreachable (the oldest
+    /// are dropped beyond this).
+    #[arg(long, default_value_t = grpc_chat::chat::history::DEFAULT_OUTAGE_QUEUE)]
+    history_queue: usize,
 }
 
 /// Default for `--max-send-message-size`: the same 4 MiB as the receive
@@ -175,9 +192,33 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             max_message_chars: args.max_message_chars,
         },
         max_members_per_room: args.max_room_members,
+        history_replay: args.history_replay,
+        history_len: args.history_len,
     };
     let limits = config.limits;
-    let mut chat = ChatService::new(config);
+    let chat = match &args.redis {
+        None => ChatService::new(config),
+        Some(url) => {
+            let options = RedisOptions {
+                history_len: args.history_len,
+                outage_queue: args.history_queue,
+            };
+            let redis = Arc::new(RedisHistory::new(url, options)?);
+            let chat = ChatService::with_history(config, redis.clone());
+            // Start in the normal mode when Redis is there; when it is not,
+            // serve anyway (live chat only) and keep trying in the background.
+            if redis.wait_connected(Duration::from_secs(3)).await {
+                info!(url, "history in redis");
+            } else {
+                warn!(
+                    url,
+                    "redis unreachable: serving live chat only, retrying in the background"
+                );
+            }
+            chat
+        }
+    };
+    let mut chat = chat;
     if let Some(path) = &args.auth_tokens {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("--auth-tokens {}: {e}", path.display()))?;
@@ -197,6 +238,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .keepalive_timeout(seconds(args.keepalive_timeout_secs)?)
         .min_ping_interval(seconds(args.min_ping_interval_secs)?);
     let hub = std::sync::Arc::clone(chat.hub());
+    let history = Arc::clone(hub.history());
     let health = HealthReporter::new();
     // "" is the server as a whole.
     health.set_serving("");
@@ -252,5 +294,8 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .serve(listener, shutdown)
         .await?;
+    // Batches still on their way to the history store are written before
+    // the process exits, so resuming clients find them.
+    history.flush(Duration::from_secs(3)).await;
     Ok(())
 }

@@ -13,25 +13,34 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
 
 use super::auth::TokenTable;
+use super::history::{
+    self, EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY, REPLAYED_METADATA_KEY, SharedHistory, Since,
+    StoreHealth, StoredMessage,
+};
 use super::ratelimit::TokenBucket;
-use super::room::{Event, Hub, Membership, Outgoing, Protocol};
+use super::room::{Event, Hub, Membership, Outgoing, Protocol, unix_now};
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
 use crate::metrics::METRICS;
 use crate::pb::chat::{
-    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, ServerEvent,
-    TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
+    ChatMessage, ChatMessageEvent, ClientEvent, HealthCheckRequest, HealthCheckResponse,
+    ServerEvent, SystemEvent, TypingEventType, UserEventType, WhoRequest, WhoResponse,
+    client_event, server_event,
 };
 use crate::rpc::{Request, Response, Streaming};
 use crate::server::ResponseSink;
 
 /// Most messages taken from one client before fanning them out together.
 const MAX_BATCH: usize = 256;
+/// How long a joining client waits for history before it gets live
+/// messages only (the store may be unreachable).
+const HISTORY_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The chat service. Cheap to clone: clones share the hub.
 #[derive(Debug, Clone)]
@@ -42,7 +51,7 @@ pub struct ChatService {
 }
 
 impl ChatService {
-    /// A service with its own hub.
+    /// A service with its own hub and the embedded history store.
     pub fn new(config: ChatConfig) -> Self {
         ChatService {
             hub: Hub::new(config),
@@ -68,6 +77,16 @@ impl ChatService {
                 debug!(reason = status.message(), "call refused: UNAUTHENTICATED");
                 Err(status)
             }
+        }
+    }
+
+    /// A service with its own hub keeping history in `history` (e.g.
+    /// [`RedisHistory`](super::history::redis::RedisHistory)). Call inside a
+    /// Tokio runtime: the store's background work starts here.
+    pub fn with_history(config: ChatConfig, history: SharedHistory) -> Self {
+        ChatService {
+            hub: Hub::with_history(config, history),
+            tokens: None,
         }
     }
 
@@ -112,6 +131,201 @@ fn resolve_name(
     validate::name(asked, &config.limits)
         .map(str::to_owned)
         .map_err(|why| Status::invalid_argument(format!("user name {why}")))
+}
+
+/// What a joining client is sent before live traffic.
+#[derive(Debug, Default)]
+struct Replay {
+    /// The room's history epoch (`None`: history could not be read).
+    epoch: Option<String>,
+    /// Messages from history, oldest first.
+    messages: Vec<StoredMessage>,
+    /// Notices about what could not be replayed.
+    notices: Vec<String>,
+}
+
+/// Reads what a joining member gets from history, as its resume metadata
+/// asks (see [`history`] for the contract), and makes its live log skip
+/// what the replay holds.
+async fn read_replay(
+    history: &SharedHistory,
+    membership: &Membership,
+    metadata: &MetadataMap,
+    config: &ChatConfig,
+) -> Result<Replay, Status> {
+    let resume = history::parse_resume(
+        metadata.get(LAST_ID_METADATA_KEY),
+        metadata.get(EPOCH_METADATA_KEY),
+    )
+    .map_err(Status::invalid_argument)?;
+    let room = membership.room_name();
+    let latest = Since::Latest {
+        limit: config.history_replay,
+    };
+    let since = match resume {
+        Some((id, _)) => Since::After {
+            id,
+            limit: config.history_len,
+        },
+        None => latest,
+    };
+    let read = |since| async move {
+        match tokio::time::timeout(HISTORY_READ_TIMEOUT, history.page(room, since)).await {
+            Ok(Ok(page)) => Some(page),
+            Ok(Err(error)) => {
+                warn!(room, %error, "history unavailable for a joining member");
+                None
+            }
+            Err(_) => {
+                warn!(room, "history read timed out for a joining member");
+                None
+            }
+        }
+    };
+    let Some(mut page) = read(since).await else {
+        return Ok(Replay {
+            notices: vec!["history is unavailable right now: live messages only".to_owned()],
+            ..Replay::default()
+        });
+    };
+    let mut notices = Vec::new();
+    if let Some((id, epoch)) = resume {
+        match epoch {
+            Some(epoch) if epoch != page.epoch => {
+                notices.push(format!(
+                    "history was lost since you were last here (history epoch {epoch} is now {}): \
+                     showing the latest messages",
+                    page.epoch
+                ));
+                let Some(latest) = read(latest).await else {
+                    return Ok(Replay {
+                        epoch: Some(page.epoch),
+                        notices,
+                        ..Replay::default()
+                    });
+                };
+                page = latest;
+            }
+            _ => {
+                let missing = page.missing_after(id);
+                if missing > 0 {
+                    notices.push(format!(
+                        "{missing} messages you missed are no longer in history"
+                    ));
+                }
+            }
+        }
+    }
+    membership.note_epoch(&page.epoch);
+    membership.member().skip_replayed(page.head);
+    Ok(Replay {
+        epoch: Some(page.epoch),
+        messages: page.messages,
+        notices,
+    })
+}
+
+/// The response headers telling a client the epoch and how many messages
+/// are replayed.
+fn replay_headers(replay: &Replay) -> MetadataMap {
+    let mut headers = MetadataMap::new();
+    // Both values are digits or the store's own hex epoch: valid header
+    // values, so an error here cannot happen and would only drop a header.
+    if let Some(epoch) = &replay.epoch {
+        let _ = headers.insert(EPOCH_METADATA_KEY, epoch);
+    }
+    let _ = headers.insert(REPLAYED_METADATA_KEY, &replay.messages.len().to_string());
+    headers
+}
+
+fn encode_into<M: prost::Message>(message: &M, buf: &mut BytesMut) {
+    if let Err(status) = crate::codec::encode(message, None, usize::MAX, buf) {
+        warn!(%status, "could not encode a replayed message");
+    }
+}
+
+fn system(text: String, epoch: Option<&str>, end_of_history: bool) -> ServerEvent {
+    ServerEvent {
+        event: Some(server_event::Event::SystemEvent(SystemEvent {
+            message: text,
+            timestamp: unix_now(),
+            epoch: epoch.unwrap_or_default().to_owned(),
+            end_of_history,
+        })),
+    }
+}
+
+/// The replay as `Chat` frames: notices, messages, then the
+/// end-of-history `SystemEvent` carrying the epoch.
+fn chat_replay_frames(replay: &Replay) -> Bytes {
+    let mut buf = BytesMut::new();
+    for notice in &replay.notices {
+        encode_into(&system(notice.clone(), None, false), &mut buf);
+    }
+    for m in &replay.messages {
+        let event = ServerEvent {
+            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                message: m.text.clone(),
+                username: m.user.clone(),
+                timestamp: m.timestamp,
+                id: m.id,
+            })),
+        };
+        encode_into(&event, &mut buf);
+    }
+    let end = match &replay.epoch {
+        Some(epoch) => format!(
+            "end of history: {} earlier messages (history epoch {epoch})",
+            replay.messages.len()
+        ),
+        None => "end of history: none available".to_owned(),
+    };
+    encode_into(&system(end, replay.epoch.as_deref(), true), &mut buf);
+    buf.freeze()
+}
+
+/// The replay as `ChatStream` frames: the messages (the first
+/// `chat-replayed` of the stream), then notices from user "server".
+fn stream_replay_frames(replay: &Replay) -> Bytes {
+    let mut buf = BytesMut::new();
+    for m in &replay.messages {
+        let message = ChatMessage {
+            user: m.user.clone(),
+            message: m.text.clone(),
+            timestamp: m.timestamp,
+            id: m.id,
+        };
+        encode_into(&message, &mut buf);
+    }
+    for notice in &replay.notices {
+        let message = ChatMessage {
+            user: "server".into(),
+            message: notice.clone(),
+            timestamp: unix_now(),
+            id: 0,
+        };
+        encode_into(&message, &mut buf);
+    }
+    buf.freeze()
+}
+
+/// Sends the replay, bounded like every other send by the slow-reader
+/// grace period.
+async fn send_replay<T: prost::Message>(
+    sink: &mut ResponseSink<T>,
+    frames: Bytes,
+    config: &ChatConfig,
+) -> Result<(), Status> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(config.slow_grace, sink.send_encoded(frames)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(Status::resource_exhausted(format!(
+            "this client did not read its history for {:?}",
+            config.slow_grace
+        ))),
+    }
 }
 
 /// Reads the next batch: waits for one message, then takes every message
@@ -427,13 +641,20 @@ impl crate::pb::chat::ChatService for ChatService {
     ) -> Result<(), Status> {
         let token_user = self.authenticate(request.metadata())?;
         let room = room_name(request.metadata(), self.config())?;
-        let (_, mut stream) = request.into_parts();
+        let (metadata, mut stream) = request.into_parts();
         // A member from the moment the stream opens: it receives before it
         // has said anything (and so before it has a name).
         let membership = self.hub.join(&room, Protocol::Stream)?;
         let _counted = METRICS.join_room(&room);
+        let replay = read_replay(self.hub.history(), &membership, &metadata, self.config()).await?;
+        sink.set_header_metadata(replay_headers(&replay));
         sink.flush_headers()?;
-        debug!(room, "ChatStream member connected");
+        send_replay(&mut sink, stream_replay_frames(&replay), self.config()).await?;
+        debug!(
+            room,
+            replayed = replay.messages.len(),
+            "ChatStream member connected"
+        );
         let reader = self.stream_reader(&membership, &mut stream, token_user.as_deref());
         run_member(&membership, reader, &mut sink, self.config()).await
     }
@@ -446,7 +667,7 @@ impl crate::pb::chat::ChatService for ChatService {
         let config = self.config();
         let token_user = self.authenticate(request.metadata())?;
         let room = room_name(request.metadata(), config)?;
-        let (_, mut stream) = request.into_parts();
+        let (metadata, mut stream) = request.into_parts();
         let first = stream.message().await?;
         let name = match first.and_then(|e| e.event) {
             Some(client_event::Event::UserEvent(u))
@@ -463,7 +684,10 @@ impl crate::pb::chat::ChatService for ChatService {
         let membership = self.hub.join(&room, Protocol::Events)?;
         let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
-        info!(room, user = %name, protocol = "Chat", "joined");
+        let replay = read_replay(self.hub.history(), &membership, &metadata, config).await?;
+        sink.set_header_metadata(replay_headers(&replay));
+        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
         membership.publish(&[Event::Joined]);
         let others: Vec<String> = membership
             .names()
@@ -487,12 +711,15 @@ impl crate::pb::chat::ChatService for ChatService {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let status = if self.hub.is_draining() {
-            "DRAINING"
+            "DRAINING".to_owned()
         } else {
-            "SERVING"
+            match self.hub.history().health() {
+                StoreHealth::Ok => "SERVING".to_owned(),
+                StoreHealth::Degraded(why) => format!("DEGRADED: {why}"),
+            }
         };
         Ok(Response::new(HealthCheckResponse {
-            status: status.to_owned(),
+            status,
             active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
             uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
         }))

@@ -31,9 +31,9 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::ping_policy::PingPolicy;
-use crate::wire_trace::{self, Tap};
 use super::transport::{Transport, Watched};
 use super::{Config, Inner, call};
+use crate::wire_trace::{self, Tap};
 
 /// How long a connection told to calm down has to take its GOAWAY before it
 /// is dropped.

@@ -33,8 +33,9 @@ pub mod hostile;
 pub mod in_process;
 pub mod json;
 pub mod member;
-pub mod tls;
 pub mod raw;
+pub mod redis;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
