@@ -185,6 +185,9 @@ pub struct Member {
     /// Nodes whose messages all have ids up to this were replayed from
     /// history already: they are skipped (see [`Member::skip_replayed`]).
     skip_upto: AtomicU64,
+    /// The room's last message id when this member joined: it receives every
+    /// message after this one live, so a replay must reach back to here.
+    joined_after: u64,
     /// Notices for this member only (rate limited, too long, …).
     private: Mutex<VecDeque<Bytes>>,
     /// Set when the call must end.
@@ -217,6 +220,12 @@ impl Member {
     /// The member's protocol.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The room's last message id when this member joined; it receives
+    /// every later message in its live log.
+    pub fn joined_after(&self) -> u64 {
+        self.joined_after
     }
 
     /// Skips live messages with ids up to `id`: the member was sent them
@@ -973,6 +982,7 @@ impl Hub {
                 protocol,
                 consumed: AtomicU64::new(state.tail.end_offset),
                 skip_upto: AtomicU64::new(0),
+                joined_after: state.last_id,
                 cursor: Mutex::new(Arc::clone(&state.tail)),
                 private: Mutex::new(VecDeque::new()),
                 ending: Mutex::new(None),

@@ -189,6 +189,7 @@ async fn read_replay(
         });
     };
     let mut notices = Vec::new();
+    let resume_id = resume.as_ref().map(|(id, _)| *id);
     if let Some((id, epoch)) = resume {
         match epoch {
             Some(epoch) if epoch != page.epoch => {
@@ -213,6 +214,29 @@ async fn read_replay(
                         "{missing} messages you missed are no longer in history"
                     ));
                 }
+            }
+        }
+    }
+    // The member has been in the room's live log since it joined, and the
+    // live messages up to `page.head` will be skipped as replayed. If the
+    // read came late (a busy room, a slow store), the newest-N window may
+    // start after the join: the messages in between would then be neither
+    // replayed nor delivered live. Read again from before the join; the
+    // store's own trim bounds how much that can be.
+    let joined_after = membership.member().joined_after();
+    let reaches_back_to = page.messages.first().map_or(page.head + 1, |m| m.id);
+    if page.head > joined_after && reaches_back_to > joined_after + 1 {
+        let from = match resume_id {
+            Some(id) => id.min(joined_after),
+            None => joined_after.saturating_sub(config.history_replay as u64),
+        };
+        let wider = Since::After {
+            id: from,
+            limit: config.history_len,
+        };
+        if let Some(wider) = read(wider).await {
+            if wider.epoch == page.epoch {
+                page = wider;
             }
         }
     }
