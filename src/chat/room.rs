@@ -105,6 +105,8 @@ struct Node {
     /// Who published it (0: the server itself, or a member of another
     /// server sharing the history store).
     sender: u64,
+    /// Id of its first chat message (0: it has none).
+    first_id: u64,
     /// Id of its last chat message (0: it has none). A member joining with a
     /// replay from history skips nodes already in that replay.
     last_id: u64,
@@ -127,6 +129,7 @@ impl Node {
     fn new(sender: u64, stream: Bytes, events: Bytes, events_to_sender: Option<Bytes>) -> Self {
         Node {
             sender,
+            first_id: 0,
             last_id: 0,
             stream,
             events,
@@ -185,9 +188,6 @@ pub struct Member {
     /// Nodes whose messages all have ids up to this were replayed from
     /// history already: they are skipped (see [`Member::skip_replayed`]).
     skip_upto: AtomicU64,
-    /// The room's last message id when this member joined: it receives every
-    /// message after this one live, so a replay must reach back to here.
-    joined_after: u64,
     /// Notices for this member only (rate limited, too long, …).
     private: Mutex<VecDeque<Bytes>>,
     /// Set when the call must end.
@@ -222,10 +222,18 @@ impl Member {
         self.protocol
     }
 
-    /// The room's last message id when this member joined; it receives
-    /// every later message in its live log.
-    pub fn joined_after(&self) -> u64 {
-        self.joined_after
+    /// The id of the oldest chat message waiting in this member's live log
+    /// (`None`: none has arrived yet). Called before the member's writer
+    /// starts, so the log still holds everything since the join.
+    pub fn first_live_id(&self) -> Option<u64> {
+        let mut node = Arc::clone(&self.cursor.lock());
+        loop {
+            let next = Arc::clone(node.next.get()?);
+            if next.first_id != 0 {
+                return Some(next.first_id);
+            }
+            node = next;
+        }
     }
 
     /// Skips live messages with ids up to `id`: the member was sent them
@@ -881,6 +889,7 @@ impl Room {
             others.freeze(),
             want_sender_copy.then(|| to_sender.freeze()),
         );
+        node.first_id = messages.first().map_or(0, |m| m.id);
         node.last_id = messages.last().map_or(0, |m| m.id);
         let appended = state.append(node, &self.name);
         (messages, appended)
@@ -982,7 +991,6 @@ impl Hub {
                 protocol,
                 consumed: AtomicU64::new(state.tail.end_offset),
                 skip_upto: AtomicU64::new(0),
-                joined_after: state.last_id,
                 cursor: Mutex::new(Arc::clone(&state.tail)),
                 private: Mutex::new(VecDeque::new()),
                 ending: Mutex::new(None),

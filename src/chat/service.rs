@@ -220,23 +220,20 @@ async fn read_replay(
     // The member has been in the room's live log since it joined, and the
     // live messages up to `page.head` will be skipped as replayed. If the
     // read came late (a busy room, a slow store), the newest-N window may
-    // start after the join: the messages in between would then be neither
-    // replayed nor delivered live. Read again from before the join; the
-    // store's own trim bounds how much that can be.
-    let joined_after = membership.member().joined_after();
+    // start after live messages the member already holds: those would then
+    // be neither replayed nor delivered. Read again from the oldest of them.
+    // (A resume already reads everything after its id that history keeps.)
     let reaches_back_to = page.messages.first().map_or(page.head + 1, |m| m.id);
-    if page.head > joined_after && reaches_back_to > joined_after + 1 {
-        let from = match resume_id {
-            Some(id) => id.min(joined_after),
-            None => joined_after.saturating_sub(config.history_replay as u64),
-        };
-        let wider = Since::After {
-            id: from,
-            limit: config.history_len,
-        };
-        if let Some(wider) = read(wider).await {
-            if wider.epoch == page.epoch {
-                page = wider;
+    if let (None, Some(first_live)) = (resume_id, membership.member().first_live_id()) {
+        if first_live < reaches_back_to {
+            let wider = Since::After {
+                id: first_live - 1,
+                limit: config.history_len,
+            };
+            if let Some(wider) = read(wider).await {
+                if wider.epoch == page.epoch {
+                    page = wider;
+                }
             }
         }
     }
@@ -761,5 +758,60 @@ impl crate::pb::chat::ChatService for ChatService {
         };
         let users = self.hub.names_in(&room);
         Ok(Response::new(WhoResponse { room, users }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that joined before a burst, whose history read comes only
+    /// after it (a busy room, a slow store), still gets every message of
+    /// the burst: the newest-N window alone would start in its middle.
+    #[tokio::test]
+    async fn a_late_history_read_reaches_back_to_the_join() {
+        let config = ChatConfig {
+            history_replay: 5,
+            ..ChatConfig::default()
+        };
+        let hub = Hub::new(config.clone());
+        let speaker = hub.join("r", Protocol::Events).unwrap();
+        speaker.claim_name("ann").unwrap();
+        let listener = hub.join("r", Protocol::Events).unwrap();
+        listener.claim_name("bob").unwrap();
+        for i in 0..40 {
+            speaker.publish(&[Event::Message {
+                text: format!("m{i}"),
+            }]);
+        }
+        // Only now does the listener's history read happen.
+        let replay = read_replay(hub.history(), &listener, &MetadataMap::new(), &config)
+            .await
+            .unwrap();
+        let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (1..=40).collect::<Vec<u64>>());
+    }
+
+    /// Without a late read, a fresh join gets the newest N and no more.
+    #[tokio::test]
+    async fn a_fresh_join_gets_the_newest_messages() {
+        let config = ChatConfig {
+            history_replay: 5,
+            ..ChatConfig::default()
+        };
+        let hub = Hub::new(config.clone());
+        let speaker = hub.join("r", Protocol::Events).unwrap();
+        speaker.claim_name("ann").unwrap();
+        for i in 0..40 {
+            speaker.publish(&[Event::Message {
+                text: format!("m{i}"),
+            }]);
+        }
+        let listener = hub.join("r", Protocol::Events).unwrap();
+        let replay = read_replay(hub.history(), &listener, &MetadataMap::new(), &config)
+            .await
+            .unwrap();
+        let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (36..=40).collect::<Vec<u64>>());
     }
 }
