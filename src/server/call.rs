@@ -13,7 +13,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -119,13 +118,19 @@ impl RecvBody for ServerBody {
     }
 }
 
-/// Serves one HTTP/2 stream: checks the request, then dispatches it.
-pub(crate) async fn serve_stream(
+/// Checks one HTTP/2 stream's request and returns the future that serves
+/// it; `None` when the request was answered here (an error in its headers).
+///
+/// This runs on the connection's task and does not wait for anything, so
+/// that the request headers are dropped before the call starts: an idle
+/// call keeps only what its handler needs (see docs/benchmarks.md, memory
+/// per idle member).
+pub(crate) fn serve_stream(
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    server: Arc<Inner>,
+    server: &Inner,
     peer: SocketAddr,
-) {
+) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
 
     // PROTOCOL-HTTP2.md: "Request-Headers → Call-Definition ..." with
@@ -137,7 +142,7 @@ pub(crate) async fn serve_stream(
             StatusCode::METHOD_NOT_ALLOWED,
             "gRPC requires POST",
         );
-        return;
+        return None;
     }
 
     // PROTOCOL-HTTP2.md: "If Content-Type does not begin with
@@ -157,7 +162,7 @@ pub(crate) async fn serve_stream(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/grpc",
         );
-        return;
+        return None;
     }
 
     let responder = Responder::new(
@@ -173,7 +178,7 @@ pub(crate) async fn serve_stream(
         responder.finish(&Status::unimplemented(format!(
             "malformed method path {path:?}"
         )));
-        return;
+        return None;
     };
 
     // PROTOCOL-HTTP2.md: "Timeout → "grpc-timeout" TimeoutValue TimeoutUnit".
@@ -187,7 +192,7 @@ pub(crate) async fn serve_stream(
                     "malformed grpc-timeout {:?}",
                     String::from_utf8_lossy(value.as_bytes())
                 )));
-                return;
+                return None;
             }
         },
     };
@@ -212,7 +217,7 @@ pub(crate) async fn serve_stream(
                     debug!(error = ?e, "grpc-accept-encoding not added");
                 }
                 responder.finish(&status);
-                return;
+                return None;
             }
         },
     };
@@ -222,7 +227,7 @@ pub(crate) async fn serve_stream(
         responder.finish(&Status::unimplemented(format!(
             "unknown service {service_name}"
         )));
-        return;
+        return None;
     };
     let method = method.to_owned();
 
@@ -237,7 +242,7 @@ pub(crate) async fn serve_stream(
         path,
         peer,
     };
-    service.call(&method, call).await;
+    Some(service.call(&method, call))
 }
 
 /// `application/grpc`, optionally followed by `+proto`, `+json`, `;…`.

@@ -91,7 +91,8 @@ pub(crate) async fn serve(
         // Bound what a peer can make us hold: streams it resets before we
         // accept them (the "rapid reset" attack), and streams we had to reset.
         .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(Some(1024));
+        .max_local_error_reset_streams(Some(1024))
+        .header_table_size(config.header_table_size);
 
     // Fired by the transport when the client breaks the PING policy.
     let calm = Arc::new(Notify::new());
@@ -143,11 +144,14 @@ pub(crate) async fn serve(
                     active.fetch_add(1, Ordering::Relaxed);
                     idle_since = None;
                     let guard = ActiveGuard(Arc::clone(&active));
-                    let server = Arc::clone(&server);
-                    tokio::spawn(async move {
-                        call::serve_stream(request, respond, server, peer).await;
-                        drop(guard);
-                    });
+                    // The headers are checked here; the task holds only the
+                    // call itself.
+                    if let Some(dispatch) = call::serve_stream(request, respond, &server, peer) {
+                        tokio::spawn(async move {
+                            dispatch.await;
+                            drop(guard);
+                        });
+                    }
                 }
                 Some(Err(e)) => {
                     if e.is_io() || e.is_go_away() {

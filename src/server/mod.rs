@@ -80,6 +80,12 @@ pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// Default for [`Builder::max_send_buffer_size`]: 32 KiB per stream.
 pub const DEFAULT_MAX_SEND_BUFFER_SIZE: usize = 32 * 1024;
+/// Default for [`Builder::header_table_size`]: 0, no HPACK dynamic table
+/// for request headers. Chat calls are few and long-lived, so indexing
+/// their headers saves next to nothing on the wire, while the table costs
+/// every connection its entries (about 0.5 KiB each, measured in
+/// docs/benchmarks.md).
+pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 0;
 /// Default for [`Builder::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for [`Builder::keepalive_timeout`].
@@ -109,6 +115,7 @@ pub(crate) struct Config {
     pub(crate) max_send_message_size: usize,
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_ping_strikes: u32,
+    pub(crate) header_table_size: u32,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -130,6 +137,7 @@ impl Default for Config {
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
             min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
             max_ping_strikes: DEFAULT_MAX_PING_STRIKES,
+            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
             tls: None,
         }
     }
@@ -234,6 +242,14 @@ impl Builder {
     /// [`DEFAULT_MAX_SEND_MESSAGE_SIZE`].
     pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
         self.config.max_send_message_size = n;
+        self
+    }
+
+    /// SETTINGS_HEADER_TABLE_SIZE: the HPACK dynamic table clients may use
+    /// for the headers they send us (memory held per connection). Default
+    /// [`DEFAULT_HEADER_TABLE_SIZE`]; HTTP/2's own default is 4096.
+    pub fn header_table_size(&mut self, n: u32) -> &mut Self {
+        self.config.header_table_size = n;
         self
     }
 
