@@ -185,19 +185,22 @@ async fn write_loop<T: prost::Message>(
 /// Runs a member's reader and writer together. An error on either side ends
 /// the call at once; a clean end of the reader (the client closed its side,
 /// or left) lets the writer send what is still queued first.
-async fn run_member<T: prost::Message>(
+///
+/// `reader` is pinned by the caller, so that it is stored once, in the
+/// caller's future (an idle member's call state is most of what it costs).
+async fn run_member<T: prost::Message, R: std::future::Future<Output = Result<(), Status>>>(
     membership: &Membership,
-    reader: impl std::future::Future<Output = Result<(), Status>>,
+    mut reader: std::pin::Pin<&mut R>,
     sink: &mut ResponseSink<T>,
     config: &ChatConfig,
 ) -> Result<(), Status> {
     let writer = write_loop(membership, sink, config);
-    tokio::pin!(reader, writer);
+    tokio::pin!(writer);
 
     let mut reading = true;
     loop {
         tokio::select! {
-            read = &mut reader, if reading => {
+            read = reader.as_mut(), if reading => {
                 read?;
                 reading = false;
                 membership.member().close(Status::ok());
@@ -373,32 +376,84 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl crate::pb::chat::ChatService for ChatService {
-    async fn chat_stream(
+    // Not an `async fn`: the request is taken apart before the future is
+    // made, so the future holds the message stream once rather than also a
+    // dead copy of the whole request (see `run_member`).
+    fn chat_stream(
         &self,
         request: Request<Streaming<ChatMessage>>,
         mut sink: ResponseSink<ChatMessage>,
-    ) -> Result<(), Status> {
-        let token_user = self.authenticate(request.metadata())?;
-        let room = room_name(request.metadata(), self.config())?;
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| Ok((token_user, room_name(request.metadata(), self.config())?)));
         let (_, mut stream) = request.into_parts();
-        // A member from the moment the stream opens: it receives before it
-        // has said anything (and so before it has a name).
-        let membership = self.hub.join(&room, Protocol::Stream)?;
-        sink.flush_headers()?;
-        debug!(room, "ChatStream member connected");
-        let reader = self.stream_reader(&membership, &mut stream, token_user.as_deref());
-        run_member(&membership, reader, &mut sink, self.config()).await
+        async move {
+            let (token_user, room) = checked?;
+            // A member from the moment the stream opens: it receives before it
+            // has said anything (and so before it has a name).
+            let membership = self.hub.join(&room, Protocol::Stream)?;
+            sink.flush_headers()?;
+            debug!(room, "ChatStream member connected");
+            let reader =
+                std::pin::pin!(self.stream_reader(&membership, &mut stream, token_user.as_deref()));
+            run_member(&membership, reader, &mut sink, self.config()).await
+        }
     }
 
-    async fn chat(
+    // Not an `async fn`, for the reason given at `chat_stream`.
+    fn chat(
         &self,
         request: Request<Streaming<ClientEvent>>,
+        sink: ResponseSink<ServerEvent>,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| Ok((token_user, room_name(request.metadata(), self.config())?)));
+        let (_, stream) = request.into_parts();
+        self.chat_member(checked, stream, sink)
+    }
+    async fn health_check(
+        &self,
+        _request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let status = if self.hub.is_draining() {
+            "DRAINING"
+        } else {
+            "SERVING"
+        };
+        Ok(Response::new(HealthCheckResponse {
+            status: status.to_owned(),
+            active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
+            uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn who(&self, request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        self.authenticate(request.metadata())?;
+        let asked = request.into_inner().room;
+        let room = if asked.is_empty() {
+            DEFAULT_ROOM.to_owned()
+        } else {
+            validate::name(&asked, &self.config().limits)
+                .map_err(|why| Status::invalid_argument(format!("room name {why}")))?
+                .to_owned()
+        };
+        let users = self.hub.names_in(&room);
+        Ok(Response::new(WhoResponse { room, users }))
+    }
+}
+
+impl ChatService {
+    /// The `Chat` call once its metadata is checked.
+    async fn chat_member(
+        &self,
+        checked: Result<(Option<String>, String), Status>,
+        mut stream: Streaming<ClientEvent>,
         mut sink: ResponseSink<ServerEvent>,
     ) -> Result<(), Status> {
         let config = self.config();
-        let token_user = self.authenticate(request.metadata())?;
-        let room = room_name(request.metadata(), config)?;
-        let (_, mut stream) = request.into_parts();
+        let (token_user, room) = checked?;
         let first = stream.message().await?;
         let name = match first.and_then(|e| e.event) {
             Some(client_event::Event::UserEvent(u))
@@ -429,37 +484,7 @@ impl crate::pb::chat::ChatService for ChatService {
                 others.join(", ")
             )
         });
-        let reader = self.events_reader(&membership, &mut stream);
+        let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));
         run_member(&membership, reader, &mut sink, config).await
-    }
-
-    async fn health_check(
-        &self,
-        _request: Request<HealthCheckRequest>,
-    ) -> Result<Response<HealthCheckResponse>, Status> {
-        let status = if self.hub.is_draining() {
-            "DRAINING"
-        } else {
-            "SERVING"
-        };
-        Ok(Response::new(HealthCheckResponse {
-            status: status.to_owned(),
-            active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
-            uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
-        }))
-    }
-
-    async fn who(&self, request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
-        self.authenticate(request.metadata())?;
-        let asked = request.into_inner().room;
-        let room = if asked.is_empty() {
-            DEFAULT_ROOM.to_owned()
-        } else {
-            validate::name(&asked, &self.config().limits)
-                .map_err(|why| Status::invalid_argument(format!("room name {why}")))?
-                .to_owned()
-        };
-        let users = self.hub.names_in(&room);
-        Ok(Response::new(WhoResponse { room, users }))
     }
 }

@@ -464,11 +464,15 @@ where
     F: FnOnce(Request<Streaming<In>>, ResponseSink<Out>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
+    // The handler's future is made here and boxed on its own: the call's
+    // future then holds it behind one pointer, instead of also keeping the
+    // (dead) `ServerCall` and request it was made from — long-lived streams
+    // (chat members) pay for every byte of their state while idle.
+    let (request, end) = call.into_parts::<In>();
+    let sink = end.responder.sink::<Out>();
+    let mut work = Box::pin(handler(request, sink));
     Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let sink = end.responder.sink::<Out>();
-        let work = std::pin::pin!(handler(request, sink));
-        drive(end, work, false).await;
+        drive(end, work.as_mut(), false).await;
     })
 }
 
