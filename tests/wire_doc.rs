@@ -27,6 +27,8 @@ use std::time::Duration;
 
 use common::in_process::serve;
 use common::{CLIENT_TIMEOUT, Server, cargo_bin, chat_server, run_client};
+use grpc_chat::chat::history::DEFAULT_HISTORY_LEN;
+use grpc_chat::chat::history::memory::MemoryHistory;
 use grpc_chat::chat::{ChatConfig, ChatService};
 use grpc_chat::client::{BidiCall, Channel};
 use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient, ChatServiceServer, WhoRequest};
@@ -200,7 +202,15 @@ async fn record_exchange() -> Vec<String> {
     let server_addr = listener.local_addr().unwrap();
     let _stop = serve(
         listener,
-        ChatServiceServer::new(ChatService::new(ChatConfig::default())),
+        // A fixed history epoch: it is sent as a response header, and a
+        // random one would change the header block's bytes on every run.
+        ChatServiceServer::new(ChatService::with_history(
+            ChatConfig::default(),
+            Arc::new(MemoryHistory::with_epoch(
+                DEFAULT_HISTORY_LEN,
+                "5eed0fc0ffee0001",
+            )),
+        )),
     );
     let recording = Arc::new(Recording::default());
     let port = tap(server_addr, Arc::clone(&recording)).await;

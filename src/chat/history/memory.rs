@@ -43,6 +43,18 @@ impl MemoryHistory {
         }
     }
 
+    /// A store whose epoch is `epoch` rather than a random one: for
+    /// reproducible recordings (`tests/wire_doc.rs` prints the epoch header
+    /// byte by byte). A real server must not reuse an epoch across restarts,
+    /// or a resuming client could not tell that history was lost.
+    pub fn with_epoch(len: usize, epoch: impl Into<String>) -> Self {
+        MemoryHistory {
+            epoch: epoch.into(),
+            len,
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// The store's epoch (one for all rooms).
     pub fn epoch(&self) -> &str {
         &self.epoch
