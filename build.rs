@@ -29,6 +29,8 @@ const PROTOS: &[&str] = &[
     "chat.proto",
     "grpc/testing/test.proto",
     "grpc/health/v1/health.proto",
+    "grpc/reflection/v1/reflection.proto",
+    "grpc/reflection/v1alpha/reflection.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -176,6 +178,17 @@ fn server(service: &Service, buf: &mut String) -> std::fmt::Result {
         } else {
             "|req|"
         };
+        if m.client_streaming && m.server_streaming {
+            // A long-lived stream's future keeps every captured value for
+            // its whole life, even once moved out: the request is captured
+            // boxed (8 bytes) rather than inline, and unboxed at the call.
+            writeln!(
+                buf,
+                "            \"{}\" => crate::server::{helper}(call, move |req, sink| {{ let req = Box::new(req); async move {{ inner.{}(*req, sink).await }} }}),",
+                m.proto_name, m.name
+            )?;
+            continue;
+        }
         writeln!(
             buf,
             "            \"{}\" => crate::server::{helper}(call, move {params} async move {{ inner.{}({args}).await }}),",

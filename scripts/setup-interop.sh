@@ -7,6 +7,7 @@
 #   tests/interop/bin/go-compression-server  grpc-go's interop server + the compression features
 #   tests/interop/bin/ghz                    github.com/bojand/ghz load generator
 #   tests/interop/bin/grpc-health-probe      github.com/grpc-ecosystem/grpc-health-probe (grpc.health.v1 client)
+#   tests/interop/bin/grpcurl                github.com/fullstorydev/grpcurl (a reflection-driven gRPC client)
 #   tests/interop/bin/grpc_testing.protoset  descriptors of grpc/testing/test.proto (for ghz)
 #   tests/interop/.venv                      Python venv with tests/interop/requirements.txt
 #   tests/interop/bin/go-chat-client         tests/interop/chat/goclient: scriptable chat.ChatService peer
@@ -14,8 +15,8 @@
 #   tests/interop/chat/pygen/                Python code for proto/chat.proto (generated, not committed)
 #   tests/interop/bin/protoc-gen-go{,-grpc}  the Go protoc plugins used for chatpb
 #
-# Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION and
-# GRPC_HEALTH_PROBE_VERSION below and
+# Versions are pinned by tests/interop/go.mod / go.sum, GHZ_VERSION,
+# GRPC_HEALTH_PROBE_VERSION and GRPCURL_VERSION below and
 # requirements.txt; the chat client has its own module (tests/interop/chat/
 # go.mod / go.sum, which also pins protoc-gen-go: it is built at the version of
 # google.golang.org/protobuf there) and PROTOC_GEN_GO_GRPC_VERSION below. The
@@ -28,6 +29,7 @@ set -euo pipefail
 
 GHZ_VERSION=v0.120.0
 GRPC_HEALTH_PROBE_VERSION=v0.4.41
+GRPCURL_VERSION=v1.9.3
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,7 +74,7 @@ py_stamp_input() {
 }
 
 outputs=(go-interop-client go-interop-server go-compression-client go-compression-server ghz
-  grpc-health-probe grpc_testing.protoset)
+  grpc-health-probe grpcurl grpc_testing.protoset)
 go_want=$(go_stamp_input)
 go_done=0
 if [[ $force == 0 && -f "$bin/.stamp" && "$(cat "$bin/.stamp")" == "$go_want" ]]; then
@@ -161,6 +163,20 @@ if [[ $go_done == 0 ]]; then
     [[ -n "$probe_dir" ]] || { log "go mod download $probe: no module directory"; exit 1; }
     (cd "$probe_dir" && GOFLAGS=-buildvcs=false go build -trimpath \
       -ldflags "-X main.versionTag=$GRPC_HEALTH_PROBE_VERSION" -o "$bin/grpc-health-probe" .)
+  fi
+
+  # grpcurl, the same way (download the pinned version, build in place);
+  # `grpcurl -version` prints "grpcurl <version>" when main.version is set,
+  # as upstream releases do.
+  if [[ -x "$bin/grpcurl" ]] && "$bin/grpcurl" -version 2>&1 | grep -qxF "grpcurl $GRPCURL_VERSION"; then
+    log "grpcurl $GRPCURL_VERSION already installed"
+  else
+    grpcurl="github.com/fullstorydev/grpcurl@$GRPCURL_VERSION"
+    log "go build -o bin/grpcurl $grpcurl"
+    grpcurl_dir=$(cd / && go mod download -json "$grpcurl" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+    [[ -n "$grpcurl_dir" ]] || { log "go mod download $grpcurl: no module directory"; exit 1; }
+    (cd "$grpcurl_dir" && GOFLAGS=-buildvcs=false go build -trimpath \
+      -ldflags "-X main.version=$GRPCURL_VERSION" -o "$bin/grpcurl" ./cmd/grpcurl)
   fi
   echo "$go_want" >"$bin/.stamp"
 fi

@@ -6,6 +6,8 @@
 # On a bare machine it first installs what the tests need: the Go interop
 # peers and Python packages (scripts/setup-interop.sh), Chromium and the
 # web tests' npm packages (scripts/setup-web.sh). Then it checks
+# peers and Python packages (scripts/setup-interop.sh) and redis-server
+# (scripts/setup-redis.sh). Then it checks
 # formatting and lints, and runs every test: unit, property, end-to-end chat,
 # and interop against grpc-go and grpcio.
 set -euo pipefail
@@ -21,6 +23,8 @@ scripts/setup-interop.sh
 
 step "web test tools (Chromium, npm packages)"
 scripts/setup-web.sh
+step "redis-server (Debian package, for tests/history.rs)"
+scripts/setup-redis.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

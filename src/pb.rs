@@ -20,5 +20,16 @@ pub mod grpc_health_v1 {
     include!(concat!(env!("OUT_DIR"), "/grpc.health.v1.rs"));
 }
 
+/// `package grpc.reflection.v1;` — the standard server reflection service.
+pub mod grpc_reflection_v1 {
+    include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1.rs"));
+}
+
+/// `package grpc.reflection.v1alpha;` — the same service under its first
+/// name, still asked for by older tools.
+pub mod grpc_reflection_v1alpha {
+    include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of every `.proto` file, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

@@ -265,7 +265,9 @@ pub struct Streaming<T> {
     state: StreamState,
     /// The error the stream ended with, if it did not end cleanly.
     failed: Option<Status>,
-    trailers: Option<MetadataMap>,
+    /// Boxed: only a client's stream ever has trailers, and a long-lived
+    /// stream should not carry an empty header map inline.
+    trailers: Option<Box<MetadataMap>>,
     _message: PhantomData<fn() -> T>,
 }
 
@@ -317,7 +319,7 @@ impl<T: prost::Message + Default> Streaming<T> {
 
     /// Trailing metadata, once the stream has ended (client side).
     pub fn trailers(&self) -> Option<&MetadataMap> {
-        self.trailers.as_ref()
+        self.trailers.as_deref()
     }
 
     /// Polls for the next message.
@@ -338,7 +340,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                     return Poll::Ready(match end {
                         Ok(trailers) => {
                             self.state = StreamState::Done;
-                            self.trailers = Some(trailers);
+                            self.trailers = Some(Box::new(trailers));
                             Ok(None)
                         }
                         Err(status) => Err(self.fail(status)),

@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::in_process::serve;
+use common::raw::{drain_to_status, raw_chat_stream};
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::client::{BidiCall, Channel};
 use grpc_chat::pb::chat::{
@@ -143,52 +144,6 @@ async fn next_user_event<In: prost::Message>(
         ),
         other => unreachable!("until() returned {other:?}"),
     }
-}
-
-/// Opens a `ChatStream` call with raw HTTP/2 (the `h2` crate, with the
-/// smallest stream window) and sends `first` as its first DATA. Nothing reads
-/// the response or returns window until the test does: a client that stops
-/// reading, or one that sends bytes our client layer never would.
-async fn raw_chat_stream(
-    address: &str,
-    first: bytes::Bytes,
-) -> (h2::client::ResponseFuture, h2::SendStream<bytes::Bytes>) {
-    let socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let (h2, connection) = h2::client::Builder::new()
-        .initial_window_size(65_535)
-        .handshake::<_, bytes::Bytes>(socket)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::post(format!("http://{address}/chat.ChatService/ChatStream"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut send) = h2.send_request(request, false).unwrap();
-    send.send_data(first, false).unwrap();
-    (response, send)
-}
-
-/// Reads a raw response body to its end: the DATA bytes received, and the
-/// status from the trailers.
-async fn drain_to_status(mut body: h2::RecvStream) -> (usize, Status) {
-    let mut received = 0;
-    while let Some(chunk) = timeout(WAIT, body.data())
-        .await
-        .unwrap_or_else(|_| panic!("no end after {received} bytes"))
-    {
-        let chunk = chunk.unwrap();
-        received += chunk.len();
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    let trailers = timeout(WAIT, body.trailers())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    (received, Status::from_trailers(&trailers).unwrap())
 }
 
 #[tokio::test]

@@ -6,17 +6,18 @@
 //! the `grpc-status` / `grpc-message` values. The server under test serves the
 //! interop `TestService` on 127.0.0.1:0.
 
+mod common;
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use common::raw::{GRPC, PREFACE_AND_SETTINGS, WAIT, call, connect, until_closed};
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
 use grpc_chat::server::Server;
-use http::{HeaderMap, Method, StatusCode};
+use http::{Method, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-
-const WAIT: Duration = Duration::from_secs(5);
 
 async fn start() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -28,86 +29,6 @@ async fn start() -> String {
     address
 }
 
-async fn connect(address: &str) -> h2::client::SendRequest<Bytes> {
-    let socket = TcpStream::connect(address).await.unwrap();
-    let (client, connection) = h2::client::handshake(socket).await.unwrap();
-    tokio::spawn(connection);
-    client.ready().await.unwrap()
-}
-
-/// What came back: status, headers, body bytes, trailers (None when the
-/// response was trailers-only).
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    trailers: Option<HeaderMap>,
-}
-
-impl Answer {
-    /// `grpc-status` from the trailers, or from the headers of a
-    /// trailers-only response.
-    fn grpc_status(&self) -> Option<&str> {
-        self.trailers
-            .as_ref()
-            .and_then(|t| t.get("grpc-status"))
-            .or_else(|| self.headers.get("grpc-status"))
-            .and_then(|v| v.to_str().ok())
-    }
-
-    fn grpc_message(&self) -> String {
-        self.trailers
-            .as_ref()
-            .and_then(|t| t.get("grpc-message"))
-            .or_else(|| self.headers.get("grpc-message"))
-            .map(|v| grpc_chat::framing::decode_grpc_message(v.as_bytes()))
-            .unwrap_or_default()
-    }
-}
-
-async fn call(
-    address: &str,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Answer {
-    let mut client = connect(address).await;
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{address}{path}"));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let (response, mut send) = client
-        .send_request(request.body(()).unwrap(), false)
-        .unwrap();
-    send.send_data(Bytes::copy_from_slice(body), true).unwrap();
-    let response = timeout(WAIT, response).await.unwrap().unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let mut recv = response.into_body();
-    let trailers_only = recv.is_end_stream();
-    let mut data = Vec::new();
-    while let Some(chunk) = timeout(WAIT, recv.data()).await.unwrap() {
-        let chunk = chunk.unwrap();
-        data.extend_from_slice(&chunk);
-        let _ = recv.flow_control().release_capacity(chunk.len());
-    }
-    let trailers = if trailers_only {
-        None
-    } else {
-        timeout(WAIT, recv.trailers()).await.unwrap().unwrap()
-    };
-    Answer {
-        status,
-        headers,
-        body: data,
-        trailers,
-    }
-}
-
-const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
 const EMPTY_CALL: &str = "/grpc.testing.TestService/EmptyCall";
 
 /// An empty protobuf message as one gRPC message:
@@ -303,25 +224,6 @@ async fn start_with(configure: impl FnOnce(&mut grpc_chat::server::Builder)) -> 
     address
 }
 
-/// Reads from `socket` until the server closes it; returns how long that took.
-async fn until_closed(mut socket: TcpStream) -> Duration {
-    use tokio::io::AsyncReadExt;
-    let started = std::time::Instant::now();
-    let mut buf = [0u8; 4096];
-    loop {
-        match timeout(WAIT, socket.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return started.elapsed(),
-            Ok(Ok(_)) => continue,
-            Err(_) => panic!("the server did not close the connection"),
-        }
-    }
-}
-
-/// The client connection preface, then an empty SETTINGS frame:
-/// length 0 | type 0x4 (SETTINGS) | flags 0 | stream 0.
-const PREFACE_AND_SETTINGS: &[u8] =
-    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
-
 #[tokio::test]
 async fn a_connection_that_never_sends_the_preface_is_closed() {
     use tokio::io::AsyncWriteExt;
@@ -330,14 +232,14 @@ async fn a_connection_that_never_sends_the_preface_is_closed() {
     })
     .await;
     let silent = TcpStream::connect(&address).await.unwrap();
-    assert!(until_closed(silent).await < Duration::from_secs(2));
+    assert!(until_closed(silent, WAIT).await < Duration::from_secs(2));
     // Half a preface, then nothing: the same.
     let mut stalled = TcpStream::connect(&address).await.unwrap();
     stalled
         .write_all(&PREFACE_AND_SETTINGS[..10])
         .await
         .unwrap();
-    assert!(until_closed(stalled).await < Duration::from_secs(2));
+    assert!(until_closed(stalled, WAIT).await < Duration::from_secs(2));
     // Meanwhile the server serves everyone else.
     let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, EMPTY_MESSAGE).await;
     assert_eq!(answer.grpc_status(), Some("0"));
@@ -356,7 +258,7 @@ async fn a_peer_that_does_not_answer_pings_is_closed() {
     let mut mute = TcpStream::connect(&address).await.unwrap();
     mute.write_all(PREFACE_AND_SETTINGS).await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(until_closed(mute).await < Duration::from_secs(2));
+    assert!(until_closed(mute, WAIT).await < Duration::from_secs(2));
 }
 
 #[tokio::test]

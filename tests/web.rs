@@ -41,9 +41,12 @@ struct Web {
 }
 
 async fn start(config: ChatConfig) -> Web {
+    start_service(ChatService::new(config)).await
+}
+
+async fn start_service(chat: ChatService) -> Web {
     let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let native = native_listener.local_addr().unwrap();
-    let chat = ChatService::new(config);
     let hub = chat.hub().clone();
     let stop_native = common::in_process::serve(native_listener, ChatServiceServer::new(chat));
     let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -785,4 +788,250 @@ async fn connect_web_client_under_node() {
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }
+}
+
+// --- history and resume ----------------------------------------------------
+
+/// Reads a fresh or resumed subscription up to its end-of-history notice:
+/// the replayed messages' (id, text) and the epoch.
+async fn replayed(stream: &mut Streaming<SubscribeEvent>) -> (Vec<(u64, String)>, String) {
+    let mut messages = Vec::new();
+    loop {
+        match next_event(stream).await {
+            subscribe_event::Event::ChatMessage(m) => messages.push((m.id, m.message)),
+            subscribe_event::Event::SystemEvent(s) if s.end_of_history => {
+                return (messages, s.epoch);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn say(client: &ChatServiceClient, token: &str, text: &str) {
+    client
+        .send_message(Request::new(SendMessageRequest {
+            token: token.into(),
+            message: text.into(),
+        }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_replays_history_and_resumes_without_gap_or_duplicate() {
+    let web = start(no_rate_limit()).await;
+    let client = ChatServiceClient::new(Channel::connect(web.native.to_string()).await.unwrap());
+
+    let (alice, mut alice_events) = subscribe(&client, "alice", "past").await;
+    let (none, _) = replayed(&mut alice_events).await;
+    assert!(none.is_empty(), "a new room has no history: {none:?}");
+    for text in ["one", "two", "three"] {
+        say(&client, &alice, text).await;
+    }
+
+    // A fresh join gets the history after the session event.
+    let (_, mut bob_events) = subscribe(&client, "bob", "past").await;
+    let (history, epoch) = replayed(&mut bob_events).await;
+    let texts: Vec<&str> = history.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["one", "two", "three"]);
+    assert!(!epoch.is_empty());
+    let last_seen = history.last().unwrap().0;
+
+    // Bob goes away (alice sees him leave); two messages are said meanwhile.
+    drop(bob_events);
+    loop {
+        if let subscribe_event::Event::UserEvent(u) = next_event(&mut alice_events).await {
+            if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32 {
+                break;
+            }
+        }
+    }
+    say(&client, &alice, "four").await;
+    say(&client, &alice, "five").await;
+
+    // Resuming from the last id seen brings exactly those two, then live.
+    let mut resumed = client
+        .subscribe(Request::new(SubscribeRequest {
+            username: "bob".into(),
+            room: "past".into(),
+            last_id: Some(last_seen),
+            epoch: epoch.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // The leave is published just before the name is released: in the
+    // rare case the new call lands in between, ALREADY_EXISTS, try again.
+    let first = loop {
+        match timeout(WAIT, resumed.message()).await.unwrap() {
+            Ok(Some(event)) => break event,
+            Err(status) if status.code() == Code::AlreadyExists => {
+                tokio::task::yield_now().await;
+                resumed = client
+                    .subscribe(Request::new(SubscribeRequest {
+                        username: "bob".into(),
+                        room: "past".into(),
+                        last_id: Some(last_seen),
+                        epoch: epoch.clone(),
+                    }))
+                    .await
+                    .unwrap()
+                    .into_inner();
+            }
+            other => panic!("resume failed: {other:?}"),
+        }
+    };
+    assert!(matches!(
+        first.event,
+        Some(subscribe_event::Event::SessionStarted(_))
+    ));
+    let (missed, same_epoch) = replayed(&mut resumed).await;
+    let texts: Vec<&str> = missed.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(texts, ["four", "five"]);
+    assert_eq!(missed[0].0, last_seen + 1);
+    assert_eq!(same_epoch, epoch);
+    say(&client, &alice, "six").await;
+    loop {
+        if let subscribe_event::Event::ChatMessage(m) = next_event(&mut resumed).await {
+            assert_eq!(m.message, "six", "nothing twice, nothing skipped");
+            break;
+        }
+    }
+
+    // An epoch from elsewhere: told that history was lost, given the latest.
+    let mut carol_events = client
+        .subscribe(Request::new(SubscribeRequest {
+            username: "carol".into(),
+            room: "past".into(),
+            last_id: Some(2),
+            epoch: "0123456789abcdef".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut lost_notice = false;
+    loop {
+        match next_event(&mut carol_events).await {
+            subscribe_event::Event::SystemEvent(s) if s.end_of_history => break,
+            subscribe_event::Event::SystemEvent(s) => {
+                lost_notice |= s.message.contains("history was lost");
+            }
+            _ => {}
+        }
+    }
+    assert!(lost_notice);
+
+    // A malformed epoch is refused.
+    let bad = client
+        .subscribe(Request::new(SubscribeRequest {
+            username: "dave".into(),
+            room: "past".into(),
+            last_id: Some(1),
+            epoch: "not an epoch!".into(),
+        }))
+        .await;
+    let code = match bad {
+        Err(status) => status.code(),
+        Ok(response) => code_of(response.into_inner().message().await),
+    };
+    assert_eq!(code, Code::InvalidArgument);
+}
+
+// --- bearer tokens (chat-server --auth-tokens) ---------------------------
+
+fn with_bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", &format!("Bearer {token}"))
+        .unwrap();
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_rule_sessions_as_they_rule_chat() {
+    let config = no_rate_limit();
+    let tokens =
+        grpc_chat::chat::TokenTable::parse("tok-alice alice\ntok-bob bob\n", &config.limits)
+            .unwrap();
+    let web = start_service(ChatService::new(config).with_tokens(tokens)).await;
+
+    // Through the gateway: the authorization header is the call's metadata.
+    let who = |auth: Option<&str>| {
+        let auth = auth.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+        format!(
+            "POST /chat.ChatService/Who HTTP/1.1\r\nhost: chat.test\r\n\
+             content-type: application/grpc-web+proto\r\n{auth}connection: close\r\n\
+             content-length: {}\r\n\r\n",
+            WHO_TEA.len()
+        )
+    };
+    let refused = exchange(web.web, &who(None), &[WHO_TEA]).await;
+    let (_, trailers) = frames(&refused.body);
+    assert_eq!(
+        trailer(&trailers, "grpc-status"),
+        Some("16"),
+        "{trailers:?}"
+    );
+    let allowed = exchange(web.web, &who(Some("tok-bob")), &[WHO_TEA]).await;
+    let (_, trailers) = frames(&allowed.body);
+    assert_eq!(trailer(&trailers, "grpc-status"), Some("0"), "{trailers:?}");
+
+    let client = ChatServiceClient::new(Channel::connect(web.native.to_string()).await.unwrap());
+    // No token: UNAUTHENTICATED. Another user's name: PERMISSION_DENIED.
+    for (request, expected) in [
+        (
+            Request::new(SubscribeRequest {
+                username: "alice".into(),
+                ..Default::default()
+            }),
+            Code::Unauthenticated,
+        ),
+        (
+            with_bearer(
+                SubscribeRequest {
+                    username: "bob".into(),
+                    ..Default::default()
+                },
+                "tok-alice",
+            ),
+            Code::PermissionDenied,
+        ),
+    ] {
+        let code = match client.subscribe(request).await {
+            Err(status) => status.code(),
+            Ok(response) => code_of(response.into_inner().message().await),
+        };
+        assert_eq!(code, expected);
+    }
+    // No name: the token's.
+    let mut stream = client
+        .subscribe(with_bearer(SubscribeRequest::default(), "tok-alice"))
+        .await
+        .unwrap()
+        .into_inner();
+    let subscribe_event::Event::SessionStarted(session) = next_event(&mut stream).await else {
+        panic!("the first event is not the session");
+    };
+    assert_eq!(session.username, "alice");
+    let send = |bearer: Option<&str>| {
+        let message = SendMessageRequest {
+            token: session.token.clone(),
+            message: "hi".into(),
+        };
+        match bearer {
+            Some(t) => with_bearer(message, t),
+            None => Request::new(message),
+        }
+    };
+    // The session token alone is not enough, nor with bob's bearer token.
+    assert_eq!(
+        code_of(client.send_message(send(None)).await),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code_of(client.send_message(send(Some("tok-bob"))).await),
+        Code::PermissionDenied
+    );
+    client.send_message(send(Some("tok-alice"))).await.unwrap();
 }

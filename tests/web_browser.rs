@@ -3,7 +3,8 @@
 //! with a `chat-client` in line mode in the same room. The scenario is
 //! `web/test/browser.mjs`: joins, leaves, typing and messages between two
 //! pages and the terminal client, markup shown as text, a reload resuming
-//! without duplicates.
+//! without duplicates, and a page that left and came back shown what it
+//! missed, once.
 //!
 //! Screenshots are kept in `target/web-artifacts/`.
 
@@ -65,6 +66,7 @@ fn two_pages_and_a_terminal_client_chat() {
         "ok messages between pages and chat-client",
         "ok markup shown as text",
         "ok reload resumes without duplicates",
+        "ok missed messages resumed once",
         "ok leaves seen",
         "ok done",
     ] {

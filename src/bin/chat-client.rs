@@ -6,14 +6,21 @@
 //! chat-client                                   # asks your name; 127.0.0.1:50053, lobby
 //! chat-client --user alice --room rust
 //! printf 'hello\n/quit\n' | chat-client --user bot
+//! chat-client --address chat.example:50053 --tls --user alice --token "$(cat token)"
+//! CHAT_TOKEN=... chat-client --tls --ca ca.pem --user alice
 //! ```
 //!
 //! The logic lives in `grpc_chat::chat_client`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
+use grpc_chat::chat_client::session::Transport;
 use grpc_chat::chat_client::{self, DEFAULT_ADDRESS, DEFAULT_CONNECT_RETRIES, Options};
+use grpc_chat::client::{DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_KEEPALIVE_TIMEOUT};
+use grpc_chat::tls;
 
 /// Chat in a grpc-chat room from the terminal.
 #[derive(Debug, Parser)]
@@ -38,11 +45,40 @@ struct Args {
     /// Line mode: prefix each line with the local time (HH:MM).
     #[arg(long)]
     timestamps: bool,
+    /// Connect with TLS (trusting the system's roots, or --ca).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: trust the CA certificate(s) in this PEM file instead of
+    /// the system's roots.
+    #[arg(long, requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: the name the server's certificate must carry, if not the
+    /// host of --address.
+    #[arg(long, requires = "tls")]
+    server_name: Option<String>,
+    /// Token for servers that require one (sent as `authorization: Bearer`).
+    /// Defaults to the CHAT_TOKEN environment variable, which keeps it out of
+    /// the process list.
+    #[arg(long)]
+    token: Option<String>,
+    /// Seconds between keepalive PINGs, to notice a dead server or network
+    /// path while nobody talks (0 turns them off).
+    #[arg(long, default_value_t = DEFAULT_KEEPALIVE_INTERVAL.as_secs_f64())]
+    keepalive_secs: f64,
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes. With the TUI, redirect
+    /// stderr (`2>trace.txt`).
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+    }
     // Logs go to stderr only when asked for (RUST_LOG): they would garble
     // the TUI.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -51,6 +87,32 @@ async fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
+    let mut transport = Transport {
+        token: args
+            .token
+            .clone()
+            .or_else(|| std::env::var("CHAT_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
+        server_name: args.server_name.clone(),
+        ..Transport::default()
+    };
+    match Duration::try_from_secs_f64(args.keepalive_secs) {
+        Ok(interval) if interval.is_zero() => transport.keepalive = None,
+        Ok(interval) => transport.keepalive = Some((interval, DEFAULT_KEEPALIVE_TIMEOUT)),
+        Err(e) => {
+            eprintln!("chat-client: --keepalive-secs: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if args.tls {
+        match tls::client_config(args.ca.as_deref()) {
+            Ok(config) => transport.tls = Some(config),
+            Err(e) => {
+                eprintln!("chat-client: TLS: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     chat_client::run(Options {
         address: args.address,
         user: args.user,
@@ -58,6 +120,7 @@ async fn main() -> ExitCode {
         connect_retries: args.connect_retries,
         force_line_mode: args.line,
         timestamps: args.timestamps,
+        transport,
     })
     .await
 }

@@ -4,13 +4,17 @@
 //! ```text
 //! interop-client --server_host 127.0.0.1 --server_port 10000 --test_case large_unary
 //! interop-client --server_port 10000 --test_case all
+//! interop-client --server_port 10000 --use_tls --use_test_ca --ca_file ca.pem \
+//!     --server_host_override foo.test.google.fr --test_case all
 //! ```
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use grpc_chat::client::Channel;
 use grpc_chat::interop::client::{TEST_CASES, run_case};
+use grpc_chat::tls;
 
 /// The gRPC interop test client.
 #[derive(Debug, Parser)]
@@ -25,10 +29,25 @@ struct Args {
     /// The case to run, or `all`.
     #[arg(long = "test_case", default_value = "large_unary")]
     test_case: String,
-    /// Accepted for compatibility with grpc-go's flags; only `false` is
-    /// supported for now.
-    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
+    /// Connect with TLS (ALPN h2).
+    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     use_tls: bool,
+    /// Trust the CA in --ca_file instead of the system's roots.
+    #[arg(long = "use_test_ca", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    use_test_ca: bool,
+    /// PEM file of the CA certificate(s) to trust (with --use_tls).
+    #[arg(long = "ca_file")]
+    ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry, if not --server_host.
+    #[arg(long = "server_host_override")]
+    server_host_override: Option<String>,
 }
 
 #[tokio::main]
@@ -41,12 +60,36 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.use_tls {
-        eprintln!("--use_tls=true is not supported yet");
-        return ExitCode::from(2);
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
     }
     let address = format!("{}:{}", args.server_host, args.server_port);
-    let channel = match Channel::connect(address.clone()).await {
+    let mut builder = Channel::builder(address.clone());
+    if args.use_tls {
+        let ca = match (&args.ca_file, args.use_test_ca) {
+            (Some(ca), _) => Some(ca.as_path()),
+            (None, false) => None,
+            (None, true) => {
+                eprintln!("--use_test_ca needs --ca_file");
+                return ExitCode::from(2);
+            }
+        };
+        match tls::client_config(ca) {
+            Ok(config) => builder.tls(config),
+            Err(e) => {
+                eprintln!("TLS: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Some(name) = args
+            .server_host_override
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        {
+            builder.server_name(name);
+        }
+    }
+    let channel = match builder.connect().await {
         Ok(channel) => channel,
         Err(status) => {
             eprintln!("cannot reach {address}: {status}");

@@ -1,16 +1,21 @@
 //! `interop-server`: the gRPC interop test server (`grpc.testing.TestService`),
-//! for grpc-go's (or any) interop client.
+//! for grpc-go's (or any) interop client; with server reflection, so
+//! `grpcurl` can explore it.
 //!
 //! ```text
 //! interop-server --port 10000
+//! interop-server --port 10000 --use_tls --tls_cert_file cert.pem --tls_key_file key.pem
 //! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::Parser;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
+use grpc_chat::reflection::{ReflectionService, V1_SERVICE, V1ALPHA_SERVICE};
 use grpc_chat::server::{Server, shutdown_signal};
+use grpc_chat::tls;
 use tokio::net::TcpListener;
 
 /// The gRPC interop test server.
@@ -23,10 +28,21 @@ struct Args {
     /// Address to bind.
     #[arg(long, default_value_t = Ipv4Addr::UNSPECIFIED.into())]
     host: std::net::IpAddr,
-    /// Accepted for compatibility with grpc-go's flags; only `false` is
-    /// supported for now.
-    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set)]
+    /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
+    /// protobuf text, trailers (`--trace-wire`); `--trace-wire=hex` adds
+    /// the bytes.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "text")]
+    trace_wire: Option<grpc_chat::wire_trace::Mode>,
+    /// Serve TLS (ALPN h2) with --tls_cert_file and --tls_key_file.
+    #[arg(long = "use_tls", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     use_tls: bool,
+    /// PEM certificate chain (with --use_tls).
+    #[arg(long = "tls_cert_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key (with --use_tls).
+    #[arg(long = "tls_key_file")]
+    tls_key_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -38,12 +54,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
-    if args.use_tls {
-        return Err("--use_tls=true is not supported yet".into());
+    let mut builder = Server::builder();
+    if let Some(mode) = args.trace_wire {
+        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
     }
+    if args.use_tls {
+        let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
+            return Err("--use_tls needs --tls_cert_file and --tls_key_file".into());
+        };
+        builder.tls(tls::server_config(cert, key)?);
+    }
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            TestServiceServer::<InteropService>::NAME,
+            V1_SERVICE,
+            V1ALPHA_SERVICE,
+        ],
+    )?;
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
-    Server::builder()
+    builder
         .add_service(TestServiceServer::new(InteropService))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown_signal())
         .await?;

@@ -8,10 +8,13 @@
 //!
 //! # Layout
 //!
+//! * [`auth`] — bearer tokens that name their user (optional).
 //! * [`validate`] — names and messages: lengths, no control characters.
 //! * [`ratelimit`] — the per-member token bucket.
 //! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
 //! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
+//! * [`history`] — the history store (in memory, or Redis shared by several
+//!   servers), replay on join and resume.
 //! * [`session`] — `Subscribe`, `SendMessage`, `SetTyping`: chat for clients
 //!   without client streaming (browsers), tied by a session token.
 //!
@@ -23,7 +26,34 @@
 //!   is ignored and logged), so nobody can speak as someone else.
 //! * Clients choose a room with the `chat-room` request metadata; without it
 //!   they land in [`DEFAULT_ROOM`].
+//! * With tokens ([`ChatService::with_tokens`]) the name comes from the
+//!   token: a call without a valid one ends with `UNAUTHENTICATED`, and one
+//!   that asks for a different name than its token's with
+//!   `PERMISSION_DENIED` (an empty name takes the token's).
+//!
+//! # The resume contract
+//!
+//! (The full text is in [`history`]; other code builds on it, so it changes
+//! only with care.)
+//!
+//! * Message ids: the server-assigned `ChatMessage.id` /
+//!   `ChatMessageEvent.id` (field 4), increasing by one per message of a
+//!   room.
+//! * A room's history has an **epoch**, an opaque string that changes when
+//!   the history was lost. The server tells it in the response header
+//!   `chat-epoch` (both protocols) and in `SystemEvent.epoch` (field 3) of
+//!   the `SystemEvent` that ends the replayed history (`end_of_history`,
+//!   field 4) or announces an epoch change.
+//! * A reconnecting client sends request metadata `chat-last-id: <id>` and
+//!   `chat-epoch: <epoch>`; it receives every message after that id still in
+//!   history, then live traffic — no gap, no duplicate — or a notice saying
+//!   what could not be replayed.
+//! * Without them, a joining client gets the newest `history_replay` (50)
+//!   messages first; `ChatStream` clients learn how many from the response
+//!   header `chat-replayed`.
 
+pub mod auth;
+pub mod history;
 pub mod ratelimit;
 pub mod room;
 pub mod service;
@@ -32,6 +62,7 @@ pub mod validate;
 
 use std::time::Duration;
 
+pub use auth::{AUTHORIZATION_METADATA_KEY, TokenTable};
 pub use ratelimit::RateLimit;
 pub use room::Hub;
 pub use service::ChatService;
@@ -71,6 +102,12 @@ pub struct ChatConfig {
     pub limits: Limits,
     /// Members one room may hold. Default [`DEFAULT_MAX_MEMBERS_PER_ROOM`].
     pub max_members_per_room: usize,
+    /// Messages replayed to a client joining without resume metadata.
+    /// Default [`history::DEFAULT_REPLAY`].
+    pub history_replay: usize,
+    /// Messages kept per room by the embedded store, and the most a
+    /// resuming client is sent. Default [`history::DEFAULT_HISTORY_LEN`].
+    pub history_len: usize,
 }
 
 impl Default for ChatConfig {
@@ -82,6 +119,8 @@ impl Default for ChatConfig {
             rate_limit: RateLimit::default(),
             limits: Limits::default(),
             max_members_per_room: DEFAULT_MAX_MEMBERS_PER_ROOM,
+            history_replay: history::DEFAULT_REPLAY,
+            history_len: history::DEFAULT_HISTORY_LEN,
         }
     }
 }

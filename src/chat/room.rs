@@ -37,10 +37,22 @@
 //!
 //! The room lock is held while ids are assigned and nodes appended, so every
 //! member sees the room's messages in one order.
+//!
+//! # With a shared history store (Redis)
+//!
+//! Several servers then share a room, so no single room lock can order it:
+//! a publisher hands its batch to the store ([`History::submit`]), which has
+//! Redis number it, and every server — the publisher's too — appends the
+//! batch when it comes back ([`Deliver::sequenced`]), in Redis's order, with
+//! Redis's ids. Only while Redis is unreachable does the room number and
+//! deliver its own members' batches again ([`Deliver::local`]). See
+//! [`history::redis`](super::history::redis).
+//!
+//! [`History::submit`]: super::history::History::submit
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -55,6 +67,8 @@ use crate::pb::chat::{
 };
 
 use super::ChatConfig;
+use super::history::memory::MemoryHistory;
+use super::history::{Deliver, Sequenced, SharedHistory, StoredMessage, Submission};
 
 /// Which of the two chat protocols a member speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +102,14 @@ pub enum Event {
 /// One published batch: a node of the room's log, shared by every member.
 #[derive(Debug)]
 struct Node {
-    /// Who published it (0: the server itself).
+    /// Who published it (0: the server itself, or a member of another
+    /// server sharing the history store).
     sender: u64,
+    /// Id of its first chat message (0: it has none).
+    first_id: u64,
+    /// Id of its last chat message (0: it has none). A member joining with a
+    /// replay from history skips nodes already in that replay.
+    last_id: u64,
     /// `ChatMessage` frames, for `ChatStream` members other than the sender.
     stream: Bytes,
     /// `ServerEvent` frames, for `Chat` members other than the sender.
@@ -109,6 +129,8 @@ impl Node {
     fn new(sender: u64, stream: Bytes, events: Bytes, events_to_sender: Option<Bytes>) -> Self {
         Node {
             sender,
+            first_id: 0,
+            last_id: 0,
             stream,
             events,
             events_to_sender,
@@ -163,6 +185,9 @@ pub struct Member {
     cursor: Mutex<Arc<Node>>,
     /// `end_offset` of the cursor, readable by publishers without the lock.
     consumed: AtomicU64,
+    /// Nodes whose messages all have ids up to this were replayed from
+    /// history already: they are skipped (see [`Member::skip_replayed`]).
+    skip_upto: AtomicU64,
     /// Notices for this member only (rate limited, too long, …).
     private: Mutex<VecDeque<Bytes>>,
     /// Set when the call must end.
@@ -187,9 +212,34 @@ const MAX_COALESCE: usize = 16 * 1024;
 const COPY_LIMIT: usize = 4 * 1024;
 
 impl Member {
+    /// A number unique to this member within the hub (for logs).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The member's protocol.
     pub fn protocol(&self) -> Protocol {
         self.protocol
+    }
+
+    /// The id of the oldest chat message waiting in this member's live log
+    /// (`None`: none has arrived yet). Called before the member's writer
+    /// starts, so the log still holds everything since the join.
+    pub fn first_live_id(&self) -> Option<u64> {
+        let mut node = Arc::clone(&self.cursor.lock());
+        loop {
+            let next = Arc::clone(node.next.get()?);
+            if next.first_id != 0 {
+                return Some(next.first_id);
+            }
+            node = next;
+        }
+    }
+
+    /// Skips live messages with ids up to `id`: the member was sent them
+    /// from history. Set before the member's writer starts.
+    pub fn skip_replayed(&self, id: u64) {
+        self.skip_upto.store(id, Ordering::Relaxed);
     }
 
     /// Wakes the writer if it sleeps.
@@ -213,6 +263,24 @@ impl Member {
     /// now is sent.
     pub fn close(&self, status: Status) {
         self.end(Ending::AfterFlush(status));
+    }
+
+    /// Completes, with its status, once the call must end at once (the
+    /// member fell too far behind, or was disconnected). The writer waits
+    /// on this while a send is blocked on the client's window: it would
+    /// otherwise learn of the end only after the send — which, for a client
+    /// that stopped reading, is when the slow-reader grace runs out, while
+    /// the log it holds on to keeps growing.
+    pub async fn must_end_now(&self) -> Status {
+        loop {
+            // Created before the check: `end` stores a permit if nobody
+            // waits yet, so a wake between the check and the await is kept.
+            let woken = self.wake.notified();
+            if let Some(Ending::Now(status)) = self.ending.lock().clone() {
+                return status;
+            }
+            woken.await;
+        }
     }
 
     /// Queues a notice for this member alone.
@@ -277,7 +345,18 @@ impl Member {
             let Some(next) = cursor.next.get().cloned() else {
                 break;
             };
-            let frames = next.frames_for(self);
+            static NONE: Bytes = Bytes::new();
+            // A member that joined with a replay gets, in its log, the
+            // messages sequenced between its join and the history read: the
+            // replay has them already. A node is one batch, sequenced
+            // atomically, so it is either wholly in the replay or not at all.
+            let replayed =
+                next.last_id != 0 && next.last_id <= self.skip_upto.load(Ordering::Relaxed);
+            let frames = if replayed {
+                &NONE
+            } else {
+                next.frames_for(self)
+            };
             if !frames.is_empty() {
                 let pending = coalesced.as_ref().map_or(0, BytesMut::len)
                     + first.as_ref().map_or(0, Bytes::len);
@@ -358,14 +437,22 @@ impl Membership {
         Ok(())
     }
 
-    /// Publishes events from this member to the room, in order.
-    pub fn publish(&self, events: &[Event]) {
+    /// Publishes events from this member to the room, in order. Returns
+    /// `false` if the room no longer accepts anything (the server is
+    /// shutting down); the member is told if a message was among them.
+    pub fn publish(&self, events: &[Event]) -> bool {
         for event in events {
             if let Event::Typing { started } = event {
                 self.typing.store(*started, Ordering::Relaxed);
             }
         }
-        self.room.publish(self.member.id, events, &self.hub.config);
+        let started = std::time::Instant::now();
+        let published = self.room.publish(self.member.id, events, &self.hub);
+        crate::metrics::METRICS.fanout.observe(started.elapsed());
+        if !published && events.iter().any(|e| matches!(e, Event::Message { .. })) {
+            self.notify("message not delivered: the server is shutting down");
+        }
+        published
     }
 
     /// Sends a notice to this member only.
@@ -386,6 +473,21 @@ impl Membership {
     pub fn names(&self) -> Vec<String> {
         self.room.names()
     }
+
+    /// The hub the member is in.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Takes note of the history epoch this member was told, unless the
+    /// room knows one already: a later batch of another epoch then makes the
+    /// room tell its members that history was lost.
+    pub fn note_epoch(&self, epoch: &str) {
+        let mut state = self.room.state.lock();
+        if state.epoch.is_none() {
+            state.epoch = Some(epoch.to_owned());
+        }
+    }
 }
 
 impl Drop for Membership {
@@ -404,7 +506,7 @@ impl Drop for Membership {
             } else {
                 &[Event::Left]
             };
-            self.room.publish(self.member.id, events, &self.hub.config);
+            let _ = self.room.publish(self.member.id, events, &self.hub);
         }
         let now_empty = {
             let mut state = self.room.state.lock();
@@ -428,6 +530,9 @@ impl Drop for Membership {
     }
 }
 
+/// A node just appended, with the members to deliver it to.
+type Appended = (Arc<Node>, Arc<Vec<Slot>>);
+
 /// A member in the room's list.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -450,9 +555,45 @@ struct RoomState {
     event_members: usize,
     /// Lowercased name → member id.
     names: HashMap<String, u64>,
+    /// Set by [`Hub::shutdown`]: the log is complete, nothing more is
+    /// published, so what members flush is everything the room accepted.
+    closed: bool,
+    /// The history epoch the room's members were told (shared stores), if
+    /// known yet.
+    epoch: Option<String>,
 }
 
 impl RoomState {
+    /// Takes note of the store's epoch for the room. When it differs from
+    /// the one members were told, returns the notice telling them that the
+    /// history was lost, to append to the log.
+    fn note_epoch(&mut self, epoch: &str) -> Option<Node> {
+        match &self.epoch {
+            Some(known) if known == epoch => None,
+            None => {
+                self.epoch = Some(epoch.to_owned());
+                None
+            }
+            Some(known) => {
+                let text = format!(
+                    "history was lost (the history store restarted empty): history epoch {known} is now {epoch}"
+                );
+                self.epoch = Some(epoch.to_owned());
+                let stream = encode_one(&ChatMessage {
+                    user: "server".into(),
+                    message: text.clone(),
+                    timestamp: unix_now(),
+                    id: 0,
+                });
+                let mut event = system_event(&text);
+                if let Some(server_event::Event::SystemEvent(system)) = &mut event.event {
+                    system.epoch = epoch.to_owned();
+                }
+                Some(Node::new(0, stream, encode_one(&event), None))
+            }
+        }
+    }
+
     /// Keeps the per-protocol member counts in step with `members`.
     fn count(&mut self, protocol: Protocol, joined: bool) {
         let counter = match protocol {
@@ -468,7 +609,7 @@ impl RoomState {
 
     /// Appends a node to the log. Returns it with the members to deliver it
     /// to; the caller delivers with [`deliver`] after releasing the lock.
-    fn append(&mut self, mut node: Node, room: &str) -> Option<(Arc<Node>, Arc<Vec<Slot>>)> {
+    fn append(&mut self, mut node: Node, room: &str) -> Option<Appended> {
         let size = node.stream.len().max(node.events.len());
         node.end_offset = self.tail.end_offset + size as u64;
         let node = Arc::new(node);
@@ -502,6 +643,7 @@ fn deliver(node: &Arc<Node>, members: &[Slot], room: &str, max_lag: usize) {
                     lag,
                     "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
                 );
+                crate::metrics::METRICS.evicted_lagging.inc();
                 member.end(Ending::Now(Status::resource_exhausted(format!(
                     "too far behind: more than {max_lag} bytes of messages waiting for this client"
                 ))));
@@ -537,6 +679,7 @@ fn system_event(text: &str) -> ServerEvent {
         event: Some(server_event::Event::SystemEvent(SystemEvent {
             message: text.to_owned(),
             timestamp: unix_now(),
+            ..Default::default()
         })),
     }
 }
@@ -553,31 +696,141 @@ impl Room {
         names
     }
 
-    fn publish(&self, sender: u64, events: &[Event], config: &ChatConfig) {
+    /// Publishes `events` of member `sender`. With a store that sequences
+    /// (Redis), the batch goes to the store and comes back to every server
+    /// through [`Room::apply`]; otherwise the room numbers it and delivers
+    /// it at once.
+    /// `false` if the room is closed (the server is shutting down).
+    fn publish(&self, sender: u64, events: &[Event], hub: &Hub) -> bool {
         let mut state = self.state.lock();
-        let Some(sender_slot) = state.members.iter().find(|s| s.member.id == sender) else {
-            return;
+        if state.closed {
+            return false;
+        }
+        let Some(user) = state
+            .members
+            .iter()
+            .find(|s| s.member.id == sender)
+            .and_then(|s| s.name.clone())
+        else {
+            return true;
         };
-        let Some(user) = sender_slot.name.clone() else {
-            return;
-        };
-        let sender_protocol = sender_slot.member.protocol;
-        // Encode only for the kinds of recipient the room has.
-        let want_stream = state.stream_members > usize::from(sender_protocol == Protocol::Stream);
-        let want_events = state.event_members > 0;
-        let want_sender_copy = sender_protocol == Protocol::Events
-            && events.iter().any(|e| matches!(e, Event::Typing { .. }));
         let timestamp = unix_now();
+        if hub.history.sequences() {
+            let floor = state.last_id;
+            drop(state);
+            hub.history.submit(Submission {
+                room: self.name.clone(),
+                sender,
+                user: user.to_string(),
+                timestamp,
+                events: events.to_vec(),
+                floor,
+            });
+            return true;
+        }
+        let (messages, appended) =
+            self.append_events(&mut state, sender, &user, events, None, timestamp);
+        // Recorded under the room lock, so history holds the room's
+        // messages in the order members see them.
+        hub.history.record(&self.name, messages);
+        drop(state);
+        if let Some((node, members)) = appended {
+            deliver(&node, &members, &self.name, hub.config.max_queue_bytes);
+        }
+        true
+    }
+
+    /// Numbers and delivers a batch here, because the store that should
+    /// have sequenced it is unreachable. Returns its messages for the store.
+    fn publish_unsequenced(&self, batch: &Submission, hub: &Hub) -> Vec<StoredMessage> {
+        let mut state = self.state.lock();
+        let (messages, appended) = self.append_events(
+            &mut state,
+            batch.sender,
+            &batch.user,
+            &batch.events,
+            None,
+            batch.timestamp,
+        );
+        drop(state);
+        if let Some((node, members)) = appended {
+            deliver(&node, &members, &self.name, hub.config.max_queue_bytes);
+        }
+        messages
+    }
+
+    /// Delivers a batch sequenced by the shared store (from any server).
+    fn apply(&self, batch: &Sequenced, hub: &Hub) {
+        let mut state = self.state.lock();
+        let mut appended = Vec::with_capacity(2);
+        if let Some(notice) = state.note_epoch(&batch.epoch) {
+            warn!(room = %self.name, epoch = %batch.epoch, "history epoch changed: the store lost the room's history");
+            appended.extend(state.append(notice, &self.name));
+        }
+        let own = batch.origin == hub.node_id;
+        if batch.flushed && own {
+            // Delivered here while the store was unreachable.
+        } else {
+            let sender = if own { batch.sender } else { 0 };
+            let (_, node) = self.append_events(
+                &mut state,
+                sender,
+                &batch.user,
+                &batch.events,
+                Some(batch.first_id),
+                batch.timestamp,
+            );
+            appended.extend(node);
+        }
+        drop(state);
+        for (node, members) in appended {
+            deliver(&node, &members, &self.name, hub.config.max_queue_bytes);
+        }
+    }
+
+    /// Encodes `events` once per protocol the room needs, as one node, and
+    /// appends it. Message ids start at `first_id` when the store assigned
+    /// them, else at the room's next id. Returns the messages (for history)
+    /// and the node with the members to deliver it to.
+    fn append_events(
+        &self,
+        state: &mut RoomState,
+        sender: u64,
+        user: &str,
+        events: &[Event],
+        first_id: Option<u64>,
+        timestamp: i64,
+    ) -> (Vec<StoredMessage>, Option<Appended>) {
+        let sender_protocol = state
+            .members
+            .iter()
+            .find(|s| s.member.id == sender)
+            .map(|s| s.member.protocol);
+        // Encode only for the kinds of recipient the room has.
+        let want_stream =
+            state.stream_members > usize::from(sender_protocol == Some(Protocol::Stream));
+        let want_events = state.event_members > 0;
+        let want_sender_copy = sender_protocol == Some(Protocol::Events)
+            && events.iter().any(|e| matches!(e, Event::Typing { .. }));
+        let mut next_id = first_id.unwrap_or(state.last_id + 1);
+        let mut messages = Vec::new();
         let (mut stream, mut others, mut to_sender) =
             (BytesMut::new(), BytesMut::new(), BytesMut::new());
         for event in events {
             let (server_event, echo) = match event {
                 Event::Message { text } => {
-                    state.last_id += 1;
-                    let id = state.last_id;
+                    let id = next_id;
+                    next_id += 1;
+                    state.last_id = state.last_id.max(id);
+                    messages.push(StoredMessage {
+                        id,
+                        user: user.to_owned(),
+                        text: text.clone(),
+                        timestamp,
+                    });
                     if want_stream {
                         let message = ChatMessage {
-                            user: user.to_string(),
+                            user: user.to_owned(),
                             message: text.clone(),
                             timestamp,
                             id,
@@ -586,7 +839,7 @@ impl Room {
                     }
                     let event = server_event::Event::ChatMessage(ChatMessageEvent {
                         message: text.clone(),
-                        username: user.to_string(),
+                        username: user.to_owned(),
                         timestamp,
                         id,
                     });
@@ -599,7 +852,7 @@ impl Room {
                         TypingEventType::TypingStop
                     };
                     let event = server_event::Event::TypingEvent(TypingEvent {
-                        username: user.to_string(),
+                        username: user.to_owned(),
                         timestamp,
                         r#type: kind.into(),
                     });
@@ -614,7 +867,7 @@ impl Room {
                     };
                     let event = server_event::Event::UserEvent(UserEvent {
                         r#type: kind.into(),
-                        username: user.to_string(),
+                        username: user.to_owned(),
                         timestamp,
                     });
                     (event, true)
@@ -630,17 +883,16 @@ impl Room {
                 }
             }
         }
-        let node = Node::new(
+        let mut node = Node::new(
             sender,
             stream.freeze(),
             others.freeze(),
             want_sender_copy.then(|| to_sender.freeze()),
         );
+        node.first_id = messages.first().map_or(0, |m| m.id);
+        node.last_id = messages.last().map_or(0, |m| m.id);
         let appended = state.append(node, &self.name);
-        drop(state);
-        if let Some((node, members)) = appended {
-            deliver(&node, &members, &self.name, config.max_queue_bytes);
-        }
+        (messages, appended)
     }
 }
 
@@ -653,19 +905,49 @@ pub struct Hub {
     draining: AtomicBool,
     started: Instant,
     pub(crate) config: ChatConfig,
+    /// Where history is kept (and, for a shared store, who sequences).
+    history: SharedHistory,
+    /// This server's id among those sharing a history store.
+    node_id: u64,
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty hub with the embedded history store
+    /// ([`MemoryHistory`], keeping [`ChatConfig::history_len`] messages per
+    /// room).
     pub fn new(config: ChatConfig) -> Arc<Hub> {
-        Arc::new(Hub {
+        let history = Arc::new(MemoryHistory::new(config.history_len));
+        Hub::with_history(config, history)
+    }
+
+    /// An empty hub keeping history in `history`, whose background work
+    /// (if any) starts now. Must be called inside a Tokio runtime for
+    /// stores that have background work (Redis).
+    pub fn with_history(config: ChatConfig, history: SharedHistory) -> Arc<Hub> {
+        let hub = Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             started: Instant::now(),
             config,
-        })
+            history,
+            node_id: super::history::random_u64(),
+        });
+        let weak: Weak<Hub> = Arc::downgrade(&hub);
+        let weak: Weak<dyn Deliver> = weak;
+        hub.history.start(weak);
+        hub
+    }
+
+    /// The history store.
+    pub fn history(&self) -> &SharedHistory {
+        &self.history
+    }
+
+    /// The room, if it exists on this server.
+    fn room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.lock().get(name).cloned()
     }
 
     /// Adds a member to `room` (created if needed). It receives everything
@@ -680,12 +962,16 @@ impl Hub {
                 Arc::new(Room {
                     name: room.to_owned(),
                     state: Mutex::new(RoomState {
-                        last_id: 0,
+                        // Ids continue from history: a room emptied and
+                        // created again must not reuse them.
+                        last_id: self.history.last_id(room),
+                        epoch: None,
                         tail: Arc::new(Node::new(0, Bytes::new(), Bytes::new(), None)),
                         members: Arc::new(Vec::new()),
                         stream_members: 0,
                         event_members: 0,
                         names: HashMap::new(),
+                        closed: false,
                     }),
                 })
             }))
@@ -704,6 +990,7 @@ impl Hub {
                 id: self.next_member.fetch_add(1, Ordering::Relaxed),
                 protocol,
                 consumed: AtomicU64::new(state.tail.end_offset),
+                skip_upto: AtomicU64::new(0),
                 cursor: Mutex::new(Arc::clone(&state.tail)),
                 private: Mutex::new(VecDeque::new()),
                 ending: Mutex::new(None),
@@ -760,15 +1047,25 @@ impl Hub {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Begins shutdown: every member is told (Chat members get a
-    /// `SystemEvent`), then its call ends with `UNAVAILABLE` once what is
-    /// queued for it is sent.
+    /// Begins shutdown: every room is closed (from now on nothing is
+    /// published, so a message is either in a room's log or was refused
+    /// with a notice to its sender), every member is told (Chat members get
+    /// a `SystemEvent` at the end of the log), and each call ends with
+    /// `UNAVAILABLE` once everything queued for it is sent.
+    ///
+    /// **History hook:** when this returns, every room's log is final.
+    /// A history store flushes after this call (and before the process
+    /// exits) to persist everything any member was sent.
     pub fn shutdown(&self, notice: &str) {
         self.draining.store(true, Ordering::Relaxed);
         let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
         let event = encode_one(&system_event(notice));
         for room in rooms {
             let mut state = room.state.lock();
+            if std::mem::replace(&mut state.closed, true) {
+                // Already shut down.
+                continue;
+            }
             let node = Node::new(0, Bytes::new(), event.clone(), None);
             // The notice goes through the log, so it arrives after every
             // message published before it.
@@ -779,6 +1076,35 @@ impl Hub {
                 for slot in members.iter() {
                     slot.member.close(Status::unavailable(notice));
                 }
+            }
+        }
+    }
+}
+
+impl Deliver for Hub {
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn sequenced(&self, batch: Sequenced) {
+        // A room nobody is in on this server needs nothing: its history is
+        // in the store.
+        if let Some(room) = self.room(&batch.room) {
+            room.apply(&batch, self);
+        }
+    }
+
+    fn local(&self, batch: Submission) -> Vec<StoredMessage> {
+        match self.room(&batch.room) {
+            Some(room) => room.publish_unsequenced(&batch, self),
+            // Everyone left meanwhile: nobody to deliver to, and no room to
+            // number the messages. They are dropped, with a note.
+            None => {
+                let lost = batch.texts().count();
+                if lost > 0 {
+                    warn!(room = %batch.room, lost, "history store unreachable and the room is gone: messages not kept");
+                }
+                Vec::new()
             }
         }
     }

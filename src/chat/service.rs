@@ -13,25 +13,36 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, info, warn};
 
+use super::auth::TokenTable;
+use super::history::{
+    self, EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY, REPLAYED_METADATA_KEY, SharedHistory, Since,
+    StoreHealth, StoredMessage,
+};
 use super::ratelimit::TokenBucket;
-use super::room::{Event, Hub, Membership, Outgoing, Protocol};
+use super::room::{Event, Hub, Membership, Outgoing, Protocol, unix_now};
 use super::session::Sessions;
 use super::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
+use crate::metrics::METRICS;
 use crate::pb::chat::{
-    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, SendMessageRequest,
-    SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeEvent,
-    SubscribeRequest, TypingEventType, UserEventType, WhoRequest, WhoResponse, client_event,
+    ChatMessage, ChatMessageEvent, ClientEvent, HealthCheckRequest, HealthCheckResponse,
+    SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse,
+    SubscribeEvent, SubscribeRequest, SystemEvent, TypingEventType, UserEventType, WhoRequest,
+    WhoResponse, client_event, server_event,
 };
 use crate::rpc::{Request, Response, Streaming};
 use crate::server::ResponseSink;
 
 /// Most messages taken from one client before fanning them out together.
 const MAX_BATCH: usize = 256;
+/// How long a joining client waits for history before it gets live
+/// messages only (the store may be unreachable).
+const HISTORY_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The chat service. Cheap to clone: clones share the hub.
 #[derive(Debug, Clone)]
@@ -39,14 +50,49 @@ pub struct ChatService {
     hub: Arc<Hub>,
     /// Sessions of `Subscribe` callers ([`session`](super::session)).
     sessions: Arc<Sessions>,
+    /// When set, every call needs a token, and the token names the user.
+    tokens: Option<Arc<TokenTable>>,
 }
 
 impl ChatService {
-    /// A service with its own hub.
+    /// A service with its own hub and the embedded history store.
     pub fn new(config: ChatConfig) -> Self {
         ChatService {
             hub: Hub::new(config),
             sessions: Arc::default(),
+            tokens: None,
+        }
+    }
+
+    /// Requires a token from `tokens` on every call (`HealthCheck` aside, so
+    /// load balancers need none); the token's user is the member's name.
+    pub fn with_tokens(mut self, tokens: TokenTable) -> Self {
+        self.tokens = Some(Arc::new(tokens));
+        self
+    }
+
+    /// The user a call's token names; `None` when tokens are not required.
+    pub(super) fn authenticate(&self, metadata: &MetadataMap) -> Result<Option<String>, Status> {
+        let Some(tokens) = &self.tokens else {
+            return Ok(None);
+        };
+        match tokens.authenticate(metadata) {
+            Ok(user) => Ok(Some(user.to_owned())),
+            Err(status) => {
+                debug!(reason = status.message(), "call refused: UNAUTHENTICATED");
+                Err(status)
+            }
+        }
+    }
+
+    /// A service with its own hub keeping history in `history` (e.g.
+    /// [`RedisHistory`](super::history::redis::RedisHistory)). Call inside a
+    /// Tokio runtime: the store's background work starts here.
+    pub fn with_history(config: ChatConfig, history: SharedHistory) -> Self {
+        ChatService {
+            hub: Hub::with_history(config, history),
+            sessions: Arc::default(),
+            tokens: None,
         }
     }
 
@@ -72,6 +118,255 @@ fn room_name(metadata: &MetadataMap, config: &ChatConfig) -> Result<String, Stat
         Some(raw) => validate::name(raw, &config.limits)
             .map(str::to_owned)
             .map_err(|why| Status::invalid_argument(format!("room name {why}"))),
+    }
+}
+
+/// The member's name: the one asked for, checked against the token's user
+/// when tokens are required. An empty request takes the token's name; a
+/// different one is refused rather than silently replaced, because it is
+/// either a misconfigured client or an attempt to speak as someone else.
+pub(super) fn resolve_name(
+    asked: &str,
+    token_user: Option<&str>,
+    config: &ChatConfig,
+) -> Result<String, Status> {
+    if let Some(user) = token_user {
+        let asked = asked.trim();
+        if asked.is_empty() || asked.to_lowercase() == user.to_lowercase() {
+            return Ok(user.to_owned());
+        }
+        return Err(Status::permission_denied(format!(
+            "your token belongs to {user:?}, not {asked:?}"
+        )));
+    }
+    validate::name(asked, &config.limits)
+        .map(str::to_owned)
+        .map_err(|why| Status::invalid_argument(format!("user name {why}")))
+}
+
+/// What a joining client is sent before live traffic.
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    /// The room's history epoch (`None`: history could not be read).
+    epoch: Option<String>,
+    /// Messages from history, oldest first.
+    pub(super) messages: Vec<StoredMessage>,
+    /// Notices about what could not be replayed.
+    notices: Vec<String>,
+}
+
+/// Where a reconnecting client asks to resume: the last id it saw and the
+/// epoch of that id (`None`: a fresh join).
+pub(super) type Resume = Option<(u64, Option<String>)>;
+
+/// The resume point in a call's metadata (see [`history`] for the
+/// contract). Read before the call's future starts, so the metadata is not
+/// kept for the member's whole life.
+pub(super) fn resume_point(metadata: &MetadataMap) -> Result<Resume, Status> {
+    history::parse_resume(
+        metadata.get(LAST_ID_METADATA_KEY),
+        metadata.get(EPOCH_METADATA_KEY),
+    )
+    .map_err(Status::invalid_argument)
+}
+
+/// Reads what a joining member gets from history, as its resume metadata
+/// asks (see [`history`] for the contract), and makes its live log skip
+/// what the replay holds.
+pub(super) async fn read_replay(
+    history: &SharedHistory,
+    membership: &Membership,
+    resume: Resume,
+    config: &ChatConfig,
+) -> Result<Replay, Status> {
+    let room = membership.room_name();
+    let latest = Since::Latest {
+        limit: config.history_replay,
+    };
+    let since = match resume {
+        Some((id, _)) => Since::After {
+            id,
+            limit: config.history_len,
+        },
+        None => latest,
+    };
+    let read = |since| async move {
+        match tokio::time::timeout(HISTORY_READ_TIMEOUT, history.page(room, since)).await {
+            Ok(Ok(page)) => Some(page),
+            Ok(Err(error)) => {
+                warn!(room, %error, "history unavailable for a joining member");
+                None
+            }
+            Err(_) => {
+                warn!(room, "history read timed out for a joining member");
+                None
+            }
+        }
+    };
+    let Some(mut page) = read(since).await else {
+        return Ok(Replay {
+            notices: vec!["history is unavailable right now: live messages only".to_owned()],
+            ..Replay::default()
+        });
+    };
+    let mut notices = Vec::new();
+    let resume_id = resume.as_ref().map(|(id, _)| *id);
+    if let Some((id, epoch)) = resume {
+        match epoch {
+            Some(epoch) if epoch != page.epoch => {
+                notices.push(format!(
+                    "history was lost since you were last here (history epoch {epoch} is now {}): \
+                     showing the latest messages",
+                    page.epoch
+                ));
+                let Some(latest) = read(latest).await else {
+                    return Ok(Replay {
+                        epoch: Some(page.epoch),
+                        notices,
+                        ..Replay::default()
+                    });
+                };
+                page = latest;
+            }
+            _ => {
+                let missing = page.missing_after(id);
+                if missing > 0 {
+                    notices.push(format!(
+                        "{missing} messages you missed are no longer in history"
+                    ));
+                }
+            }
+        }
+    }
+    // The member has been in the room's live log since it joined, and the
+    // live messages up to `page.head` will be skipped as replayed. If the
+    // read came late (a busy room, a slow store), the newest-N window may
+    // start after live messages the member already holds: those would then
+    // be neither replayed nor delivered. Read again from the oldest of them.
+    // (A resume already reads everything after its id that history keeps.)
+    let reaches_back_to = page.messages.first().map_or(page.head + 1, |m| m.id);
+    if let (None, Some(first_live)) = (resume_id, membership.member().first_live_id()) {
+        if first_live < reaches_back_to {
+            let wider = Since::After {
+                id: first_live - 1,
+                limit: config.history_len,
+            };
+            if let Some(wider) = read(wider).await {
+                if wider.epoch == page.epoch {
+                    page = wider;
+                }
+            }
+        }
+    }
+    membership.note_epoch(&page.epoch);
+    membership.member().skip_replayed(page.head);
+    Ok(Replay {
+        epoch: Some(page.epoch),
+        messages: page.messages,
+        notices,
+    })
+}
+
+/// The response headers telling a client the epoch and how many messages
+/// are replayed.
+pub(super) fn replay_headers(replay: &Replay) -> MetadataMap {
+    let mut headers = MetadataMap::new();
+    // Both values are digits or the store's own hex epoch: valid header
+    // values, so an error here cannot happen and would only drop a header.
+    if let Some(epoch) = &replay.epoch {
+        let _ = headers.insert(EPOCH_METADATA_KEY, epoch);
+    }
+    let _ = headers.insert(REPLAYED_METADATA_KEY, &replay.messages.len().to_string());
+    headers
+}
+
+fn encode_into<M: prost::Message>(message: &M, buf: &mut BytesMut) {
+    if let Err(status) = crate::codec::encode(message, None, usize::MAX, buf) {
+        warn!(%status, "could not encode a replayed message");
+    }
+}
+
+fn system(text: String, epoch: Option<&str>, end_of_history: bool) -> ServerEvent {
+    ServerEvent {
+        event: Some(server_event::Event::SystemEvent(SystemEvent {
+            message: text,
+            timestamp: unix_now(),
+            epoch: epoch.unwrap_or_default().to_owned(),
+            end_of_history,
+        })),
+    }
+}
+
+/// The replay as `Chat` frames: notices, messages, then the
+/// end-of-history `SystemEvent` carrying the epoch.
+pub(super) fn chat_replay_frames(replay: &Replay) -> Bytes {
+    let mut buf = BytesMut::new();
+    for notice in &replay.notices {
+        encode_into(&system(notice.clone(), None, false), &mut buf);
+    }
+    for m in &replay.messages {
+        let event = ServerEvent {
+            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                message: m.text.clone(),
+                username: m.user.clone(),
+                timestamp: m.timestamp,
+                id: m.id,
+            })),
+        };
+        encode_into(&event, &mut buf);
+    }
+    let end = match &replay.epoch {
+        Some(epoch) => format!(
+            "end of history: {} earlier messages (history epoch {epoch})",
+            replay.messages.len()
+        ),
+        None => "end of history: none available".to_owned(),
+    };
+    encode_into(&system(end, replay.epoch.as_deref(), true), &mut buf);
+    buf.freeze()
+}
+
+/// The replay as `ChatStream` frames: the messages (the first
+/// `chat-replayed` of the stream), then notices from user "server".
+fn stream_replay_frames(replay: &Replay) -> Bytes {
+    let mut buf = BytesMut::new();
+    for m in &replay.messages {
+        let message = ChatMessage {
+            user: m.user.clone(),
+            message: m.text.clone(),
+            timestamp: m.timestamp,
+            id: m.id,
+        };
+        encode_into(&message, &mut buf);
+    }
+    for notice in &replay.notices {
+        let message = ChatMessage {
+            user: "server".into(),
+            message: notice.clone(),
+            timestamp: unix_now(),
+            id: 0,
+        };
+        encode_into(&message, &mut buf);
+    }
+    buf.freeze()
+}
+
+/// Sends the replay, bounded like every other send by the slow-reader
+/// grace period.
+pub(super) async fn send_replay<T: prost::Message>(
+    sink: &mut ResponseSink<T>,
+    frames: Bytes,
+    config: &ChatConfig,
+) -> Result<(), Status> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    match tokio::time::timeout(config.slow_grace, sink.send_encoded(frames)).await {
+        Ok(sent) => sent,
+        Err(_) => Err(Status::resource_exhausted(format!(
+            "this client did not read its history for {:?}",
+            config.slow_grace
+        ))),
     }
 }
 
@@ -110,6 +405,7 @@ async fn write_loop<T: prost::Message>(
     loop {
         match membership.member().next_batch().await {
             Outgoing::Frames(frames) => {
+                let messages = crate::metrics::count_messages(&frames);
                 // Most sends fit the client's window and finish at once; only
                 // a send that has to wait gets a timer, so the common case
                 // costs no timer registration.
@@ -121,22 +417,30 @@ async fn write_loop<T: prost::Message>(
                     // The timer is boxed: it is large, and most calls never
                     // need one.
                     Poll::Pending => {
-                        match Box::pin(tokio::time::timeout(config.slow_grace, send)).await {
-                            Ok(sent) => sent,
-                            Err(_) => {
-                                info!(
-                                    room = membership.room_name(),
-                                    "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
-                                );
-                                return Err(Status::resource_exhausted(format!(
-                                    "this client did not read its messages for {:?}",
-                                    config.slow_grace
-                                )));
-                            }
+                        let sent = Box::pin(tokio::time::timeout(config.slow_grace, send));
+                        tokio::select! {
+                            sent = sent => match sent {
+                                Ok(sent) => sent,
+                                Err(_) => {
+                                    METRICS.evicted_stalled.inc();
+                                    info!(
+                                        room = membership.room_name(),
+                                        "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
+                                    );
+                                    return Err(Status::resource_exhausted(format!(
+                                        "this client did not read its messages for {:?}",
+                                        config.slow_grace
+                                    )));
+                                }
+                            },
+                            // Fell too far behind while blocked: end now,
+                            // not when the grace runs out.
+                            status = membership.member().must_end_now() => return Err(status),
                         }
                     }
                 };
                 sent?;
+                METRICS.messages_delivered.add(messages);
             }
             Outgoing::End(status) if status.code() == crate::framing::Code::Ok => return Ok(()),
             Outgoing::End(status) => return Err(status),
@@ -147,19 +451,25 @@ async fn write_loop<T: prost::Message>(
 /// Runs a member's reader and writer together. An error on either side ends
 /// the call at once; a clean end of the reader (the client closed its side,
 /// or left) lets the writer send what is still queued first.
-pub(super) async fn run_member<T: prost::Message>(
+///
+/// `reader` is pinned by the caller, so that it is stored once, in the
+/// caller's future (an idle member's call state is most of what it costs).
+pub(super) async fn run_member<
+    T: prost::Message,
+    R: std::future::Future<Output = Result<(), Status>>,
+>(
     membership: &Membership,
-    reader: impl std::future::Future<Output = Result<(), Status>>,
+    mut reader: std::pin::Pin<&mut R>,
     sink: &mut ResponseSink<T>,
     config: &ChatConfig,
 ) -> Result<(), Status> {
     let writer = write_loop(membership, sink, config);
-    tokio::pin!(reader, writer);
+    tokio::pin!(writer);
 
     let mut reading = true;
     loop {
         tokio::select! {
-            read = &mut reader, if reading => {
+            read = reader.as_mut(), if reading => {
                 read?;
                 reading = false;
                 membership.member().close(Status::ok());
@@ -169,6 +479,16 @@ pub(super) async fn run_member<T: prost::Message>(
     }
 }
 
+/// Which of a member's offences have been logged. A member is told about
+/// every refused message (it is its own conversation), but the log gets one
+/// line per member and kind of offence: a client flooding bad or excessive
+/// messages must not be able to flood the server's log with them.
+#[derive(Debug, Default)]
+struct Logged {
+    invalid: bool,
+    rate_limited: bool,
+}
+
 /// Validates and rate-limits one chat message; tells the member why not when
 /// it is refused.
 fn accept_message(
@@ -176,17 +496,36 @@ fn accept_message(
     bucket: &mut TokenBucket,
     raw: &str,
     config: &ChatConfig,
+    logged: &mut Logged,
 ) -> Option<String> {
     let text = match validate::message(raw, &config.limits) {
         Ok(text) => text,
         // A blank line is not worth a complaint.
         Err(validate::Invalid::Empty) => return None,
         Err(why) => {
+            if !std::mem::replace(&mut logged.invalid, true) {
+                info!(
+                    room = membership.room_name(),
+                    member = membership.member().id(),
+                    reason = %why,
+                    "message refused (further refusals for this member are not logged)"
+                );
+            }
             membership.notify(&format!("message not delivered: it is {why}"));
             return None;
         }
     };
     if let Err(wait) = bucket.try_take(Instant::now()) {
+        if !std::mem::replace(&mut logged.rate_limited, true) {
+            info!(
+                room = membership.room_name(),
+                member = membership.member().id(),
+                rate = config.rate_limit.rate,
+                burst = config.rate_limit.burst,
+                "rate limit reached (further refusals for this member are not logged)"
+            );
+        }
+        METRICS.rate_limited.inc();
         membership.notify(&format!(
             "message not delivered: rate limited (at most {} messages per second); try again in {} ms",
             config.rate_limit.rate,
@@ -202,19 +541,22 @@ impl ChatService {
         &self,
         membership: &Membership,
         stream: &mut Streaming<ChatMessage>,
+        token_user: Option<&str>,
     ) -> Result<(), Status> {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
+        let mut logged = Logged::default();
         while let Some(batch) = next_batch(stream).await? {
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match &name {
                     None => {
                         // The first message binds the member's name.
-                        let claimed = validate::name(&message.user, &config.limits)
-                            .map_err(|why| Status::invalid_argument(format!("user name {why}")))?;
+                        let claimed = resolve_name(&message.user, token_user, config)?;
+                        let claimed = claimed.as_str();
                         membership.claim_name(claimed)?;
                         info!(
                             room = membership.room_name(),
@@ -238,9 +580,13 @@ impl ChatService {
                         }
                     }
                 }
-                if let Some(text) =
-                    accept_message(membership, &mut bucket, &message.message, config)
-                {
+                if let Some(text) = accept_message(
+                    membership,
+                    &mut bucket,
+                    &message.message,
+                    config,
+                    &mut logged,
+                ) {
                     events.push(Event::Message { text });
                 }
             }
@@ -262,6 +608,7 @@ impl ChatService {
         let config = self.config();
         let mut bucket = TokenBucket::new(config.rate_limit, Instant::now());
         let mut typing_until: Option<tokio::time::Instant> = None;
+        let mut logged = Logged::default();
         loop {
             let batch = tokio::select! {
                 batch = next_batch(stream) => batch?,
@@ -276,12 +623,13 @@ impl ChatService {
             let Some(batch) = batch else {
                 return Ok(());
             };
+            METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
                 match message.event {
                     Some(client_event::Event::ChatMessage(m)) => {
                         if let Some(text) =
-                            accept_message(membership, &mut bucket, &m.message, config)
+                            accept_message(membership, &mut bucket, &m.message, config, &mut logged)
                         {
                             if typing_until.take().is_some() {
                                 events.push(Event::Typing { started: false });
@@ -334,64 +682,64 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 impl crate::pb::chat::ChatService for ChatService {
-    async fn chat_stream(
+    // Not an `async fn`: the request is taken apart before the future is
+    // made, so the future holds the message stream once rather than also a
+    // dead copy of the whole request (see `run_member`).
+    fn chat_stream(
         &self,
         request: Request<Streaming<ChatMessage>>,
         mut sink: ResponseSink<ChatMessage>,
-    ) -> Result<(), Status> {
-        let room = room_name(request.metadata(), self.config())?;
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| {
+                Ok((
+                    token_user,
+                    room_name(request.metadata(), self.config())?,
+                    resume_point(request.metadata())?,
+                ))
+            });
         let (_, mut stream) = request.into_parts();
-        // A member from the moment the stream opens: it receives before it
-        // has said anything (and so before it has a name).
-        let membership = self.hub.join(&room, Protocol::Stream)?;
-        sink.flush_headers()?;
-        debug!(room, "ChatStream member connected");
-        let reader = self.stream_reader(&membership, &mut stream);
-        run_member(&membership, reader, &mut sink, self.config()).await
+        async move {
+            let (token_user, room, resume) = checked?;
+            // A member from the moment the stream opens: it receives before it
+            // has said anything (and so before it has a name).
+            let membership = self.hub.join(&room, Protocol::Stream)?;
+            let _counted = METRICS.join_room(&room);
+            let replay =
+                read_replay(self.hub.history(), &membership, resume, self.config()).await?;
+            sink.set_header_metadata(replay_headers(&replay));
+            sink.flush_headers()?;
+            send_replay(&mut sink, stream_replay_frames(&replay), self.config()).await?;
+            debug!(
+                room,
+                replayed = replay.messages.len(),
+                "ChatStream member connected"
+            );
+            drop(replay);
+            let reader =
+                std::pin::pin!(self.stream_reader(&membership, &mut stream, token_user.as_deref()));
+            run_member(&membership, reader, &mut sink, self.config()).await
+        }
     }
 
-    async fn chat(
+    // Not an `async fn`, for the reason given at `chat_stream`.
+    fn chat(
         &self,
         request: Request<Streaming<ClientEvent>>,
-        mut sink: ResponseSink<ServerEvent>,
-    ) -> Result<(), Status> {
-        let config = self.config();
-        let room = room_name(request.metadata(), config)?;
-        let (_, mut stream) = request.into_parts();
-        let first = stream.message().await?;
-        let name = match first.and_then(|e| e.event) {
-            Some(client_event::Event::UserEvent(u))
-                if u.r#type == UserEventType::UserJoined as i32 =>
-            {
-                validate::name(&u.username, &config.limits)
-                    .map_err(|why| Status::invalid_argument(format!("user name {why}")))?
-                    .to_owned()
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first event must be a USER_JOINED user event with a username",
-                ));
-            }
-        };
-        let membership = self.hub.join(&room, Protocol::Events)?;
-        membership.claim_name(&name)?;
-        info!(room, user = %name, protocol = "Chat", "joined");
-        membership.publish(&[Event::Joined]);
-        let others: Vec<String> = membership
-            .names()
-            .into_iter()
-            .filter(|n| n != &name)
-            .collect();
-        membership.notify(&if others.is_empty() {
-            format!("welcome to {room}, {name}: you are the only one here")
-        } else {
-            format!(
-                "welcome to {room}, {name}: also here: {}",
-                others.join(", ")
-            )
-        });
-        let reader = self.events_reader(&membership, &mut stream);
-        run_member(&membership, reader, &mut sink, config).await
+        sink: ResponseSink<ServerEvent>,
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        let checked = self
+            .authenticate(request.metadata())
+            .and_then(|token_user| {
+                Ok((
+                    token_user,
+                    room_name(request.metadata(), self.config())?,
+                    resume_point(request.metadata())?,
+                ))
+            });
+        let (_, stream) = request.into_parts();
+        self.chat_member(checked, stream, sink)
     }
 
     async fn health_check(
@@ -399,18 +747,22 @@ impl crate::pb::chat::ChatService for ChatService {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         let status = if self.hub.is_draining() {
-            "DRAINING"
+            "DRAINING".to_owned()
         } else {
-            "SERVING"
+            match self.hub.history().health() {
+                StoreHealth::Ok => "SERVING".to_owned(),
+                StoreHealth::Degraded(why) => format!("DEGRADED: {why}"),
+            }
         };
         Ok(Response::new(HealthCheckResponse {
-            status: status.to_owned(),
+            status,
             active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
             uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
         }))
     }
 
     async fn who(&self, request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        self.authenticate(request.metadata())?;
         let asked = request.into_inner().room;
         let room = if asked.is_empty() {
             DEFAULT_ROOM.to_owned()
@@ -445,5 +797,110 @@ impl crate::pb::chat::ChatService for ChatService {
         request: Request<SetTypingRequest>,
     ) -> Result<Response<SetTypingResponse>, Status> {
         self.typing_in_session(request).await
+    }
+}
+
+impl ChatService {
+    /// The `Chat` call once its metadata is checked.
+    async fn chat_member(
+        &self,
+        checked: Result<(Option<String>, String, Resume), Status>,
+        mut stream: Streaming<ClientEvent>,
+        mut sink: ResponseSink<ServerEvent>,
+    ) -> Result<(), Status> {
+        let config = self.config();
+        let (token_user, room, resume) = checked?;
+        let first = stream.message().await?;
+        let name = match first.and_then(|e| e.event) {
+            Some(client_event::Event::UserEvent(u))
+                if u.r#type == UserEventType::UserJoined as i32 =>
+            {
+                resolve_name(&u.username, token_user.as_deref(), config)?
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first event must be a USER_JOINED user event with a username",
+                ));
+            }
+        };
+        let membership = self.hub.join(&room, Protocol::Events)?;
+        let _counted = METRICS.join_room(&room);
+        membership.claim_name(&name)?;
+        let replay = read_replay(self.hub.history(), &membership, resume, config).await?;
+        sink.set_header_metadata(replay_headers(&replay));
+        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
+        drop(replay);
+        membership.publish(&[Event::Joined]);
+        let others: Vec<String> = membership
+            .names()
+            .into_iter()
+            .filter(|n| n != &name)
+            .collect();
+        membership.notify(&if others.is_empty() {
+            format!("welcome to {room}, {name}: you are the only one here")
+        } else {
+            format!(
+                "welcome to {room}, {name}: also here: {}",
+                others.join(", ")
+            )
+        });
+        let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));
+        run_member(&membership, reader, &mut sink, config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A member that joined before a burst, whose history read comes only
+    /// after it (a busy room, a slow store), still gets every message of
+    /// the burst: the newest-N window alone would start in its middle.
+    #[tokio::test]
+    async fn a_late_history_read_reaches_back_to_the_join() {
+        let config = ChatConfig {
+            history_replay: 5,
+            ..ChatConfig::default()
+        };
+        let hub = Hub::new(config.clone());
+        let speaker = hub.join("r", Protocol::Events).unwrap();
+        speaker.claim_name("ann").unwrap();
+        let listener = hub.join("r", Protocol::Events).unwrap();
+        listener.claim_name("bob").unwrap();
+        for i in 0..40 {
+            speaker.publish(&[Event::Message {
+                text: format!("m{i}"),
+            }]);
+        }
+        // Only now does the listener's history read happen.
+        let replay = read_replay(hub.history(), &listener, None, &config)
+            .await
+            .unwrap();
+        let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (1..=40).collect::<Vec<u64>>());
+    }
+
+    /// Without a late read, a fresh join gets the newest N and no more.
+    #[tokio::test]
+    async fn a_fresh_join_gets_the_newest_messages() {
+        let config = ChatConfig {
+            history_replay: 5,
+            ..ChatConfig::default()
+        };
+        let hub = Hub::new(config.clone());
+        let speaker = hub.join("r", Protocol::Events).unwrap();
+        speaker.claim_name("ann").unwrap();
+        for i in 0..40 {
+            speaker.publish(&[Event::Message {
+                text: format!("m{i}"),
+            }]);
+        }
+        let listener = hub.join("r", Protocol::Events).unwrap();
+        let replay = read_replay(hub.history(), &listener, None, &config)
+            .await
+            .unwrap();
+        let ids: Vec<u64> = replay.messages.iter().map(|m| m.id).collect();
+        assert_eq!(ids, (36..=40).collect::<Vec<u64>>());
     }
 }

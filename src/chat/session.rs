@@ -2,9 +2,11 @@
 //! `Subscribe`, `SendMessage` and `SetTyping`, tied together by a session.
 //!
 //! ```text
-//!   Subscribe(name, room) ──▶ joins the room as a `Chat` member would
-//!        │                     ◀── SessionStarted { token }   (always first)
-//!        │                     ◀── the room's events, as ServerEvent bytes
+//!   Subscribe(name, room,     ──▶ joins the room as a `Chat` member would
+//!     [last_id, epoch])        ◀── SessionStarted { token }   (always first)
+//!        │                     ◀── history replay / what was missed, then
+//!        │                         the end-of-history SystemEvent (epoch)
+//!        │                     ◀── the room's live events, as ServerEvent bytes
 //!   SendMessage(token, text) ─┐
 //!   SetTyping(token, START) ──┴▶ look the session up, apply Chat's rules,
 //!                                publish as that member
@@ -22,6 +24,11 @@
 //! Refusals that `Chat` reports with a `SystemEvent` (too long, rate
 //! limited) are the error status of the `SendMessage` call here: the caller
 //! is right there to hear it.
+//!
+//! History and resume follow `Chat`'s contract (`docs/history.md`): without
+//! `last_id` the newest messages are replayed; with `last_id` (and `epoch`)
+//! exactly those missed; `chat-last-id` / `chat-epoch` request metadata work
+//! too when the fields are unset.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +38,16 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tracing::info;
 
+use super::history;
 use super::ratelimit::TokenBucket;
 use super::room::{Event, Membership, Protocol};
-use super::service::{ChatService, run_member};
+use super::service::{
+    ChatService, chat_replay_frames, read_replay, replay_headers, resolve_name, resume_point,
+    run_member, send_replay,
+};
 use super::{ChatConfig, DEFAULT_ROOM, validate};
-use crate::framing::Status;
+use crate::framing::{MetadataMap, Status};
+use crate::metrics::METRICS;
 use crate::pb::chat::{
     SendMessageRequest, SendMessageResponse, SessionStarted, SetTypingRequest, SetTypingResponse,
     SubscribeEvent, SubscribeRequest, TypingEventType, subscribe_event,
@@ -150,13 +162,28 @@ impl ChatService {
         mut sink: ResponseSink<SubscribeEvent>,
     ) -> Result<(), Status> {
         let config = self.config();
+        let token_user = self.authenticate(request.metadata())?;
+        // Resume as `Chat` does: from the request's fields (a browser cannot
+        // always set metadata), or else from its metadata.
+        let resume = match request.get_ref().last_id {
+            Some(last_id) => {
+                let epoch = &request.get_ref().epoch;
+                history::parse_resume(
+                    Some(&last_id.to_string()),
+                    (!epoch.is_empty()).then_some(epoch.as_str()),
+                )
+                .map_err(Status::invalid_argument)?
+            }
+            None => resume_point(request.metadata())?,
+        };
         let asked = request.into_inner();
         let room = room_from(&asked.room, config)?;
-        let name = validate::name(&asked.username, &config.limits)
-            .map_err(|why| Status::invalid_argument(format!("user name {why}")))?
-            .to_owned();
+        let name = resolve_name(&asked.username, token_user.as_deref(), config)?;
         let membership = self.hub().join(&room, Protocol::Events)?;
+        let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
+        let replay = read_replay(self.hub().history(), &membership, resume, config).await?;
+        sink.set_header_metadata(replay_headers(&replay));
         let token = new_token()?;
         let session = Arc::new(Session {
             membership,
@@ -182,7 +209,9 @@ impl ChatService {
             })),
         })
         .await?;
-        info!(room, user = %name, protocol = "Subscribe", "joined");
+        // Then the room's past (or what this client missed), then live.
+        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        info!(room, user = %name, protocol = "Subscribe", replayed = replay.messages.len(), "joined");
         let membership = &session.membership;
         membership.publish(&[Event::Joined]);
         let others: Vec<String> = membership
@@ -198,7 +227,25 @@ impl ChatService {
                 others.join(", ")
             )
         });
-        run_member(membership, session.expire_typing(), &mut sink, config).await
+        drop(replay);
+        let reader = std::pin::pin!(session.expire_typing());
+        run_member(membership, reader, &mut sink, config).await
+    }
+
+    /// The session a call's token names. When the server requires bearer
+    /// tokens, the call must carry one too, and it must be the session's
+    /// user's: a session token alone does not outlive the right to speak.
+    fn session_of(&self, metadata: &MetadataMap, token: &str) -> Result<Arc<Session>, Status> {
+        let user = self.authenticate(metadata)?;
+        let session = self.sessions().get(token)?;
+        if let Some(user) = user {
+            if user.to_lowercase() != session.name.to_lowercase() {
+                return Err(Status::permission_denied(format!(
+                    "your token belongs to {user:?}, not to this session's user"
+                )));
+            }
+        }
+        Ok(session)
     }
 
     /// `SendMessage`: `Chat`'s validation and rate limit, then publish.
@@ -207,8 +254,9 @@ impl ChatService {
         request: Request<SendMessageRequest>,
     ) -> Result<Response<SendMessageResponse>, Status> {
         let config = self.config();
+        let session = self.session_of(request.metadata(), &request.get_ref().token)?;
         let asked = request.into_inner();
-        let session = self.sessions().get(&asked.token)?;
+        METRICS.messages_received.inc();
         let text = match validate::message(&asked.message, &config.limits) {
             Ok(text) => text,
             // As in Chat, a blank message is quietly dropped.
@@ -220,6 +268,7 @@ impl ChatService {
             }
         };
         if let Err(wait) = session.bucket.lock().try_take(Instant::now()) {
+            METRICS.rate_limited.inc();
             return Err(Status::resource_exhausted(format!(
                 "message not delivered: rate limited (at most {} messages per second); try again in {} ms",
                 config.rate_limit.rate,
@@ -247,8 +296,8 @@ impl ChatService {
         &self,
         request: Request<SetTypingRequest>,
     ) -> Result<Response<SetTypingResponse>, Status> {
+        let session = self.session_of(request.metadata(), &request.get_ref().token)?;
         let asked = request.into_inner();
-        let session = self.sessions().get(&asked.token)?;
         let mut until = session.typing_until.lock();
         let changed = if asked.r#type == TypingEventType::TypingStart as i32 {
             let was_off = until.is_none();

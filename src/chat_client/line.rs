@@ -111,6 +111,7 @@ pub async fn run(options: Options) -> ExitCode {
     let mut config =
         SessionConfig::new(options.address.clone(), user.clone(), options.room.clone());
     config.startup_attempts = Some(options.connect_retries.saturating_add(1));
+    config.transport = options.transport.clone();
     let (outgoing, mut updates) = session::start(config);
     let mut view = ChatView::new(&user);
     let mut printer = Printer {

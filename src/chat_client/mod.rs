@@ -64,6 +64,8 @@ pub struct Options {
     pub force_line_mode: bool,
     /// Line mode: prefix lines with the local time.
     pub timestamps: bool,
+    /// TLS, token and keepalive settings.
+    pub transport: session::Transport,
 }
 
 /// Whether both stdin and stdout are a terminal (then the TUI runs).

@@ -22,6 +22,12 @@
 //! A call is "joined" only once the server's first event arrives: a name in
 //! use or a bad room is reported as the call's status, after the `USER_JOINED`
 //! was sent.
+//!
+//! Every reconnection **resumes**: the call carries `chat-last-id` (the last
+//! chat message id seen) and `chat-epoch` (the history epoch it belongs to),
+//! so the server replays exactly what was missed (see
+//! [`crate::chat::history`]). The epoch is learnt from the `SystemEvent`s
+//! that carry one.
 
 use std::time::Duration;
 
@@ -31,7 +37,8 @@ use tokio::time::timeout;
 use tracing::debug;
 
 use super::typing::Signal;
-use crate::chat::ROOM_METADATA_KEY;
+use crate::chat::history::{EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY};
+use crate::chat::{AUTHORIZATION_METADATA_KEY, ROOM_METADATA_KEY};
 use crate::client::{Channel, RequestSink};
 use crate::pb::chat::{
     ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, TypingEvent, TypingEventType,
@@ -73,6 +80,49 @@ pub struct SessionConfig {
     pub backoff_max: Duration,
     /// How long dialling plus joining may take.
     pub connect_timeout: Duration,
+    /// TLS, server name, token, keepalive.
+    pub transport: Transport,
+}
+
+/// How the client reaches the server and proves who it is.
+#[derive(Clone)]
+pub struct Transport {
+    /// TLS settings; `None` for plaintext.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must carry, if not the address's host.
+    pub server_name: Option<String>,
+    /// Sent as `authorization: Bearer <token>` (servers run with
+    /// `--auth-tokens` require it).
+    pub token: Option<String>,
+    /// Keepalive PING interval and ACK timeout, so a dead server or path is
+    /// noticed while nobody talks; `None` turns it off.
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            tls: None,
+            server_name: None,
+            token: None,
+            keepalive: Some((
+                crate::client::DEFAULT_KEEPALIVE_INTERVAL,
+                crate::client::DEFAULT_KEEPALIVE_TIMEOUT,
+            )),
+        }
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never in a log line.
+        f.debug_struct("Transport")
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("keepalive", &self.keepalive)
+            .finish()
+    }
 }
 
 impl SessionConfig {
@@ -86,6 +136,7 @@ impl SessionConfig {
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            transport: Transport::default(),
         }
     }
 }
@@ -282,14 +333,13 @@ async fn run(
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut ever_joined = false;
     let mut failed_attempts = 0u32;
-    // The id of the last chat message seen. A later history feature will
-    // send it when rejoining, so the server can replay what was missed.
-    let mut last_message_id: Option<u64> = None;
+    // Where to resume from on the next connection.
+    let mut resume = Resume::default();
     // What was asked before the first connection: done once joined (a
     // script's input usually arrives before the server answers).
     let mut held = Held::default();
     loop {
-        let cause = match join(&config).await {
+        let cause = match join(&config, &mut resume).await {
             Ok((mut joined, first)) => {
                 backoff.reset();
                 failed_attempts = 0;
@@ -297,7 +347,7 @@ async fn run(
                     reconnected: ever_joined,
                 });
                 ever_joined = true;
-                forward(first, &mut last_message_id, &updates);
+                forward(first, &mut resume, &updates);
                 for text in held.messages.drain(..) {
                     let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
                         message: text,
@@ -307,15 +357,7 @@ async fn run(
                         debug!(%status, "sending a held message failed");
                     }
                 }
-                match serve(
-                    &config,
-                    &mut joined,
-                    &mut outgoing,
-                    &updates,
-                    &mut last_message_id,
-                )
-                .await
-                {
+                match serve(&config, &mut joined, &mut outgoing, &updates, &mut resume).await {
                     Ended::Left => {
                         let _ = updates.send(Update::Left);
                         return;
@@ -402,20 +444,95 @@ fn user_event(kind: UserEventType, user: &str) -> ClientEvent {
     }))
 }
 
-/// Dials, opens `Chat`, sends `USER_JOINED` and waits for the first event.
-async fn join(config: &SessionConfig) -> Result<(Joined, ServerEvent), Status> {
+/// What the session knows to resume from: the last chat message id seen
+/// and the history epoch it belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// The id of the last chat message seen.
+    pub last_id: Option<u64>,
+    /// The history epoch of that id.
+    pub epoch: Option<String>,
+    /// The highest id seen on the current call.
+    call_max: Option<u64>,
+}
+
+impl Resume {
+    /// A new call begins.
+    pub fn new_call(&mut self) {
+        self.call_max = None;
+    }
+
+    /// Takes note of an event from the server.
+    pub fn observe(&mut self, event: &ServerEvent) {
+        match &event.event {
+            Some(server_event::Event::ChatMessage(m)) if m.id > 0 => {
+                self.call_max = Some(self.call_max.map_or(m.id, |max| max.max(m.id)));
+                self.last_id = Some(self.last_id.map_or(m.id, |last| last.max(m.id)));
+            }
+            Some(server_event::Event::SystemEvent(s))
+                if !s.epoch.is_empty() && self.epoch.as_deref() != Some(s.epoch.as_str()) =>
+            {
+                // The end of a replay in another epoch than ours: what we
+                // had is gone, and the ids seen on this call (the replay)
+                // are all that count. A change announced while connected
+                // keeps ids increasing, so the last id stands.
+                if s.end_of_history {
+                    self.last_id = self.call_max;
+                }
+                self.epoch = Some(s.epoch.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Dials, opens `Chat` (resuming from `resume`), sends `USER_JOINED` and
+/// waits for the first event.
+async fn join(
+    config: &SessionConfig,
+    resume: &mut Resume,
+) -> Result<(Joined, ServerEvent), Status> {
+    resume.new_call();
+    let resume = resume.clone();
     let attempt = async {
-        let channel = Channel::builder(config.address.clone())
-            .connect_timeout(config.connect_timeout)
-            .connect()
-            .await?;
+        let mut builder = Channel::builder(config.address.clone());
+        builder.connect_timeout(config.connect_timeout);
+        let transport = &config.transport;
+        if let Some((interval, timeout)) = transport.keepalive {
+            builder.keepalive(interval, timeout);
+        }
+        if let Some(tls) = &transport.tls {
+            builder.tls(std::sync::Arc::clone(tls));
+        }
+        if let Some(name) = &transport.server_name {
+            builder.server_name(name.clone());
+        }
+        let channel = builder.connect().await?;
         let client = ChatServiceClient::new(channel);
         let mut request = Request::new(());
+        if let Some(token) = &transport.token {
+            request
+                .metadata_mut()
+                .insert(AUTHORIZATION_METADATA_KEY, &format!("Bearer {token}"))
+                .map_err(|_| {
+                    Status::invalid_argument("the token must be printable ASCII without spaces")
+                })?;
+        }
         if let Some(room) = &config.room {
             request
                 .metadata_mut()
                 .insert(ROOM_METADATA_KEY, room)
                 .map_err(|e| Status::invalid_argument(format!("room name {room:?}: {e}")))?;
+        }
+        if let Some(id) = resume.last_id {
+            // Digits and the server's own epoch: valid header values; a
+            // failure would only mean a fresh join.
+            let _ = request
+                .metadata_mut()
+                .insert(LAST_ID_METADATA_KEY, &id.to_string());
+            if let Some(epoch) = &resume.epoch {
+                let _ = request.metadata_mut().insert(EPOCH_METADATA_KEY, epoch);
+            }
         }
         let (mut sink, mut stream) = client.chat(request).await?.split();
         // If the server refuses the call it may end it before reading: the
@@ -463,17 +580,9 @@ async fn join(config: &SessionConfig) -> Result<(Joined, ServerEvent), Status> {
         })
 }
 
-/// Passes a server event on, remembering the last message id.
-fn forward(
-    event: ServerEvent,
-    last_message_id: &mut Option<u64>,
-    updates: &mpsc::UnboundedSender<Update>,
-) {
-    if let Some(server_event::Event::ChatMessage(m)) = &event.event {
-        if m.id > 0 {
-            *last_message_id = Some(last_message_id.map_or(m.id, |last| last.max(m.id)));
-        }
-    }
+/// Passes a server event on, remembering where to resume from.
+fn forward(event: ServerEvent, resume: &mut Resume, updates: &mpsc::UnboundedSender<Update>) {
+    resume.observe(&event);
     let _ = updates.send(Update::Event(event));
 }
 
@@ -483,12 +592,12 @@ async fn serve(
     joined: &mut Joined,
     outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
     updates: &mpsc::UnboundedSender<Update>,
-    last_message_id: &mut Option<u64>,
+    resume: &mut Resume,
 ) -> Ended {
     loop {
         tokio::select! {
             item = joined.inbound.recv() => match item {
-                Some(Ok(event)) => forward(event, last_message_id, updates),
+                Some(Ok(event)) => forward(event, resume, updates),
                 Some(Err(status)) => return Ended::Lost(status),
                 None => return Ended::Lost(Status::unavailable("connection lost")),
             },
@@ -591,6 +700,57 @@ mod tests {
             disconnect_notice(&refused, Duration::from_secs(4)),
             "cannot connect to h:1: refused; retrying in 4s"
         );
+    }
+
+    fn message(id: u64) -> ServerEvent {
+        ServerEvent {
+            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                id,
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn epoch(epoch: &str, end_of_history: bool) -> ServerEvent {
+        ServerEvent {
+            event: Some(server_event::Event::SystemEvent(
+                crate::pb::chat::SystemEvent {
+                    epoch: epoch.into(),
+                    end_of_history,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn resume_follows_ids_and_epochs() {
+        let mut r = Resume::default();
+        r.new_call();
+        for e in [message(3), message(4), epoch("a", true), message(5)] {
+            r.observe(&e);
+        }
+        assert_eq!((r.last_id, r.epoch.as_deref()), (Some(5), Some("a")));
+        // Reconnected to a server whose history was lost: the replay of
+        // the new epoch starts low again, and replaces what we had.
+        r.new_call();
+        for e in [message(1), message(2), epoch("b", true)] {
+            r.observe(&e);
+        }
+        assert_eq!((r.last_id, r.epoch.as_deref()), (Some(2), Some("b")));
+        // Same epoch: a plain resume.
+        r.new_call();
+        for e in [message(3), epoch("b", true), message(4)] {
+            r.observe(&e);
+        }
+        assert_eq!((r.last_id, r.epoch.as_deref()), (Some(4), Some("b")));
+        // Announced while connected: ids keep increasing.
+        r.observe(&epoch("c", false));
+        assert_eq!((r.last_id, r.epoch.as_deref()), (Some(4), Some("c")));
+        // Nothing replayed in a new epoch: nothing to resume from.
+        r.new_call();
+        r.observe(&epoch("d", true));
+        assert_eq!((r.last_id, r.epoch.as_deref()), (None, Some("d")));
     }
 
     #[test]

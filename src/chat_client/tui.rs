@@ -110,7 +110,9 @@ pub async fn run(options: Options) -> ExitCode {
         .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
 
     // Retry for ever: the screen says what is happening and /quit works.
-    let config = SessionConfig::new(options.address.clone(), user.clone(), options.room.clone());
+    let mut config =
+        SessionConfig::new(options.address.clone(), user.clone(), options.room.clone());
+    config.transport = options.transport.clone();
     let (outgoing, updates) = session::start(config);
 
     let mut terminal = match ratatui::try_init() {

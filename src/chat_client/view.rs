@@ -49,6 +49,9 @@ pub struct ChatView {
     silent_who: usize,
     /// The connection state.
     connection: Connection,
+    /// Messages replayed from history on the current connection, until the
+    /// end-of-history notice (`None` once it came).
+    replayed: Option<usize>,
 }
 
 impl ChatView {
@@ -60,6 +63,7 @@ impl ChatView {
             members: BTreeMap::new(),
             silent_who: 0,
             connection: Connection::Connecting,
+            replayed: None,
         }
     }
 
@@ -100,6 +104,7 @@ impl ChatView {
             Update::Event(event) => self.event(event, now, &mut changes),
             Update::Connected { reconnected } => {
                 self.connection = Connection::Connected;
+                self.replayed = Some(0);
                 if *reconnected {
                     changes.push(Change::Line(self.local("reconnected")));
                 }
@@ -170,6 +175,9 @@ impl ChatView {
         };
         match event {
             server_event::Event::ChatMessage(m) => {
+                if let Some(n) = &mut self.replayed {
+                    *n += 1;
+                }
                 if self.typing.stop(&sanitize(&m.username)) {
                     changes.push(Change::Typing(self.typing.line()));
                 }
@@ -213,6 +221,15 @@ impl ChatView {
                     }
                     changes.push(Change::Line(DisplayLine::left(u.timestamp, &u.username)));
                 }
+            }
+            // The end of the replayed history: worth a line only when
+            // something was replayed, to separate it from what is live.
+            server_event::Event::SystemEvent(s) if s.end_of_history => {
+                if let Some(n @ 1..) = self.replayed {
+                    let text = format!("end of history ({n} messages)");
+                    changes.push(Change::Line(DisplayLine::notice(s.timestamp, &text)));
+                }
+                self.replayed = None;
             }
             server_event::Event::SystemEvent(s) => {
                 changes.push(Change::Line(DisplayLine::notice(s.timestamp, &s.message)));
@@ -272,6 +289,7 @@ mod tests {
             ev(server_event::Event::SystemEvent(SystemEvent {
                 message: "welcome to lobby, alice: you are the only one here".into(),
                 timestamp: 0,
+                ..Default::default()
             })),
             user(UserEventType::UserJoined, "bob"),
             typing(TypingEventType::TypingStart, "bob"),

@@ -41,17 +41,42 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_INITIAL_STREAM_WINDOW_SIZE: u32 = 1024 * 1024;
 /// Default for [`Builder::initial_connection_window_size`]: 2 MiB.
 pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
+/// Keepalive interval for [`Builder::keepalive`] where nothing else is
+/// wanted: 30 seconds, well above the server's default permitted PING rate
+/// ([`server::DEFAULT_MIN_PING_INTERVAL`](crate::server::DEFAULT_MIN_PING_INTERVAL)).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Default for the timeout of [`Builder::keepalive`]: 20 seconds.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// The `user-agent` sent with every call.
 pub const USER_AGENT: &str = concat!("grpc-chat-rust/", env!("CARGO_PKG_VERSION"));
 
 /// Client settings, shared by every call of a channel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) initial_stream_window_size: u32,
     pub(crate) initial_connection_window_size: u32,
     pub(crate) max_recv_message_size: usize,
     pub(crate) max_send_message_size: usize,
+    /// PING interval and how long to wait for the ACK; `None`: no keepalive.
+    pub(crate) keepalive: Option<(Duration, Duration)>,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    /// The name the server's certificate must carry, when not the host of
+    /// the address.
+    pub(crate) server_name: Option<String>,
+    /// `:authority` of every call; `None` means the address.
+    pub(crate) authority: Option<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("keepalive", &self.keepalive)
+            .field("tls", &self.tls.is_some())
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Configures a [`Channel`].
@@ -92,6 +117,40 @@ impl Builder {
     /// The largest request message sent. Default unlimited.
     pub fn max_send_message_size(&mut self, n: usize) -> &mut Self {
         self.config.max_send_message_size = n;
+        self
+    }
+
+    /// Sends an HTTP/2 PING every `interval` and drops the connection when
+    /// one is not acknowledged within `timeout`, so a dead server or network
+    /// path is noticed even while no call is sending. Off by default (as in
+    /// other gRPC clients); servers limit how often a client may PING, so
+    /// keep `interval` at or above theirs (ours allows one per
+    /// [`server::DEFAULT_MIN_PING_INTERVAL`](crate::server::DEFAULT_MIN_PING_INTERVAL)).
+    pub fn keepalive(&mut self, interval: Duration, timeout: Duration) -> &mut Self {
+        self.config.keepalive = Some((interval, timeout));
+        self
+    }
+
+    /// Connects with TLS using `config` (see [`crate::tls::client_config`],
+    /// which offers `h2` by ALPN). The server's certificate must name the
+    /// host of the address, or [`Builder::server_name`].
+    pub fn tls(&mut self, config: Arc<rustls::ClientConfig>) -> &mut Self {
+        self.config.tls = Some(config);
+        self
+    }
+
+    /// With TLS: the name the server's certificate must carry, instead of
+    /// the host of the address (grpc-go's `--server_host_override`).
+    pub fn server_name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.config.server_name = Some(name.into());
+        self
+    }
+
+    /// The `:authority` sent with every call, instead of the address
+    /// dialled: the name a virtual host or a proxy expects (and, in
+    /// `tests/wire_doc.rs`, bytes that do not depend on the test's port).
+    pub fn authority(&mut self, authority: impl Into<String>) -> &mut Self {
+        self.config.authority = Some(authority.into());
         self
     }
 
@@ -150,6 +209,10 @@ impl Channel {
                 initial_connection_window_size: DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE,
                 max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
                 max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+                keepalive: None,
+                tls: None,
+                server_name: None,
+                authority: None,
             },
         }
     }
@@ -196,20 +259,68 @@ impl Channel {
             .await
             .map_err(|e| Status::unavailable(format!("cannot connect to {address}: {e}")))?;
         let _ = socket.set_nodelay(true);
-        let (sender, connection) = h2::client::Builder::new()
+        let Some(tls) = &self.inner.config.tls else {
+            return self.handshake(socket).await;
+        };
+        let name = match &self.inner.config.server_name {
+            Some(name) => name.as_str(),
+            None => host_of(address),
+        };
+        let server_name = rustls::pki_types::ServerName::try_from(name.to_owned())
+            .map_err(|e| Status::unavailable(format!("invalid TLS server name {name:?}: {e}")))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+            .connect(server_name, socket)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("TLS handshake with {address} failed: {e}"))
+            })?;
+        // RFC 9113 §3.2: HTTP/2 over TLS is identified by ALPN "h2". A server
+        // that chose something else would not understand our frames.
+        match stream.get_ref().1.alpn_protocol() {
+            Some(crate::tls::ALPN_H2) | None => {}
+            Some(other) => {
+                return Err(Status::unavailable(format!(
+                    "{address} negotiated ALPN {:?}, not h2",
+                    String::from_utf8_lossy(other)
+                )));
+            }
+        }
+        self.handshake(stream).await
+    }
+
+    /// The HTTP/2 handshake over `io`, then the connection's driver task.
+    async fn handshake<IO>(&self, io: IO) -> Result<SendRequest<Bytes>, Status>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let address = &self.inner.address;
+        let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
+        let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)
-            .handshake::<_, Bytes>(socket)
+            .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| {
                 Status::unavailable(format!("HTTP/2 handshake with {address} failed: {e}"))
             })?;
+        let keepalive = self.inner.config.keepalive;
+        let pinger = keepalive.and_then(|_| connection.ping_pong());
         let address = address.clone();
         // The connection future does the socket I/O for every stream; it runs
-        // until the connection closes.
+        // until the connection closes, or a keepalive PING goes unanswered.
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(%address, error = %e, "connection closed with error");
+            let alive = keep_alive(pinger, keepalive);
+            tokio::select! {
+                closed = &mut connection => {
+                    if let Err(e) = closed {
+                        debug!(%address, error = %e, "connection closed with error");
+                    }
+                }
+                why = alive => {
+                    // Dropping the connection fails every call on it, and the
+                    // next call dials again.
+                    debug!(%address, why, "closing connection");
+                }
             }
         });
         sender.ready().await.map_err(|e| {
@@ -225,7 +336,18 @@ impl Channel {
         timeout: Option<Duration>,
         compression: Option<Encoding>,
     ) -> Result<(h2::client::ResponseFuture, h2::SendStream<Bytes>), Status> {
-        let uri = format!("http://{}{}", self.inner.address, path);
+        let scheme = if self.inner.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        // `:authority` is the address dialled unless the builder set one.
+        let authority = self.inner.config.authority.as_ref();
+        let uri = format!(
+            "{scheme}://{}{}",
+            authority.unwrap_or(&self.inner.address),
+            path
+        );
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
@@ -274,4 +396,34 @@ impl Channel {
             }
         }
     }
+}
+
+/// PINGs every `interval`; returns why the connection should close when a
+/// PING goes unanswered for `timeout`. Never returns without keepalive.
+async fn keep_alive(
+    pinger: Option<h2::PingPong>,
+    keepalive: Option<(Duration, Duration)>,
+) -> &'static str {
+    let (Some(mut pinger), Some((interval, timeout))) = (pinger, keepalive) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pinger.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(_)) => return "connection error during keepalive",
+            Err(_) => return "keepalive PING not acknowledged in time",
+        }
+    }
+}
+
+/// The host part of `host:port` (`[::1]:443` → `::1`).
+fn host_of(address: &str) -> &str {
+    let host = match address.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => address,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }

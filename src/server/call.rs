@@ -22,8 +22,9 @@ use h2::server::SendResponse;
 use h2::{Reason, RecvStream};
 use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::connection::Offences;
 use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
@@ -40,6 +41,7 @@ pub struct ServerCall {
     max_recv_message_size: usize,
     path: String,
     peer: SocketAddr,
+    offences: Arc<Offences>,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -80,6 +82,7 @@ impl ServerCall {
             deadline: self.deadline,
             path: self.path,
             peer: self.peer,
+            offences: self.offences,
         };
         (request, end)
     }
@@ -91,6 +94,7 @@ struct CallEnd {
     deadline: Option<Instant>,
     path: String,
     peer: SocketAddr,
+    offences: Arc<Offences>,
 }
 
 /// The request stream of a call, as a [`RecvBody`].
@@ -119,25 +123,40 @@ impl RecvBody for ServerBody {
     }
 }
 
-/// Serves one HTTP/2 stream: checks the request, then dispatches it.
-pub(crate) async fn serve_stream(
+/// Checks one HTTP/2 stream's request and returns the future that serves
+/// it; `None` when the request was answered here (an error in its headers).
+///
+/// This runs on the connection's task and does not wait for anything, so
+/// that the request headers are dropped before the call starts: an idle
+/// call keeps only what its handler needs (see docs/benchmarks.md, memory
+/// per idle member).
+pub(crate) fn serve_stream(
     request: http::Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
-    server: Arc<Inner>,
+    server: &Inner,
     peer: SocketAddr,
-) {
+    offences: Arc<Offences>,
+) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
+    // Every refusal below is the peer's doing: logged once per connection.
+    let refused = |why: &str, detail: &dyn std::fmt::Display| {
+        if offences.first() {
+            info!(%peer, detail = %detail, "{why}: request refused (further refusals on this connection are logged at debug)");
+        } else {
+            debug!(%peer, detail = %detail, "{why}: request refused");
+        }
+    };
 
     // PROTOCOL-HTTP2.md: "Request-Headers → Call-Definition ..." with
     // "Method → ":method POST"". Anything else is not a gRPC call.
     if parts.method != Method::POST {
-        debug!(%peer, method = %parts.method, "non-POST request: 405");
+        refused("non-POST request (405)", &parts.method);
         http_error(
             &mut respond,
             StatusCode::METHOD_NOT_ALLOWED,
             "gRPC requires POST",
         );
-        return;
+        return None;
     }
 
     // PROTOCOL-HTTP2.md: "If Content-Type does not begin with
@@ -151,13 +170,16 @@ pub(crate) async fn serve_stream(
         .map(HeaderValue::as_bytes)
         .unwrap_or_default();
     if !is_grpc_content_type(content_type) {
-        debug!(%peer, content_type = %String::from_utf8_lossy(content_type), "not a gRPC content-type: 415");
+        refused(
+            "not a gRPC content-type (415)",
+            &String::from_utf8_lossy(content_type),
+        );
         http_error(
             &mut respond,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content-type must be application/grpc",
         );
-        return;
+        return None;
     }
 
     let responder = Responder::new(
@@ -169,11 +191,11 @@ pub(crate) async fn serve_stream(
     // PROTOCOL-HTTP2.md: "Path → ":path" "/" Service-Name "/" {method name}".
     let path = parts.uri.path().to_owned();
     let Some((service_name, method)) = split_path(&path) else {
-        debug!(%peer, %path, "malformed :path");
+        refused("malformed :path", &path);
         responder.finish(&Status::unimplemented(format!(
             "malformed method path {path:?}"
         )));
-        return;
+        return None;
     };
 
     // PROTOCOL-HTTP2.md: "Timeout → "grpc-timeout" TimeoutValue TimeoutUnit".
@@ -182,12 +204,12 @@ pub(crate) async fn serve_stream(
         Some(value) => match parse_timeout(value.as_bytes()) {
             Ok(t) => Some(t),
             Err(e) => {
-                debug!(%peer, error = ?e, "malformed grpc-timeout");
+                refused("malformed grpc-timeout", &format_args!("{e:?}"));
                 responder.finish(&Status::internal(format!(
                     "malformed grpc-timeout {:?}",
                     String::from_utf8_lossy(value.as_bytes())
                 )));
-                return;
+                return None;
             }
         },
     };
@@ -203,7 +225,7 @@ pub(crate) async fn serve_stream(
         Some(value) => match Encoding::from_header(value.as_bytes()) {
             Ok(encoding) => encoding,
             Err(unsupported) => {
-                debug!(%peer, encoding = %unsupported.0, "unsupported grpc-encoding");
+                refused("unsupported grpc-encoding", &unsupported.0);
                 let mut status: Status = unsupported.into();
                 if let Err(e) = status
                     .metadata_mut()
@@ -212,17 +234,17 @@ pub(crate) async fn serve_stream(
                     debug!(error = ?e, "grpc-accept-encoding not added");
                 }
                 responder.finish(&status);
-                return;
+                return None;
             }
         },
     };
 
     let Some(service) = server.services.get(service_name).cloned() else {
-        debug!(%peer, %path, "unknown service");
+        refused("unknown service", &path);
         responder.finish(&Status::unimplemented(format!(
             "unknown service {service_name}"
         )));
-        return;
+        return None;
     };
     let method = method.to_owned();
 
@@ -236,8 +258,9 @@ pub(crate) async fn serve_stream(
         max_recv_message_size: server.config.max_recv_message_size,
         path,
         peer,
+        offences,
     };
-    service.call(&method, call).await;
+    Some(service.call(&method, call))
 }
 
 /// `application/grpc`, optionally followed by `+proto`, `+json`, `;…`.
@@ -315,6 +338,7 @@ async fn drive<W: Future<Output = Result<(), Status>>>(
         deadline,
         path,
         peer,
+        offences,
     } = end;
     let reset = std::future::poll_fn(|cx| {
         if watch_reset {
@@ -343,10 +367,22 @@ async fn drive<W: Future<Output = Result<(), Status>>>(
     match outcome {
         Some(Ok(())) => responder.finish(&Status::ok()),
         Some(Err(status)) => {
-            if status.code() == Code::Internal || status.code() == Code::Unknown {
-                warn!(%peer, %path, code = ?status.code(), message = status.message(), "call failed");
+            let code = status.code();
+            let message = status.message();
+            // A deadline or a cancellation is the normal end of some calls.
+            // Anything else is a failure worth one line per connection: the
+            // peer's bad bytes (INTERNAL), a limit it hit
+            // (RESOURCE_EXHAUSTED), input the service refused. Repeats on the
+            // same connection go to debug so a peer cannot flood the log.
+            let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
+            if !routine && offences.first() {
+                if code == Code::Internal || code == Code::Unknown {
+                    warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
+                } else {
+                    info!(%peer, %path, ?code, message, "call refused (further failures on this connection are logged at debug)");
+                }
             } else {
-                debug!(%peer, %path, code = ?status.code(), message = status.message(), "call ended with error");
+                debug!(%peer, %path, ?code, message, "call ended with error");
             }
             responder.finish(&status);
         }
@@ -459,11 +495,15 @@ where
     F: FnOnce(Request<Streaming<In>>, ResponseSink<Out>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
+    // The handler's future is made here and boxed on its own: the call's
+    // future then holds it behind one pointer, instead of also keeping the
+    // (dead) `ServerCall` and request it was made from — long-lived streams
+    // (chat members) pay for every byte of their state while idle.
+    let (request, end) = call.into_parts::<In>();
+    let sink = end.responder.sink::<Out>();
+    let mut work = Box::pin(handler(request, sink));
     Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let sink = end.responder.sink::<Out>();
-        let work = std::pin::pin!(handler(request, sink));
-        drive(end, work, false).await;
+        drive(end, work.as_mut(), false).await;
     })
 }
 

@@ -4,10 +4,12 @@
 //! connection's life:
 //!
 //! ```text
-//!   TCP accepted ──handshake (preface + SETTINGS, bounded in time)──▶ serving
+//!   TCP accepted ──handshake (TLS if configured, then preface + SETTINGS,
+//!                  all bounded in time)──▶ serving
 //!   serving: accept streams → spawn one task per call
 //!            PING every keepalive interval; no PONG in time → close
 //!            no stream for the idle timeout → GOAWAY
+//!            client PINGs too often → GOAWAY(ENHANCE_YOUR_CALM) → closed
 //!   shutdown signal → GOAWAY (graceful) → streams finish → closed
 //!                                       └ grace period over → closed anyway
 //! ```
@@ -17,16 +19,106 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::Reason;
+use h2::server::Connection;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
-use super::{Inner, call};
+use super::ping_policy::PingPolicy;
+use super::transport::{Transport, Watched};
+use super::{Config, Inner, call};
+use crate::wire_trace::{self, Tap};
+
+/// How long a connection told to calm down has to take its GOAWAY before it
+/// is dropped.
+const CALM_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// TLS (when configured), then the HTTP/2 handshake over the watched
+/// transport. The error is a description for the log.
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    config: &Config,
+    builder: &h2::server::Builder,
+    calm: &Arc<Notify>,
+) -> Result<Connection<Tap<Watched>, Bytes>, String> {
+    let transport = match &config.tls {
+        None => Transport::Plain(socket),
+        Some(tls) => {
+            let stream = tokio_rustls::TlsAcceptor::from(Arc::clone(tls))
+                .accept(socket)
+                .await
+                .map_err(|e| format!("TLS handshake failed: {e}"))?;
+            // We offer only "h2", so a client that negotiated anything got
+            // "h2"; one that offered no ALPN at all is trusted to speak
+            // HTTP/2 with prior knowledge, and the preface check below
+            // catches it if not.
+            if stream.get_ref().1.alpn_protocol().is_none() {
+                debug!(%peer, "TLS client offered no ALPN: expecting HTTP/2 anyway");
+            }
+            Transport::Tls(Box::new(stream))
+        }
+    };
+    let policy = PingPolicy::new(config.min_ping_interval, config.max_ping_strikes);
+    let io = Watched::new(transport, policy, Arc::clone(calm), peer);
+    // The wire trace sees the bytes after TLS: HTTP/2 frames, as h2 does.
+    let io = wire_trace::tap(io, wire_trace::Side::Server, peer);
+    builder
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
+}
+
+/// The `h2` server settings of every connection, each one set explicitly
+/// from [`Config`] rather than left to `h2`'s defaults, which may change
+/// between versions: what a peer may make us hold is our decision.
+pub(crate) fn h2_builder(config: &Config) -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        // Streams (calls) the peer may have open at once; HEADERS for one
+        // more are answered with RST_STREAM(REFUSED_STREAM).
+        .max_concurrent_streams(config.max_concurrent_streams)
+        // The largest header block we decode. A bigger one is answered with
+        // 431; one that keeps growing over CONTINUATION frames ends the
+        // connection (h2 counts both bytes and frames: the "CONTINUATION
+        // flood" cannot make us buffer without bound).
+        .max_header_list_size(config.max_header_list_size)
+        .header_table_size(config.header_table_size)
+        .initial_window_size(config.initial_stream_window_size)
+        .initial_connection_window_size(config.initial_connection_window_size)
+        .max_frame_size(config.max_frame_size)
+        .max_send_buffer_size(config.max_send_buffer_size)
+        // Bound what a peer can make us hold: streams it resets before we
+        // accept them (the "rapid reset" attack), streams we had to reset
+        // because of its errors, and the memory of recently reset streams.
+        .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(Some(config.max_local_error_reset_streams))
+        .max_concurrent_reset_streams(config.max_concurrent_reset_streams)
+        .reset_stream_duration(config.reset_stream_duration);
+    builder
+}
+
+/// Whether this connection has already been logged for misbehaving. A peer
+/// that sends a thousand bad requests gets a thousand error statuses but one
+/// log line at `info`; the rest go to `debug`. That keeps the log useful for
+/// finding offenders, and stops an offender from filling the disk.
+#[derive(Debug, Default)]
+pub(crate) struct Offences {
+    logged: AtomicBool,
+}
+
+impl Offences {
+    /// `true` the first time only.
+    pub(crate) fn first(&self) -> bool {
+        !self.logged.swap(true, Ordering::Relaxed)
+    }
+}
 
 /// Serves the connection `socket` until it closes or the server shuts down.
 pub(crate) async fn serve(
@@ -36,35 +128,30 @@ pub(crate) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let config = &server.config;
-    let mut builder = h2::server::Builder::new();
-    builder
-        .max_concurrent_streams(config.max_concurrent_streams)
-        .max_header_list_size(config.max_header_list_size)
-        .initial_window_size(config.initial_stream_window_size)
-        .initial_connection_window_size(config.initial_connection_window_size)
-        .max_frame_size(config.max_frame_size)
-        .max_send_buffer_size(config.max_send_buffer_size)
-        // Bound what a peer can make us hold: streams it resets before we
-        // accept them (the "rapid reset" attack), and streams we had to reset.
-        .max_pending_accept_reset_streams(64)
-        .max_local_error_reset_streams(Some(1024));
-
-    let handshake = builder.handshake::<_, Bytes>(socket);
+    // Fired by the transport when the client breaks the PING policy.
+    let calm = Arc::new(Notify::new());
+    // One deadline covers TLS and HTTP/2 together: a peer that stalls in
+    // either holds nothing for longer than the handshake timeout.
+    let builder = h2_builder(config);
+    let handshake = open(socket, peer, config, &builder, &calm);
     let mut conn = match timeout(config.handshake_timeout, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
-            debug!(%peer, error = %e, "HTTP/2 handshake failed");
+            // Only this connection is affected; it is closed by dropping it.
+            info!(%peer, error = %e, "handshake failed: closing");
             return;
         }
         Err(_) => {
-            info!(%peer, "HTTP/2 handshake timed out: closing");
+            info!(%peer, "handshake timed out: closing");
             return;
         }
     };
     debug!(%peer, "connection open");
+    let _counted = crate::metrics::METRICS.connection_opened();
 
     // Streams currently being served, to tell an idle connection.
     let active = Arc::new(AtomicUsize::new(0));
+    let offences = Arc::new(Offences::default());
     let mut ping_pong = conn.ping_pong();
     let keepalive = async {
         let (Some(interval), Some(pinger)) = (config.keepalive_interval, ping_pong.as_mut()) else {
@@ -84,7 +171,14 @@ pub(crate) async fn serve(
     let idle_check = config.idle_timeout.map(|t| t.min(Duration::from_secs(1)));
     let mut idle_since = Some(Instant::now());
     let mut grace_deadline: Option<Instant> = None;
+    let mut calmed = false;
     let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+    // One timer serves the idle check and the end of a grace period, reset
+    // to whichever comes first: every connection carries its timers for its
+    // whole life (memory per idle member), and re-arming one costs less than
+    // making new ones on every event.
+    let timer = sleep_until(idle_check.map_or(far_future, |c| Instant::now() + c));
+    tokio::pin!(timer);
 
     loop {
         tokio::select! {
@@ -93,14 +187,28 @@ pub(crate) async fn serve(
                     active.fetch_add(1, Ordering::Relaxed);
                     idle_since = None;
                     let guard = ActiveGuard(Arc::clone(&active));
-                    let server = Arc::clone(&server);
-                    tokio::spawn(async move {
-                        call::serve_stream(request, respond, server, peer).await;
-                        drop(guard);
-                    });
+                    // The headers are checked here; the task holds only the
+                    // call itself.
+                    if let Some(dispatch) = call::serve_stream(
+                        request,
+                        respond,
+                        &server,
+                        peer,
+                        Arc::clone(&offences),
+                    ) {
+                        tokio::spawn(async move {
+                            dispatch.await;
+                            drop(guard);
+                        });
+                    }
                 }
                 Some(Err(e)) => {
-                    if e.is_io() || e.is_go_away() {
+                    if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
+                        // We sent the GOAWAY: the peer broke a rule (a
+                        // CONTINUATION flood, rapid resets, a malformed
+                        // frame). Once per connection, since this ends it.
+                        warn!(%peer, error = %e, "closed the connection: HTTP/2 protocol violation");
+                    } else if e.is_io() || e.is_go_away() {
                         debug!(%peer, error = %e, "connection ended");
                     } else {
                         warn!(%peer, error = %e, "HTTP/2 connection error");
@@ -115,18 +223,32 @@ pub(crate) async fn serve(
                 let _ = changed;
                 debug!(%peer, "draining: GOAWAY");
                 conn.graceful_shutdown();
-                grace_deadline = Some(Instant::now() + config.shutdown_grace);
+                let end = Instant::now() + config.shutdown_grace;
+                grace_deadline = Some(end);
+                let first = end.min(timer.deadline());
+                timer.as_mut().reset(first);
             }
-            () = sleep_until(grace_deadline.unwrap_or(far_future)), if grace_deadline.is_some() => {
-                info!(%peer, "grace period over: closing connection with calls in flight");
-                break;
+            () = calm.notified(), if !calmed => {
+                // h2 answers PINGs itself; the transport counted them and
+                // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
+                // at once; the connection closes once it is written.
+                calmed = true;
+                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
+                grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
+                let first = close_by.min(timer.deadline());
+                timer.as_mut().reset(first);
             }
             reason = &mut keepalive => {
                 info!(%peer, reason, "closing connection");
                 break;
             }
-            () = sleep(idle_check.unwrap_or(Duration::from_secs(3600))), if idle_check.is_some() => {
+            () = &mut timer => {
                 let now = Instant::now();
+                if grace_deadline.is_some_and(|end| now >= end) {
+                    info!(%peer, "grace period over: closing connection with calls in flight");
+                    break;
+                }
                 if active.load(Ordering::Relaxed) > 0 {
                     idle_since = None;
                 } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
@@ -138,6 +260,8 @@ pub(crate) async fn serve(
                 } else {
                     idle_since = Some(now);
                 }
+                let next_check = idle_check.map_or(far_future, |c| now + c);
+                timer.as_mut().reset(grace_deadline.map_or(next_check, |end| end.min(next_check)));
             }
         }
     }

@@ -4,9 +4,12 @@
 //! # Layout
 //!
 //! * `mod.rs` (this file) — [`Server`] and its [`Builder`], the [`Service`]
-//!   trait generated routers implement, and the accept loop.
+//!   trait generated routers implement, and the accept loop (with the
+//!   connection limit: the excess get GOAWAY).
 //! * `connection.rs` — one HTTP/2 connection: handshake with explicit
 //!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
+//! * `transport.rs` — what HTTP/2 runs on: TCP or TLS, watched for PINGs.
+//! * `ping_policy.rs` — which client PINGs are too many (pure).
 //! * `call.rs` — one stream: request header checks (405, 415, path,
 //!   `grpc-timeout`, `grpc-encoding`), the four call shapes, deadlines and
 //!   cancellation.
@@ -28,21 +31,26 @@
 
 mod call;
 mod connection;
+mod ping_policy;
 mod sink;
+mod transport;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use call::{ServerCall, bidi_streaming, client_streaming, server_streaming, unary};
+pub use ping_policy::{DEFAULT_MAX_PING_STRIKES, DEFAULT_MIN_PING_INTERVAL};
 pub use sink::ResponseSink;
 
 use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
@@ -75,6 +83,12 @@ pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// Default for [`Builder::max_send_buffer_size`]: 32 KiB per stream.
 pub const DEFAULT_MAX_SEND_BUFFER_SIZE: usize = 32 * 1024;
+/// Default for [`Builder::header_table_size`]: 0, no HPACK dynamic table
+/// for request headers. Chat calls are few and long-lived, so indexing
+/// their headers saves next to nothing on the wire, while the table costs
+/// every connection its entries (about 0.5 KiB each, measured in
+/// docs/benchmarks.md).
+pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 0;
 /// Default for [`Builder::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for [`Builder::keepalive_timeout`].
@@ -85,6 +99,28 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for [`Builder::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default for [`Builder::max_connections`]: comfortably above the 10,000
+/// members the server is sized for, and below the usual file-descriptor
+/// limit of a service (`LimitNOFILE`), so the limit we chose is met before
+/// the one the kernel imposes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
+/// Default for [`Builder::max_pending_accept_reset_streams`].
+pub const DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 64;
+/// Default for [`Builder::max_local_error_reset_streams`].
+pub const DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Default for [`Builder::max_concurrent_reset_streams`].
+pub const DEFAULT_MAX_CONCURRENT_RESET_STREAMS: usize = 50;
+/// Default for [`Builder::reset_stream_duration`].
+pub const DEFAULT_RESET_STREAM_DURATION: Duration = Duration::from_secs(1);
+
+/// How many refused connections (over [`Builder::max_connections`]) may be
+/// waiting for their GOAWAY at once; beyond this, a refused connection is
+/// closed without one. Telling a peer politely is worth a little work, but
+/// not an unbounded amount during a flood.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// How long a refused connection gets to complete the handshake and read
+/// its GOAWAY.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a connection needs to know, shared by all of them.
 #[derive(Debug, Clone)]
@@ -102,6 +138,15 @@ pub(crate) struct Config {
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_recv_message_size: usize,
     pub(crate) max_send_message_size: usize,
+    pub(crate) min_ping_interval: Duration,
+    pub(crate) max_ping_strikes: u32,
+    pub(crate) header_table_size: u32,
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) max_connections: usize,
+    pub(crate) max_pending_accept_reset_streams: usize,
+    pub(crate) max_local_error_reset_streams: usize,
+    pub(crate) max_concurrent_reset_streams: usize,
+    pub(crate) reset_stream_duration: Duration,
 }
 
 impl Default for Config {
@@ -120,6 +165,15 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_recv_message_size: DEFAULT_MAX_RECV_MESSAGE_SIZE,
             max_send_message_size: DEFAULT_MAX_SEND_MESSAGE_SIZE,
+            min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
+            max_ping_strikes: DEFAULT_MAX_PING_STRIKES,
+            header_table_size: DEFAULT_HEADER_TABLE_SIZE,
+            tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
+            max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
+            max_concurrent_reset_streams: DEFAULT_MAX_CONCURRENT_RESET_STREAMS,
+            reset_stream_duration: DEFAULT_RESET_STREAM_DURATION,
         }
     }
 }
@@ -226,6 +280,87 @@ impl Builder {
         self
     }
 
+    /// SETTINGS_HEADER_TABLE_SIZE: the HPACK dynamic table clients may use
+    /// for the headers they send us (memory held per connection). Default
+    /// [`DEFAULT_HEADER_TABLE_SIZE`]; HTTP/2's own default is 4096.
+    pub fn header_table_size(&mut self, n: u32) -> &mut Self {
+        self.config.header_table_size = n;
+        self
+    }
+
+    /// The permitted keepalive time: a client may PING at most this often.
+    /// A PING sooner than this after the previous one, with no response data
+    /// sent in between, is a strike; more than [`Builder::max_ping_strikes`]
+    /// strikes close the connection with GOAWAY `ENHANCE_YOUR_CALM`. Default
+    /// [`DEFAULT_MIN_PING_INTERVAL`].
+    pub fn min_ping_interval(&mut self, interval: Duration) -> &mut Self {
+        self.config.min_ping_interval = interval;
+        self
+    }
+
+    /// Early PINGs forgiven before `ENHANCE_YOUR_CALM` (see
+    /// [`Builder::min_ping_interval`]). Default [`DEFAULT_MAX_PING_STRIKES`].
+    pub fn max_ping_strikes(&mut self, strikes: u32) -> &mut Self {
+        self.config.max_ping_strikes = strikes;
+        self
+    }
+
+    /// Serves TLS with `config` (see [`crate::tls::server_config`], which
+    /// offers `h2` by ALPN) instead of plaintext. The TLS handshake counts
+    /// towards [`Builder::handshake_timeout`]; a failed one closes that
+    /// connection only.
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        self.config.tls = Some(config);
+        self
+    }
+
+    /// Connections served at once. A connection over the limit is accepted,
+    /// given the HTTP/2 handshake and a GOAWAY (`NO_ERROR`, last stream 0:
+    /// "nothing you sent was processed, try again later"), then closed — a
+    /// gRPC client sees `UNAVAILABLE` and may retry, instead of hanging in
+    /// the kernel's accept queue. Reaching the limit is logged once, and
+    /// again with the number refused when the server is back below it.
+    /// Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Streams the peer may reset before this server accepted them, waiting
+    /// in the accept queue; past this the connection is closed with GOAWAY
+    /// `ENHANCE_YOUR_CALM`. This is the defence against the "rapid reset"
+    /// attack (open a stream, reset it at once, repeat: each costs the server
+    /// work but never counts against the concurrent-stream limit). Default
+    /// [`DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS`].
+    pub fn max_pending_accept_reset_streams(&mut self, n: usize) -> &mut Self {
+        self.config.max_pending_accept_reset_streams = n;
+        self
+    }
+
+    /// Streams this server may reset because of the peer's protocol errors
+    /// before it closes the connection with GOAWAY `ENHANCE_YOUR_CALM` (the
+    /// "made you reset" attack: malformed frames that each cost a reset).
+    /// Default [`DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS`].
+    pub fn max_local_error_reset_streams(&mut self, n: usize) -> &mut Self {
+        self.config.max_local_error_reset_streams = n;
+        self
+    }
+
+    /// Reset streams whose state is remembered (to tell late frames for them
+    /// from protocol errors); the oldest is forgotten beyond this. Default
+    /// [`DEFAULT_MAX_CONCURRENT_RESET_STREAMS`].
+    pub fn max_concurrent_reset_streams(&mut self, n: usize) -> &mut Self {
+        self.config.max_concurrent_reset_streams = n;
+        self
+    }
+
+    /// How long a reset stream's state is remembered. Default
+    /// [`DEFAULT_RESET_STREAM_DURATION`].
+    pub fn reset_stream_duration(&mut self, duration: Duration) -> &mut Self {
+        self.config.reset_stream_duration = duration;
+        self
+    }
+
     /// Serves `service` under its [`Service::name`].
     pub fn add_service(&mut self, service: impl Service) -> &mut Self {
         self.services.insert(service.name(), Arc::new(service));
@@ -275,6 +410,19 @@ impl Server {
     ) -> io::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut connections = JoinSet::new();
+        // One permit per connection served; a connection task holds its
+        // permit until it ends.
+        let max_connections = self
+            .inner
+            .config
+            .max_connections
+            .min(Semaphore::MAX_PERMITS);
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+        // Connections refused since the limit was last reached (`None`: not
+        // at the limit). Logged when the limit is reached and when the
+        // server is below it again, not once per connection.
+        let mut refused_since_full: Option<u64> = None;
         tokio::pin!(shutdown);
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "serving gRPC");
@@ -289,8 +437,27 @@ impl Server {
                             debug!(%peer, error = %e, "set_nodelay failed");
                         }
                         let inner = Arc::clone(&self.inner);
+                        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                            let refused = refused_since_full.get_or_insert(0);
+                            if *refused == 0 {
+                                warn!(
+                                    limit = inner.config.max_connections,
+                                    %peer,
+                                    "connection limit reached: refusing new connections with GOAWAY"
+                                );
+                            }
+                            *refused += 1;
+                            refuse(socket, peer, inner, &refusals);
+                            continue;
+                        };
+                        if let Some(refused) = refused_since_full.take() {
+                            info!(refused, "below the connection limit again");
+                        }
                         let stop = stop_rx.clone();
-                        connections.spawn(connection::serve(socket, peer, inner, stop));
+                        connections.spawn(async move {
+                            connection::serve(socket, peer, inner, stop).await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         // Running out of file descriptors is the usual cause;
@@ -327,6 +494,45 @@ impl Server {
         info!("server stopped");
         Ok(())
     }
+}
+
+/// Tells a connection over [`Builder::max_connections`] to go away: the
+/// HTTP/2 handshake, then GOAWAY(`NO_ERROR`, last stream 0), in a task of its
+/// own bounded in time. While [`MAX_REFUSALS_IN_FLIGHT`] such tasks run, the
+/// socket is just closed.
+fn refuse(socket: TcpStream, peer: SocketAddr, inner: Arc<Inner>, refusals: &Arc<Semaphore>) {
+    // Over TLS a GOAWAY could only be read after a full TLS handshake: that
+    // costs the server real CPU for a connection it is refusing anyway, which
+    // is what a flood would want. So a TLS client is simply closed on (it sees
+    // `UNAVAILABLE` just the same).
+    if inner.config.tls.is_some() {
+        debug!(%peer, "over the connection limit: TLS connection closed without GOAWAY");
+        return;
+    }
+    let Ok(permit) = Arc::clone(refusals).try_acquire_owned() else {
+        debug!(%peer, "over the connection limit: closed without GOAWAY");
+        return;
+    };
+    tokio::spawn(async move {
+        let refused = async {
+            let mut conn = connection::h2_builder(&inner.config)
+                .handshake::<_, Bytes>(socket)
+                .await?;
+            conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+            // Polling drives the GOAWAY out; streams the peer opened
+            // meanwhile are refused with it.
+            while let Some(stream) = conn.accept().await {
+                stream?;
+            }
+            Ok::<(), h2::Error>(())
+        };
+        match tokio::time::timeout(REFUSAL_TIMEOUT, refused).await {
+            Ok(Ok(())) => debug!(%peer, "over the connection limit: GOAWAY sent"),
+            Ok(Err(e)) => debug!(%peer, error = %e, "over the connection limit: closed"),
+            Err(_) => debug!(%peer, "over the connection limit: closed after timeout"),
+        }
+        drop(permit);
+    });
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM: the usual `shutdown` argument of

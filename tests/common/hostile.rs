@@ -51,6 +51,7 @@ pub fn notice(message: &str) -> ServerEvent {
         event: Some(server_event::Event::SystemEvent(SystemEvent {
             message: message.into(),
             timestamp: 1_700_000_000,
+            ..Default::default()
         })),
     }
 }

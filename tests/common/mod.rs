@@ -18,17 +18,24 @@
 //! * [`chat_server`] / [`chat_server_on`] start a `chat-server` process.
 //! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
 //! * [`Collected`] holds what a reader thread received, and waits for it.
+//! * [`chat_stream`] opens named ChatStream members on our client.
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
 //!   our services in this process; [`hostile`] is a chat server that sends
-//!   escape sequences.
+//!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
+//!   written by hand) for tests that play a misbehaving client.
 //!
 //! Only `std` is used here and in [`json`]. Each test file includes this with
 //! `mod common;`, and not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod chat_stream;
 pub mod hostile;
 pub mod in_process;
 pub mod json;
+pub mod member;
+pub mod raw;
+pub mod redis;
+pub mod tls;
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -515,6 +522,11 @@ impl Peer {
                 self.stderr()
             );
         }
+    }
+
+    /// The peer's process id (to send it a signal with `kill`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Closes the peer's stdin (end of input).

@@ -181,6 +181,29 @@ try {
   console.log("ok reload resumes without duplicates");
   await shot(bob.page, "bob-after-reload");
 
+  // Away and back: bob's tab leaves the page, alice talks meanwhile, bob
+  // comes back; the page resumes from its last id and shows what was missed,
+  // once.
+  await bob.page.goto("about:blank");
+  await expectLine(alice.page, "* bob left");
+  await alice.page.fill("#text", "while you were away");
+  await alice.page.press("#text", "Enter");
+  await expectLine(alice.page, "[you] while you were away");
+  await bob.page.goto(url);
+  await bob.page.waitForSelector("#status.connected", { timeout: WAIT });
+  await expectLine(bob.page, "[alice] while you were away");
+  for (const line of ["[you] hello from bob", "[alice] after the reload", "[alice] while you were away"]) {
+    const n = await countLine(bob.page, line);
+    if (n !== 1) throw new Error(`after coming back bob shows ${JSON.stringify(line)} ${n} times:\n${(await logLines(bob.page)).join("\n")}`);
+  }
+  // The server was asked to resume (it sent the one missed message), not
+  // to replay the room: the page's own duplicate check is the second fence.
+  const ends = (await logLines(bob.page)).filter((l) => l.startsWith("-- end of history:"));
+  if (!ends.at(-1)?.startsWith("-- end of history: 1 earlier messages")) {
+    throw new Error(`not resumed from the last id: ${JSON.stringify(ends)}`);
+  }
+  console.log("ok missed messages resumed once");
+
   // The picture for the README: the conversation, someone typing.
   await bob.page.type("#text", "are you", { delay: 5 });
   await alice.page.waitForFunction(() => document.getElementById("typing").textContent === "bob is typing…", null, { timeout: WAIT });

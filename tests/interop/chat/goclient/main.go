@@ -7,6 +7,8 @@
 //
 //	goclient --addr 127.0.0.1:50053 --room r1 --user alice --protocol chat
 //	goclient --addr 127.0.0.1:50053 --protocol health
+//	goclient --addr 127.0.0.1:50053 --user alice --token s3cret   # authorization: Bearer s3cret
+//	goclient ... --md chat-last-id=41 --md chat-epoch=00ff...   (request metadata, repeatable)
 //
 // Commands are read from stdin, one per line:
 //
@@ -19,11 +21,12 @@
 //
 // Everything received is printed to stdout as one JSON object per line:
 //
-//	{"kind":"ready"}                                    ChatStream: response headers arrived (we are a member)
+//	{"kind":"ready","epoch":"...","replayed":"3"}      ChatStream: response headers arrived (we are a member)
+//	{"kind":"headers","epoch":"...","replayed":"3"}    Chat with --headers: response headers (history epoch, replayed count)
 //	{"kind":"message","user":"bob","text":"hi","id":7,"timestamp":1700000000,"you":false}
 //	{"kind":"user","type":"USER_JOINED","user":"bob","timestamp":...}
 //	{"kind":"typing","type":"TYPING_START","user":"bob","timestamp":...}
-//	{"kind":"system","text":"welcome to ...","timestamp":...}
+//	{"kind":"system","text":"welcome to ...","timestamp":...,"epoch":"","end_of_history":false}
 //	{"kind":"sent","length":5,"compressed_length":29}   per request message (grpc-go stats)
 //	{"kind":"health","status":"SERVING","active_clients":3,"uptime_seconds":1}
 //	{"kind":"status","code":"InvalidArgument","message":"..."}   always last
@@ -64,7 +67,37 @@ var (
 	useGzip  = flag.Bool("gzip", false, "compress every request message with gzip")
 	join     = flag.Bool("join", true, "Chat: send USER_JOINED with --user first")
 	timeout  = flag.Duration("timeout", 60*time.Second, "deadline of the call")
+	token    = flag.String("token", "", "sent as authorization metadata, \"Bearer <token>\" (empty: none)")
+	headers  = flag.Bool("headers", false, "Chat: report the response headers as a \"headers\" line")
+	md       mdFlags
 )
+
+// mdFlags collects repeated --md key=value request metadata.
+type mdFlags []string
+
+func (m *mdFlags) String() string { return strings.Join(*m, ",") }
+func (m *mdFlags) Set(v string) error {
+	if !strings.Contains(v, "=") {
+		return fmt.Errorf("--md wants key=value, got %q", v)
+	}
+	*m = append(*m, v)
+	return nil
+}
+
+func init() {
+	flag.Var(&md, "md", "request metadata key=value (repeatable), e.g. chat-last-id=41")
+}
+
+// headerFields reports the chat history response headers.
+func headerFields(kind string, h metadata.MD) map[string]any {
+	first := func(k string) string {
+		if v := h.Get(k); len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return map[string]any{"kind": kind, "epoch": first("chat-epoch"), "replayed": first("chat-replayed")}
+}
 
 // out serialises JSON lines from the receiving and sending goroutines.
 var out = struct {
@@ -120,6 +153,13 @@ func main() {
 	if *room != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "chat-room", *room)
 	}
+	if *token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+*token)
+	}
+	for _, kv := range md {
+		k, v, _ := strings.Cut(kv, "=")
+		ctx = metadata.AppendToOutgoingContext(ctx, k, v)
+	}
 
 	switch *protocol {
 	case "health":
@@ -174,8 +214,8 @@ func chatStream(ctx context.Context, cancel context.CancelFunc, client pb.ChatSe
 		return err
 	}
 	// The server sends the response headers once we are a member of the room.
-	if _, err := stream.Header(); err == nil {
-		emit(map[string]any{"kind": "ready"})
+	if h, err := stream.Header(); err == nil {
+		emit(headerFields("ready", h))
 	}
 	go commands(cancel, func(cmd, arg string) error {
 		if cmd != "send" {
@@ -210,9 +250,20 @@ func chat(ctx context.Context, cancel context.CancelFunc, client pb.ChatServiceC
 		}})
 	}
 	if *join {
-		if err := userEvent(pb.UserEventType_USER_JOINED, *user); err != nil {
+		// io.EOF means the server already ended the call (it may refuse
+		// before reading anything); Recv below then returns its status.
+		if err := userEvent(pb.UserEventType_USER_JOINED, *user); err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
+	}
+	// The headers come with the server's first event; wait for them on a
+	// goroutine of their own so that sending is not held up.
+	if *headers {
+		go func() {
+			if h, err := stream.Header(); err == nil {
+				emit(headerFields("headers", h))
+			}
+		}()
 	}
 	go commands(cancel, func(cmd, arg string) error {
 		switch cmd {
@@ -261,7 +312,8 @@ func chat(ctx context.Context, cancel context.CancelFunc, client pb.ChatServiceC
 			emit(map[string]any{"kind": "typing", "type": t.GetType().String(), "user": t.GetUsername(), "timestamp": t.GetTimestamp()})
 		case *pb.ServerEvent_SystemEvent:
 			s := ev.SystemEvent
-			emit(map[string]any{"kind": "system", "text": s.GetMessage(), "timestamp": s.GetTimestamp()})
+			emit(map[string]any{"kind": "system", "text": s.GetMessage(), "timestamp": s.GetTimestamp(),
+				"epoch": s.GetEpoch(), "end_of_history": s.GetEndOfHistory()})
 		default:
 			emit(map[string]any{"kind": "unknown"})
 		}
