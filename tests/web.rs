@@ -100,19 +100,31 @@ impl HttpResponse {
 /// Sends `head` then each of `chunks` as a separate write, reads the
 /// response to the end (the request says `connection: close`).
 async fn exchange(addr: SocketAddr, head: &str, chunks: &[&[u8]]) -> HttpResponse {
+    try_exchange(addr, head, chunks)
+        .await
+        .expect("an HTTP response")
+}
+
+/// [`exchange`], or `None` when the server closed the connection without
+/// answering.
+async fn try_exchange(addr: SocketAddr, head: &str, chunks: &[&[u8]]) -> Option<HttpResponse> {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
-    tcp.write_all(head.as_bytes()).await.unwrap();
+    // Writes to a connection the server already closed may fail: what
+    // counts is what comes back.
+    let _ = tcp.write_all(head.as_bytes()).await;
     for chunk in chunks {
-        tcp.write_all(chunk).await.unwrap();
-        tcp.flush().await.unwrap();
+        let _ = tcp.write_all(chunk).await;
+        let _ = tcp.flush().await;
     }
     let mut raw = Vec::new();
-    timeout(WAIT, tcp.read_to_end(&mut raw))
+    let read = timeout(WAIT, tcp.read_to_end(&mut raw))
         .await
-        .expect("response within the deadline")
-        .unwrap();
-    parse_response(&raw)
+        .expect("response within the deadline");
+    if read.is_err() || raw.is_empty() {
+        return None;
+    }
+    Some(parse_response(&raw))
 }
 
 fn parse_response(raw: &[u8]) -> HttpResponse {
@@ -552,6 +564,69 @@ async fn a_status_mid_stream_becomes_the_trailers_frame() {
         "{trailers:?}"
     );
     assert_eq!(trailer(&trailers, "grpc-message"), Some("maintenance"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_and_others_go_on() {
+    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native = native_listener.local_addr().unwrap();
+    let _stop_native = common::in_process::serve(
+        native_listener,
+        ChatServiceServer::new(ChatService::new(no_rate_limit())),
+    );
+    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = web_listener.local_addr().unwrap();
+    let gateway = Gateway::builder(native).max_connections(1).build();
+    let (_stop_web, web_stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        gateway
+            .serve(web_listener, async {
+                let _ = web_stopped.await;
+            })
+            .await
+    });
+    // The first connection holds the only slot (it has sent nothing yet).
+    let mut holder = TcpStream::connect(web).await.unwrap();
+    // Wait until it is served: a request on it is answered.
+    holder
+        .write_all(b"GET /nope HTTP/1.1\r\nhost: chat.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = timeout(WAIT, holder.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
+    // A second one is closed at once, without an answer.
+    let mut refused = TcpStream::connect(web).await.unwrap();
+    let _ = refused
+        .write_all(b"GET / HTTP/1.1\r\nhost: chat.test\r\n\r\n")
+        .await;
+    let mut rest = Vec::new();
+    let read = timeout(WAIT, refused.read_to_end(&mut rest)).await.unwrap();
+    assert!(read.is_err() || rest.is_empty(), "answered over the limit");
+    // The first is still served; once it is gone there is room again.
+    holder
+        .write_all(b"GET /nope HTTP/1.1\r\nhost: chat.test\r\n\r\n")
+        .await
+        .unwrap();
+    let n = timeout(WAIT, holder.read(&mut buf)).await.unwrap().unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
+    drop(holder);
+    // The slot is released when the server sees the close: poll, with a
+    // deadline, until a request is answered again.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let later = loop {
+        let response = try_exchange(
+            web,
+            "GET /nope HTTP/1.1\r\nhost: chat.test\r\nconnection: close\r\n\r\n",
+            &[],
+        )
+        .await;
+        if response.is_some() || tokio::time::Instant::now() > deadline {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(later.expect("room again after the holder left").status, 404);
 }
 
 // --- the session rules, over native gRPC -------------------------------

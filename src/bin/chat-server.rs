@@ -277,7 +277,14 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .add_service(reflection.v1())
                 .add_service(reflection.v1alpha());
             let grace = seconds(args.shutdown_grace_secs)?;
-            Some(serve_web(addr, inner.build(), grace, web_stopped).await?)
+            let web = serve_web(
+                addr,
+                inner.build(),
+                grace,
+                args.max_connections,
+                web_stopped,
+            );
+            Some(web.await?)
         }
         None => None,
     };
@@ -344,6 +351,7 @@ async fn serve_web(
     addr: SocketAddr,
     inner: Server,
     grace: Duration,
+    max_connections: usize,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Box<dyn std::error::Error>> {
     let web_listener = TcpListener::bind(addr).await?;
@@ -351,6 +359,7 @@ async fn serve_web(
     let inner_addr = inner_listener.local_addr()?;
     let gateway = grpc_chat::web::Gateway::builder(inner_addr)
         .shutdown_grace(grace)
+        .max_connections(max_connections)
         .build();
     info!(addr = %web_listener.local_addr()?, "chat-server web page and gRPC-Web listening");
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<()>| async move {

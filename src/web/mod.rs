@@ -31,6 +31,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,7 +40,7 @@ use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -47,6 +48,9 @@ use crate::framing::grpc_web::WebContentType;
 
 /// Default for [`Builder::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default for [`Builder::max_connections`]: as many as the native server
+/// takes ([`server::DEFAULT_MAX_CONNECTIONS`](crate::server::DEFAULT_MAX_CONNECTIONS)).
+pub const DEFAULT_MAX_CONNECTIONS: usize = crate::server::DEFAULT_MAX_CONNECTIONS;
 
 /// The body type of every gateway response.
 pub(crate) type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -65,9 +69,17 @@ const EXPOSED_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bi
 pub struct Builder {
     upstream: SocketAddr,
     shutdown_grace: Duration,
+    max_connections: usize,
 }
 
 impl Builder {
+    /// Browser connections served at once; more are closed as soon as they
+    /// are accepted. Default [`DEFAULT_MAX_CONNECTIONS`].
+    pub fn max_connections(&mut self, n: usize) -> &mut Self {
+        self.max_connections = n;
+        self
+    }
+
     /// How long open calls get to finish once shutdown begins. Default
     /// [`DEFAULT_SHUTDOWN_GRACE`].
     pub fn shutdown_grace(&mut self, grace: Duration) -> &mut Self {
@@ -80,6 +92,7 @@ impl Builder {
         Gateway {
             upstream: self.upstream,
             shutdown_grace: self.shutdown_grace,
+            max_connections: self.max_connections,
         }
     }
 }
@@ -89,6 +102,7 @@ impl Builder {
 pub struct Gateway {
     upstream: SocketAddr,
     shutdown_grace: Duration,
+    max_connections: usize,
 }
 
 impl Gateway {
@@ -98,6 +112,7 @@ impl Gateway {
         Builder {
             upstream,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 
@@ -110,6 +125,10 @@ impl Gateway {
     ) -> io::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
+        let slots = Arc::new(Semaphore::new(self.max_connections));
+        // Logged when the limit is reached, then not again until there was
+        // room once more: a flood gets one line, not one per connection.
+        let mut at_limit = false;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -125,9 +144,23 @@ impl Gateway {
                             continue;
                         }
                     };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        if !std::mem::replace(&mut at_limit, true) {
+                            warn!(
+                                limit = self.max_connections,
+                                "web: connection limit reached; closing new connections"
+                            );
+                        }
+                        drop(tcp);
+                        continue;
+                    };
+                    at_limit = false;
                     let upstream = self.upstream;
                     let stopped = stopped.clone();
-                    connections.spawn(serve_connection(tcp, peer, upstream, stopped));
+                    connections.spawn(async move {
+                        serve_connection(tcp, peer, upstream, stopped).await;
+                        drop(slot);
+                    });
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -146,14 +179,35 @@ impl Gateway {
     }
 }
 
-/// The upstream HTTP/2 connection of one browser connection, opened on
-/// first use and again if it broke.
-#[derive(Default)]
+/// What one browser connection keeps: its upstream HTTP/2 connection,
+/// opened on first use and again if it broke, and whether a refusal was
+/// logged yet.
 struct Upstream {
+    peer: SocketAddr,
     sender: Mutex<Option<hyper::client::conn::http2::SendRequest<translate::UpstreamBody>>>,
+    refusal_logged: AtomicBool,
 }
 
 impl Upstream {
+    fn new(peer: SocketAddr) -> Self {
+        Upstream {
+            peer,
+            sender: Mutex::new(None),
+            refusal_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// Logs a request refused for what the client sent: the first one of
+    /// the connection at `info`, the rest at `debug`, so that a client
+    /// repeating a bad request cannot flood the log.
+    fn log_refusal(&self, why: &str) {
+        if self.refusal_logged.swap(true, Ordering::Relaxed) {
+            debug!(peer = %self.peer, why, "web: request refused");
+        } else {
+            info!(peer = %self.peer, why, "web: request refused (further refusals on this connection are not logged)");
+        }
+    }
+
     async fn sender(
         &self,
         addr: SocketAddr,
@@ -187,7 +241,7 @@ async fn serve_connection(
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let upstream = Arc::new(Upstream::default());
+    let upstream = Arc::new(Upstream::new(peer));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let upstream = Arc::clone(&upstream);
         async move {
@@ -244,16 +298,25 @@ async fn route(
         (&Method::POST, Some(Ok(Some(web)))) => {
             translate::call(request, web, upstream, upstream_addr, peer).await
         }
-        (&Method::POST, Some(Err(error))) => plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("{error}: only protobuf is supported\n"),
-        ),
-        (&Method::POST, _) => plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected content-type application/grpc-web[+proto] or application/grpc-web-text[+proto]\n",
-        ),
+        (&Method::POST, Some(Err(error))) => {
+            upstream.log_refusal(&error.to_string());
+            plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("{error}: only protobuf is supported\n"),
+            )
+        }
+        (&Method::POST, _) => {
+            upstream.log_refusal("POST without a gRPC-Web content-type");
+            plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected content-type application/grpc-web[+proto] or application/grpc-web-text[+proto]\n",
+            )
+        }
         (&Method::GET | &Method::HEAD, _) => assets::serve(request.uri().path()),
-        _ => plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+        _ => {
+            upstream.log_refusal("method not allowed");
+            plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
     };
     add_cors(response.headers_mut(), origin);
     response

@@ -29,7 +29,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{ResponseBody, Upstream};
 use crate::framing::grpc_web::{
@@ -94,14 +94,16 @@ pub(super) async fn call(
     let (parts, body) = request.into_parts();
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, web.mode)).await {
         Ok(Ok(body)) => body,
-        Ok(Err(status)) => return status_only(web, &status),
+        Ok(Err(status)) => {
+            upstream.log_refusal(status.message());
+            return status_only(web, &status);
+        }
         Err(_) => {
-            return status_only(
-                web,
-                &Status::deadline_exceeded(format!(
-                    "the request body took longer than {BODY_READ_TIMEOUT:?}"
-                )),
-            );
+            let status = Status::deadline_exceeded(format!(
+                "the request body took longer than {BODY_READ_TIMEOUT:?}"
+            ));
+            upstream.log_refusal(status.message());
+            return status_only(web, &status);
         }
     };
     let path = parts
@@ -117,10 +119,9 @@ pub(super) async fn call(
     {
         Ok(uri) => uri,
         Err(error) => {
-            return status_only(
-                web,
-                &Status::invalid_argument(format!("bad request path: {error}")),
-            );
+            let status = Status::invalid_argument(format!("bad request path: {error}"));
+            upstream.log_refusal(status.message());
+            return status_only(web, &status);
         }
     };
     let mut native = Request::new(Full::new(body));
@@ -143,6 +144,8 @@ pub(super) async fn call(
     let mut sender = match upstream.sender(upstream_addr).await {
         Ok(sender) => sender,
         Err(error) => {
+            // Our own inner server is gone: not the client's doing.
+            warn!(%peer, %error, "web: the inner gRPC server is not reachable");
             return status_only(
                 web,
                 &Status::unavailable(format!("the chat server is not reachable: {error}")),
