@@ -23,30 +23,12 @@ use common::{Collected, Peer, Server, assert_client_passes, cargo_bin, chat_serv
 use grpc_chat::Code;
 use grpc_chat::client::Channel;
 use grpc_chat::health::{HealthReporter, HealthServer};
+use grpc_chat::interop::client::STANDARD_CASES;
 use grpc_chat::pb::grpc_health_v1::{HealthCheckRequest, HealthClient};
 use tokio::net::TcpListener;
 
 /// How long any single expected thing may take.
 const WAIT: Duration = Duration::from_secs(15);
-
-/// The interop cases grpc-go's client and ours both run (as in
-/// tests/interop_grpc_go.rs).
-const CASES: [&str; 14] = [
-    "empty_unary",
-    "large_unary",
-    "client_streaming",
-    "server_streaming",
-    "ping_pong",
-    "empty_stream",
-    "custom_metadata",
-    "status_code_and_message",
-    "special_status_message",
-    "unimplemented_method",
-    "unimplemented_service",
-    "cancel_after_begin",
-    "cancel_after_first_response",
-    "timeout_on_sleeping_server",
-];
 
 /// grpc-go's client flags for TLS with our test CA; the certificate is made
 /// for the name grpc-go's interop tests use.
@@ -79,7 +61,7 @@ fn go_interop_client_passes_every_case_against_our_tls_server() {
             format!("--tls_key_file={}", TestPki::arg(&pki.key)),
         ]
     });
-    for case in CASES {
+    for &case in STANDARD_CASES {
         assert_client_passes(
             &client,
             &tls_client_args(&pki, server.port, case),
@@ -103,7 +85,7 @@ fn our_interop_client_passes_every_case_against_grpc_go_over_tls() {
             format!("--tls_key_file={}", TestPki::arg(&pki.key)),
         ]
     });
-    for case in CASES {
+    for &case in STANDARD_CASES {
         assert_client_passes(
             &client,
             &tls_client_args(&pki, server.port, case),

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use grpc_chat::client::Channel;
-use grpc_chat::interop::client::{TEST_CASES, run_case};
+use grpc_chat::interop::client::{run_case, test_cases};
 use grpc_chat::tls;
 
 /// The gRPC interop test client.
@@ -97,7 +97,7 @@ async fn main() -> ExitCode {
         }
     };
     let cases: Vec<&str> = if args.test_case == "all" {
-        TEST_CASES.to_vec()
+        test_cases().collect()
     } else {
         vec![args.test_case.as_str()]
     };
