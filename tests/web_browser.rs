@@ -4,17 +4,19 @@
 //! `web/test/browser.mjs`: joins, leaves, typing and messages between two
 //! pages and the terminal client, markup shown as text, a reload resuming
 //! without duplicates, and a page that left and came back shown what it
-//! missed, once.
+//! missed, once; both pages reconnecting by themselves after the server is
+//! killed and started again.
 //!
 //! Screenshots are kept in `target/web-artifacts/`.
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{chat_server, free_port, repo_root};
+use common::{chat_server, chat_server_on, free_port, repo_root};
 
 /// Waits until the web listener accepts (it is bound just after the native
 /// one, which `chat_server` waits for).
@@ -37,11 +39,12 @@ fn two_pages_and_a_terminal_client_chat() {
 
     let web_port = free_port();
     let web_addr = format!("127.0.0.1:{web_port}");
-    let mut server = chat_server(&["--rate-limit", "0", "--web-addr", &web_addr]);
+    let args = ["--rate-limit", "0", "--web-addr", &web_addr];
+    let mut server = chat_server(&args);
     wait_listening(web_port);
 
     let artefacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../web-artifacts");
-    let output = Command::new("node")
+    let mut node = Command::new("node")
         .arg(repo_root().join("web/test/browser.mjs"))
         .arg(format!("http://{web_addr}/"))
         .arg(env!("CARGO_BIN_EXE_chat-client"))
@@ -49,14 +52,38 @@ fn two_pages_and_a_terminal_client_chat() {
         .arg("browsers")
         .arg(&artefacts)
         .current_dir(repo_root().join("web"))
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node is installed");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut to_node = node.stdin.take().unwrap();
+    let stderr = node.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    // The script's progress; it asks for a server restart once.
+    let mut stdout = String::new();
+    for line in BufReader::new(node.stdout.take().unwrap()).lines() {
+        let Ok(line) = line else { break };
+        stdout.push_str(&line);
+        stdout.push('\n');
+        if line == "restart-server" {
+            let port = server.port;
+            // Killed, as in a crash; the same ports again.
+            drop(server);
+            server = chat_server_on(port, &args);
+            wait_listening(web_port);
+            writeln!(to_node, "restarted").unwrap();
+        }
+    }
+    let status = node.wait().unwrap();
+    let stderr = stderr.join().unwrap();
     server.assert_running();
     assert!(
-        output.status.success(),
+        status.success(),
         "browser test failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver:\n{}",
         server.output()
     );
@@ -67,6 +94,7 @@ fn two_pages_and_a_terminal_client_chat() {
         "ok markup shown as text",
         "ok reload resumes without duplicates",
         "ok missed messages resumed once",
+        "ok pages reconnect after a server restart",
         "ok leaves seen",
         "ok done",
     ] {

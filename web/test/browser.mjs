@@ -10,12 +10,22 @@
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 
 const [url, chatClient, address, room, artefacts] = process.argv.slice(2);
 mkdirSync(artefacts, { recursive: true });
 const WAIT = 15000;
 const HOSTILE = "<img src=x onerror=alert(1)>";
+
+// Lines from tests/web_browser.rs (it answers "restarted").
+const stdinLines = createInterface({ input: process.stdin });
+const pendingLines = [];
+const lineWaiters = [];
+stdinLines.on("line", (line) => (lineWaiters.length ? lineWaiters.shift()(line) : pendingLines.push(line)));
+function nextStdinLine() {
+  return pendingLines.length ? Promise.resolve(pendingLines.shift()) : new Promise((r) => lineWaiters.push(r));
+}
 
 // --- chat-client in line mode ------------------------------------------
 
@@ -106,6 +116,16 @@ async function expectLine(page, text) {
     { timeout: WAIT },
   ).catch(async () => {
     throw new Error(`page never showed ${JSON.stringify(text)}; it shows:\n${(await logLines(page)).join("\n")}`);
+  });
+}
+
+async function expectLineMatching(page, pattern) {
+  await page.waitForFunction(
+    (source) => [...document.querySelectorAll("#log li .text")].some((t) => new RegExp(source).test(t.textContent)),
+    pattern.source,
+    { timeout: WAIT },
+  ).catch(async () => {
+    throw new Error(`page never showed ${pattern}; it shows:\n${(await logLines(page)).join("\n")}`);
   });
 }
 
@@ -204,6 +224,35 @@ try {
   }
   console.log("ok missed messages resumed once");
 
+  // The server is killed and started again (tests/web_browser.rs does it
+  // when asked on stdout): both pages notice, retry, and resume by
+  // themselves; history was in memory, so they are told it was lost; the
+  // chat goes on, nothing shown twice.
+  console.log("restart-server");
+  await nextStdinLine();
+  for (const { page } of [alice, bob]) {
+    await page.waitForSelector("#status.connected", { timeout: WAIT });
+  }
+  await expectLineMatching(bob.page, /^-- history was lost since you were last here/);
+  // chat-client reconnects by itself too: alice sees carol join again.
+  await alice.page.waitForFunction(
+    () => [...document.querySelectorAll("#log li .text")].filter((t) => t.textContent === "* carol joined").length >= 2,
+    null,
+    { timeout: WAIT },
+  );
+  await alice.page.fill("#text", "after the restart");
+  await alice.page.press("#text", "Enter");
+  await expectLine(bob.page, "[alice] after the restart");
+  for (const line of ["[you] hello from bob", "[alice] while you were away", "[alice] after the restart"]) {
+    const n = await countLine(bob.page, line);
+    if (n !== 1) throw new Error(`after the restart bob shows ${JSON.stringify(line)} ${n} times`);
+  }
+  // Chromium logs the broken and refused requests of the outage as console
+  // errors: expected here, so they are dropped (uncaught exceptions stay).
+  const outage = /Failed to load resource: net::ERR_(INCOMPLETE_CHUNKED_ENCODING|CONNECTION_REFUSED|CONNECTION_RESET|EMPTY_RESPONSE)/;
+  for (let i = consoleErrors.length - 1; i >= 0; i--) if (outage.test(consoleErrors[i])) consoleErrors.splice(i, 1);
+  console.log("ok pages reconnect after a server restart");
+
   // The picture for the README: the conversation, someone typing.
   await bob.page.type("#text", "are you", { delay: 5 });
   await alice.page.waitForFunction(() => document.getElementById("typing").textContent === "bob is typing…", null, { timeout: WAIT });
@@ -220,6 +269,7 @@ try {
   if (consoleErrors.length) throw new Error(`errors in the pages:\n${consoleErrors.join("\n")}`);
   console.log("ok done");
   await browser.close();
+  carol.child.kill();
   process.exit(0);
 } catch (e) {
   console.error(`FAILED: ${e?.stack ?? e}`);
