@@ -4,12 +4,11 @@
 #   scripts/test.sh
 #
 # On a bare machine it first installs what the tests need: the Go interop
-# peers and Python packages (scripts/setup-interop.sh), Chromium and the
-# web tests' npm packages (scripts/setup-web.sh). Then it checks
-# peers and Python packages (scripts/setup-interop.sh) and redis-server
-# (scripts/setup-redis.sh). Then it checks
-# formatting and lints, and runs every test: unit, property, end-to-end chat,
-# and interop against grpc-go and grpcio.
+# peers, grpcurl and Python packages (scripts/setup-interop.sh), Chromium and
+# the web tests' npm packages (scripts/setup-web.sh), and redis-server
+# (scripts/setup-redis.sh). Then it checks formatting, lints and docs, and
+# runs every test: unit, property, hostile input, end-to-end chat, history on
+# Redis, interop against grpc-go and grpcio, and the page in headless Chromium.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +22,7 @@ scripts/setup-interop.sh
 
 step "web test tools (Chromium, npm packages)"
 scripts/setup-web.sh
+
 step "redis-server (Debian package, for tests/history.rs)"
 scripts/setup-redis.sh
 
