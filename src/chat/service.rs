@@ -273,10 +273,13 @@ pub(super) fn replay_headers(replay: &Replay) -> MetadataMap {
     let mut headers = MetadataMap::new();
     // Both values are digits or the store's own hex epoch: valid header
     // values, so an error here cannot happen and would only drop a header.
+    // Not indexed by HPACK: a chat connection usually carries one call, so a
+    // table entry would never be used again, yet each idle member's
+    // connection would keep it.
     if let Some(epoch) = &replay.epoch {
-        let _ = headers.insert(EPOCH_METADATA_KEY, epoch);
+        let _ = headers.insert_unindexed(EPOCH_METADATA_KEY, epoch);
     }
-    let _ = headers.insert(REPLAYED_METADATA_KEY, &replay.messages.len().to_string());
+    let _ = headers.insert_unindexed(REPLAYED_METADATA_KEY, &replay.messages.len().to_string());
     headers
 }
 
@@ -706,11 +709,21 @@ impl crate::pb::chat::ChatService for ChatService {
             // has said anything (and so before it has a name).
             let membership = self.hub.join(&room, Protocol::Stream)?;
             let _counted = METRICS.join_room(&room);
-            let replay =
-                read_replay(self.hub.history(), &membership, resume, self.config()).await?;
+            let replay = Box::pin(read_replay(
+                self.hub.history(),
+                &membership,
+                resume,
+                self.config(),
+            ))
+            .await?;
             sink.set_header_metadata(replay_headers(&replay));
             sink.flush_headers()?;
-            send_replay(&mut sink, stream_replay_frames(&replay), self.config()).await?;
+            Box::pin(send_replay(
+                &mut sink,
+                stream_replay_frames(&replay),
+                self.config(),
+            ))
+            .await?;
             debug!(
                 room,
                 replayed = replay.messages.len(),
@@ -826,9 +839,9 @@ impl ChatService {
         let membership = self.hub.join(&room, Protocol::Events)?;
         let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
-        let replay = read_replay(self.hub.history(), &membership, resume, config).await?;
+        let replay = Box::pin(read_replay(self.hub.history(), &membership, resume, config)).await?;
         sink.set_header_metadata(replay_headers(&replay));
-        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
         info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
         drop(replay);
         membership.publish(&[Event::Joined]);

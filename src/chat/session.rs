@@ -182,7 +182,13 @@ impl ChatService {
         let membership = self.hub().join(&room, Protocol::Events)?;
         let _counted = METRICS.join_room(&room);
         membership.claim_name(&name)?;
-        let replay = read_replay(self.hub().history(), &membership, resume, config).await?;
+        let replay = Box::pin(read_replay(
+            self.hub().history(),
+            &membership,
+            resume,
+            config,
+        ))
+        .await?;
         sink.set_header_metadata(replay_headers(&replay));
         let token = new_token()?;
         let session = Arc::new(Session {
@@ -210,7 +216,7 @@ impl ChatService {
         })
         .await?;
         // Then the room's past (or what this client missed), then live.
-        send_replay(&mut sink, chat_replay_frames(&replay), config).await?;
+        Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
         info!(room, user = %name, protocol = "Subscribe", replayed = replay.messages.len(), "joined");
         let membership = &session.membership;
         membership.publish(&[Event::Joined]);

@@ -105,6 +105,18 @@ impl MetadataMap {
         Ok(())
     }
 
+    /// Sets an ASCII entry that HPACK must not add to its dynamic table
+    /// (sent as "literal never indexed", RFC 7541 §6.2.3). Indexing pays off
+    /// for a value repeated on later calls of the connection; for a value
+    /// unique to its call it only costs both ends table space for the
+    /// connection's whole life, which adds up over many idle connections.
+    pub fn insert_unindexed(&mut self, key: &str, value: &str) -> Result<(), MetadataError> {
+        let (name, mut value) = ascii_entry(key, value)?;
+        value.set_sensitive(true);
+        self.headers.insert(name, value);
+        Ok(())
+    }
+
     /// Adds an ASCII entry, keeping earlier values for `key`.
     pub fn append(&mut self, key: &str, value: &str) -> Result<(), MetadataError> {
         let (name, value) = ascii_entry(key, value)?;
@@ -309,6 +321,22 @@ fn bin_entry(key: &str, value: &[u8]) -> Result<(HeaderName, HeaderValue), Metad
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An unindexed entry reaches the header block marked sensitive (which
+    /// `h2` encodes as "literal never indexed"); a plain one does not.
+    #[test]
+    fn unindexed_entries_are_marked_for_hpack() {
+        let mut md = MetadataMap::new();
+        md.insert_unindexed("chat-epoch", "00ff").unwrap();
+        md.insert("chat-room", "lobby").unwrap();
+        let mut out = HeaderMap::new();
+        md.write_headers(&mut out);
+        assert_eq!(out["chat-epoch"], "00ff");
+        assert!(out["chat-epoch"].is_sensitive());
+        assert!(!out["chat-room"].is_sensitive());
+        // The same key checks as `insert`.
+        assert!(md.insert_unindexed("grpc-status", "0").is_err());
+    }
 
     fn header_block(entries: &[(&'static str, &'static [u8])]) -> HeaderMap {
         let mut headers = HeaderMap::new();

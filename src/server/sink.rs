@@ -248,7 +248,11 @@ impl Shared {
         };
         let mut response = http::Response::new(());
         response_headers(response.headers_mut(), self.encoding);
-        self.headers.write_headers(response.headers_mut());
+        // Taken, not copied: once the headers are out they are never needed
+        // again, and a long-lived call (a chat member) would otherwise keep
+        // its header map for its whole life.
+        std::mem::replace(&mut self.headers, MetadataMap::new())
+            .write_headers(response.headers_mut());
         let stream = respond
             .send_response(response, false)
             .map_err(|e| h2_error_to_status(&e))?;
