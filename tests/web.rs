@@ -177,6 +177,25 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
     }
 }
 
+/// Opens a raw HTTP/1.1 gRPC-Web `Subscribe` as "ann" in room "tea" and
+/// returns the connection, the response still to be read.
+async fn subscribe_ann_to_tea(web: &Web) -> TcpStream {
+    // One gRPC-Web data frame: flag 00, length 00 00 00 0a, then
+    // Subscribe { username: "ann", room: "tea" }: 0a 03 "ann" 12 03 "tea".
+    let subscribe: &[u8] = &[
+        0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x03, b'a', b'n', b'n', 0x12, 0x03, b't', b'e', b'a',
+    ];
+    let mut tcp = TcpStream::connect(web.web).await.unwrap();
+    let head = post_head(
+        "/chat.ChatService/Subscribe",
+        "application/grpc-web+proto",
+        Some(subscribe.len()),
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(subscribe).await.unwrap();
+    tcp
+}
+
 fn post_head(path: &str, content_type: &str, length: Option<usize>) -> String {
     let framing = match length {
         Some(n) => format!("content-length: {n}\r\n"),
@@ -435,22 +454,7 @@ async fn gateway_refusals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_streaming_over_http1_arrives_as_it_is_sent() {
     let web = start(no_rate_limit()).await;
-    // Subscribe { username: "ann", room: "tea" }: 0a 03 "ann" 12 03 "tea".
-    let subscribe: &[u8] = &[
-        0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x03, b'a', b'n', b'n', 0x12, 0x03, b't', b'e', b'a',
-    ];
-    let mut tcp = TcpStream::connect(web.web).await.unwrap();
-    tcp.write_all(
-        post_head(
-            "/chat.ChatService/Subscribe",
-            "application/grpc-web+proto",
-            Some(subscribe.len()),
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    tcp.write_all(subscribe).await.unwrap();
+    let mut tcp = subscribe_ann_to_tea(&web).await;
     // The stream stays open; read until the session event and the welcome
     // notice have come, without waiting for the end.
     let mut raw = Vec::new();
@@ -515,22 +519,7 @@ async fn server_streaming_over_http1_arrives_as_it_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_mid_stream_becomes_the_trailers_frame() {
     let web = start(no_rate_limit()).await;
-    // Subscribe { username: "ann", room: "tea" }
-    let subscribe: &[u8] = &[
-        0x00, 0x00, 0x00, 0x00, 0x0a, 0x0a, 0x03, b'a', b'n', b'n', 0x12, 0x03, b't', b'e', b'a',
-    ];
-    let mut tcp = TcpStream::connect(web.web).await.unwrap();
-    tcp.write_all(
-        post_head(
-            "/chat.ChatService/Subscribe",
-            "application/grpc-web+proto",
-            Some(subscribe.len()),
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    tcp.write_all(subscribe).await.unwrap();
+    let mut tcp = subscribe_ann_to_tea(&web).await;
     let mut raw = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&raw).contains("welcome to tea") {
