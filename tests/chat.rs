@@ -133,6 +133,14 @@ async fn until<In: prost::Message>(
     }
 }
 
+/// The next event on `call` that is not a `SystemEvent` (notices such as
+/// the welcome are skipped).
+async fn next_non_system<In: prost::Message>(
+    call: &mut BidiCall<In, ServerEvent>,
+) -> server_event::Event {
+    until(call, |e| !matches!(e, server_event::Event::SystemEvent(_))).await
+}
+
 /// The next user event on `call` (other events skipped), as (name, type).
 async fn next_user_event<In: prost::Message>(
     call: &mut BidiCall<In, ServerEvent>,
@@ -628,19 +636,13 @@ async fn chat_members_see_chat_stream_members_join_and_leave() {
     .await;
     let mut streamer = c.chat_stream(Request::new(())).await.unwrap();
     streamer.send(&say("streamer", "hello")).await.unwrap();
-    let e = until(&mut watcher, |e| {
-        !matches!(e, server_event::Event::SystemEvent(_))
-    })
-    .await;
+    let e = next_non_system(&mut watcher).await;
     assert!(
         matches!(&e, server_event::Event::UserEvent(u)
         if u.username == "streamer" && u.r#type == UserEventType::UserJoined as i32),
         "{e:?}"
     );
-    let e = until(&mut watcher, |e| {
-        !matches!(e, server_event::Event::SystemEvent(_))
-    })
-    .await;
+    let e = next_non_system(&mut watcher).await;
     assert!(matches!(&e, server_event::Event::ChatMessage(m) if m.username == "streamer"));
     drop(streamer);
     assert_eq!(
@@ -672,19 +674,13 @@ async fn leaving_while_typing_stops_the_indicator() {
         matches!(&e, server_event::Event::TypingEvent(t) if t.r#type == TypingEventType::TypingStart as i32)
     );
     drop(bob);
-    let e = until(&mut alice, |e| {
-        !matches!(e, server_event::Event::SystemEvent(_))
-    })
-    .await;
+    let e = next_non_system(&mut alice).await;
     assert!(
         matches!(&e, server_event::Event::TypingEvent(t)
         if t.username == "bob" && t.r#type == TypingEventType::TypingStop as i32),
         "{e:?}"
     );
-    let e = until(&mut alice, |e| {
-        !matches!(e, server_event::Event::SystemEvent(_))
-    })
-    .await;
+    let e = next_non_system(&mut alice).await;
     assert!(
         matches!(&e, server_event::Event::UserEvent(u) if u.r#type == UserEventType::UserLeft as i32)
     );

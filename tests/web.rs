@@ -105,6 +105,16 @@ async fn exchange(addr: SocketAddr, head: &str, chunks: &[&[u8]]) -> HttpRespons
         .expect("an HTTP response")
 }
 
+/// POSTs `body` in one piece to `path` with `content_type`; the response.
+async fn post(addr: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> HttpResponse {
+    exchange(
+        addr,
+        &post_head(path, content_type, Some(body.len())),
+        &[body],
+    )
+    .await
+}
+
 /// [`exchange`], or `None` when the server closed the connection without
 /// answering.
 async fn try_exchange(addr: SocketAddr, head: &str, chunks: &[&[u8]]) -> Option<HttpResponse> {
@@ -217,14 +227,11 @@ const STATUS_OK_FRAME: &[u8] = b"\x80\x00\x00\x00\x0fgrpc-status:0\r\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unary_call_in_binary_mode_byte_for_byte() {
     let web = start(no_rate_limit()).await;
-    let response = exchange(
+    let response = post(
         web.web,
-        &post_head(
-            "/chat.ChatService/Who",
-            "application/grpc-web+proto",
-            Some(WHO_TEA.len()),
-        ),
-        &[WHO_TEA],
+        "/chat.ChatService/Who",
+        "application/grpc-web+proto",
+        WHO_TEA,
     )
     .await;
     assert_eq!(response.status, 200);
@@ -319,14 +326,11 @@ async fn native_errors_come_back_as_trailers_frames() {
     let web = start(no_rate_limit()).await;
     // An unknown method: the native server answers trailers-only; its
     // status moves into the body.
-    let response = exchange(
+    let response = post(
         web.web,
-        &post_head(
-            "/chat.ChatService/Nope",
-            "application/grpc-web",
-            Some(WHO_TEA.len()),
-        ),
-        &[WHO_TEA],
+        "/chat.ChatService/Nope",
+        "application/grpc-web",
+        WHO_TEA,
     )
     .await;
     assert_eq!(response.status, 200);
@@ -340,14 +344,11 @@ async fn native_errors_come_back_as_trailers_frames() {
     // The native server's validation: a room name with a control character.
     // WhoRequest { room: "a\x07" }: 0a 02 61 07.
     let bad_room: &[u8] = &[0x00, 0x00, 0x00, 0x00, 0x04, 0x0a, 0x02, b'a', 0x07];
-    let response = exchange(
+    let response = post(
         web.web,
-        &post_head(
-            "/chat.ChatService/Who",
-            "application/grpc-web",
-            Some(bad_room.len()),
-        ),
-        &[bad_room],
+        "/chat.ChatService/Who",
+        "application/grpc-web",
+        bad_room,
     )
     .await;
     let (_, trailers) = frames(&response.body);
