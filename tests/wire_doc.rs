@@ -405,7 +405,11 @@ fn document(steps: &[String]) -> String {
              `:path` (`/service/method`), `content-type: application/grpc` and \
              `te: trailers`; `chat-room` is our own metadata. The server answers \
              with response headers at once, without END_STREAM: the call is open \
-             both ways. Its `88` is static entry 8, `:status: 200`.",
+             both ways. Its `88` is static entry 8, `:status: 200`. Its other \
+             fields are \"never indexed\": HPACK tables live as long as the \
+             connection, and most connections to a chat server carry one call, \
+             so the server indexes its response headers only from a \
+             connection's second call on (step 6).",
         ),
         (
             "3. Alice sends a message",
@@ -445,9 +449,10 @@ fn document(steps: &[String]) -> String {
              trailers-only response. Compared to step 2, the request headers \
              are shorter: HPACK sends the fields repeated from stream 1 as \
              one-byte references to its dynamic table (entries 62 and up, the \
-             newest first). The server's trailers-only block does the same with \
-             the fields of its step 2 response, and adds `grpc-status` under \
-             the name it learned in step 5.",
+             newest first). The server, now that the connection has shown it \
+             carries more than one call, adds `content-type` and \
+             `grpc-accept-encoding` to its dynamic table for the calls to come, \
+             and `grpc-status` under the name it learned in step 5.",
         ),
     ];
     let mut doc = String::from(

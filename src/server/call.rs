@@ -136,6 +136,7 @@ pub(crate) fn serve_stream(
     server: &Inner,
     peer: SocketAddr,
     offences: Arc<Offences>,
+    first_call: bool,
 ) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
     // Every refusal below is the peer's doing: logged once per connection.
@@ -186,6 +187,9 @@ pub(crate) fn serve_stream(
         respond,
         accepts_gzip(&parts.headers),
         server.config.max_send_message_size,
+        // See `sink::response_headers`: index only once a connection has
+        // shown it carries more than one call.
+        !first_call,
     );
 
     // PROTOCOL-HTTP2.md: "Path → ":path" "/" Service-Name "/" {method name}".

@@ -172,6 +172,8 @@ pub(crate) async fn serve(
     let mut idle_since = Some(Instant::now());
     let mut grace_deadline: Option<Instant> = None;
     let mut calmed = false;
+    // Whether no stream has arrived on this connection yet.
+    let mut first_call = true;
     let far_future = Instant::now() + Duration::from_secs(86400 * 365);
     // One timer serves the idle check and the end of a grace period, reset
     // to whichever comes first: every connection carries its timers for its
@@ -195,6 +197,7 @@ pub(crate) async fn serve(
                         &server,
                         peer,
                         Arc::clone(&offences),
+                        std::mem::replace(&mut first_call, false),
                     ) {
                         tokio::spawn(async move {
                             dispatch.await;

@@ -45,14 +45,19 @@ enum Phase {
 /// call (which sends the final status and watches for RST_STREAM).
 pub(crate) struct Shared {
     phase: Phase,
-    /// Initial metadata, sent with the response headers.
-    headers: MetadataMap,
+    /// Initial metadata, sent with the response headers. Boxed, here and
+    /// below, because most calls send none: an empty map costs a pointer
+    /// instead of a whole `HeaderMap` for the life of the call.
+    headers: Option<Box<MetadataMap>>,
     /// Trailing metadata, sent with the status.
-    trailers: MetadataMap,
+    trailers: Option<Box<MetadataMap>>,
     /// The encoding announced in `grpc-encoding`, if responses may be compressed.
     encoding: Option<Encoding>,
     /// Whether the client said it accepts gzip (`grpc-accept-encoding`).
     client_accepts_gzip: bool,
+    /// Whether the response headers may enter the connection's HPACK
+    /// dynamic table (see [`response_headers`]).
+    index_headers: bool,
     max_send_message_size: usize,
 }
 
@@ -67,14 +72,16 @@ impl Responder {
         respond: SendResponse<Bytes>,
         client_accepts_gzip: bool,
         max_send_message_size: usize,
+        index_headers: bool,
     ) -> Self {
         Responder {
             shared: Arc::new(Mutex::new(Shared {
                 phase: Phase::Start(respond),
-                headers: MetadataMap::new(),
-                trailers: MetadataMap::new(),
+                headers: None,
+                trailers: None,
                 encoding: None,
                 client_accepts_gzip,
+                index_headers,
                 max_send_message_size,
             })),
         }
@@ -90,8 +97,8 @@ impl Responder {
     /// Sets the initial and trailing metadata of a unary response.
     pub(crate) fn set_metadata(&self, headers: MetadataMap, trailers: MetadataMap) {
         let mut shared = self.shared.lock();
-        shared.headers = headers;
-        shared.trailers = trailers;
+        shared.headers = boxed(headers);
+        shared.trailers = boxed(trailers);
     }
 
     /// Asks for responses compressed with `encoding`, if the client accepts it
@@ -207,15 +214,21 @@ impl Responder {
                 // Nothing sent yet: one HEADERS frame carries everything.
                 let mut response = http::Response::new(());
                 let headers = response.headers_mut();
-                response_headers(headers, None);
-                shared.headers.write_headers(headers);
-                shared.trailers.write_headers(headers);
+                response_headers(headers, None, shared.index_headers);
+                if let Some(metadata) = &shared.headers {
+                    metadata.write_headers(headers);
+                }
+                if let Some(metadata) = &shared.trailers {
+                    metadata.write_headers(headers);
+                }
                 status.write_trailers(headers);
                 respond.send_response(response, true).map(drop)
             }
             Phase::Streaming(mut stream) => {
                 let mut trailers = HeaderMap::new();
-                shared.trailers.write_headers(&mut trailers);
+                if let Some(metadata) = &shared.trailers {
+                    metadata.write_headers(&mut trailers);
+                }
                 status.write_trailers(&mut trailers);
                 stream.send_trailers(trailers)
             }
@@ -247,12 +260,13 @@ impl Shared {
             };
         };
         let mut response = http::Response::new(());
-        response_headers(response.headers_mut(), self.encoding);
+        response_headers(response.headers_mut(), self.encoding, self.index_headers);
         // Taken, not copied: once the headers are out they are never needed
         // again, and a long-lived call (a chat member) would otherwise keep
         // its header map for its whole life.
-        std::mem::replace(&mut self.headers, MetadataMap::new())
-            .write_headers(response.headers_mut());
+        if let Some(metadata) = self.headers.take() {
+            metadata.write_headers(response.headers_mut());
+        }
         let stream = respond
             .send_response(response, false)
             .map_err(|e| h2_error_to_status(&e))?;
@@ -261,18 +275,34 @@ impl Shared {
     }
 }
 
+/// `metadata`, boxed, or `None` if it is empty.
+fn boxed(metadata: MetadataMap) -> Option<Box<MetadataMap>> {
+    (!metadata.is_empty()).then(|| Box::new(metadata))
+}
+
 /// The headers every response starts with.
-fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(
-        "grpc-accept-encoding",
-        HeaderValue::from_static(ACCEPT_ENCODING),
-    );
+///
+/// HPACK lets each side keep a dynamic table of headers it has sent, so that
+/// a header repeated on a later stream of the connection costs one or two
+/// bytes. The table is per connection, and held for the connection's life.
+/// That pays when a connection carries many calls, and is pure cost when it
+/// carries one long call, as a chat member's does: then the entries for
+/// `content-type` and `grpc-accept-encoding` are never used again, yet every
+/// idle member's connection would keep them (about 0.7 KiB each, counting
+/// `h2`'s bookkeeping). So the first response of a connection sends them
+/// without indexing (`index` false) and later ones index them. `h2` offers
+/// "never indexed" (RFC 7541 §6.2.3, via `set_sensitive`) as its only way
+/// to keep a header out of the table.
+fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>, index: bool) {
+    let value = |text: &'static str| {
+        let mut value = HeaderValue::from_static(text);
+        value.set_sensitive(!index);
+        value
+    };
+    headers.insert(http::header::CONTENT_TYPE, value("application/grpc"));
+    headers.insert("grpc-accept-encoding", value(ACCEPT_ENCODING));
     if let Some(encoding) = encoding {
-        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        headers.insert("grpc-encoding", value(encoding.as_str()));
     }
 }
 
@@ -368,12 +398,12 @@ impl<T: prost::Message> ResponseSink<T> {
     /// Initial metadata to send with the response headers (before the first
     /// message).
     pub fn set_header_metadata(&mut self, metadata: MetadataMap) {
-        self.responder.shared.lock().headers = metadata;
+        self.responder.shared.lock().headers = boxed(metadata);
     }
 
     /// Trailing metadata to send with the status.
     pub fn set_trailer_metadata(&mut self, metadata: MetadataMap) {
-        self.responder.shared.lock().trailers = metadata;
+        self.responder.shared.lock().trailers = boxed(metadata);
     }
 
     /// Sends the response headers now, so the client sees the call accepted
@@ -389,6 +419,18 @@ mod tests {
 
     // Two messages: flag 0 | length 2 | "hi", then flag 0 | length 3 | "abc".
     const TWO: &[u8] = &[0, 0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0, 3, b'a', b'b', b'c'];
+
+    #[test]
+    fn response_headers_are_indexed_only_when_asked() {
+        let mut first = HeaderMap::new();
+        response_headers(&mut first, Some(Encoding::Gzip), false);
+        assert_eq!(first.len(), 3);
+        assert!(first.values().all(HeaderValue::is_sensitive));
+        let mut later = HeaderMap::new();
+        response_headers(&mut later, None, true);
+        assert_eq!(later["content-type"], "application/grpc");
+        assert!(!later.values().any(HeaderValue::is_sensitive));
+    }
 
     #[test]
     fn cuts_fall_on_message_boundaries() {
