@@ -162,6 +162,32 @@ pub(super) type Resume = Option<(u64, Option<String>)>;
 /// The resume point in a call's metadata (see [`history`] for the
 /// contract). Read before the call's future starts, so the metadata is not
 /// kept for the member's whole life.
+/// What a chat call's request metadata decided, checked before the call's
+/// future is made.
+#[derive(Debug)]
+pub(super) struct Admission {
+    /// The user its token names, when tokens are required.
+    token_user: Option<String>,
+    room: String,
+    resume: Resume,
+}
+
+impl ChatService {
+    /// Checks a chat call's token, room and resume point. The error is boxed
+    /// because the result is kept in the call's future for its whole life,
+    /// and a successful call should not pay for the room a status takes.
+    fn admit(&self, metadata: &MetadataMap) -> Result<Admission, Box<Status>> {
+        let checked = || {
+            Ok(Admission {
+                token_user: self.authenticate(metadata)?,
+                room: room_name(metadata, self.config())?,
+                resume: resume_point(metadata)?,
+            })
+        };
+        checked().map_err(Box::new)
+    }
+}
+
 pub(super) fn resume_point(metadata: &MetadataMap) -> Result<Resume, Status> {
     history::parse_resume(
         metadata.get(LAST_ID_METADATA_KEY),
@@ -409,45 +435,48 @@ async fn write_loop<T: prost::Message>(
         match membership.member().next_batch().await {
             Outgoing::Frames(frames) => {
                 let messages = crate::metrics::count_messages(&frames);
-                // Most sends fit the client's window and finish at once; only
-                // a send that has to wait gets a timer, so the common case
-                // costs no timer registration.
-                let send = sink.send_encoded(frames);
-                tokio::pin!(send);
-                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
-                let sent = match first {
-                    Poll::Ready(sent) => sent,
-                    // The timer is boxed: it is large, and most calls never
-                    // need one.
-                    Poll::Pending => {
-                        let sent = Box::pin(tokio::time::timeout(config.slow_grace, send));
-                        tokio::select! {
-                            sent = sent => match sent {
-                                Ok(sent) => sent,
-                                Err(_) => {
-                                    METRICS.evicted_stalled.inc();
-                                    info!(
-                                        room = membership.room_name(),
-                                        "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
-                                    );
-                                    return Err(Status::resource_exhausted(format!(
-                                        "this client did not read its messages for {:?}",
-                                        config.slow_grace
-                                    )));
-                                }
-                            },
-                            // Fell too far behind while blocked: end now,
-                            // not when the grace runs out.
-                            status = membership.member().must_end_now() => return Err(status),
-                        }
-                    }
-                };
-                sent?;
+                // Most sends fit the client's window and finish at once,
+                // without a future. Only a send that has to wait gets one —
+                // boxed, with its timer — so an idle member's writer holds
+                // no room for it (see docs/benchmarks.md, memory per member).
+                if let Some(frames) = sink.try_send_encoded(frames)? {
+                    Box::pin(send_waiting(membership, sink, config, frames)).await?;
+                }
                 METRICS.messages_delivered.add(messages);
             }
             Outgoing::End(status) if status.code() == crate::framing::Code::Ok => return Ok(()),
             Outgoing::End(status) => return Err(status),
         }
+    }
+}
+
+/// Sends frames that did not fit the client's window: waits for it to open,
+/// but no longer than the slow-reader grace period, and no longer than the
+/// member may stay in the room (it may fall too far behind meanwhile).
+async fn send_waiting<T: prost::Message>(
+    membership: &Membership,
+    sink: &mut ResponseSink<T>,
+    config: &ChatConfig,
+    frames: Bytes,
+) -> Result<(), Status> {
+    tokio::select! {
+        sent = tokio::time::timeout(config.slow_grace, sink.send_encoded(frames)) => match sent {
+            Ok(sent) => sent,
+            Err(_) => {
+                METRICS.evicted_stalled.inc();
+                info!(
+                    room = membership.room_name(),
+                    "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"
+                );
+                Err(Status::resource_exhausted(format!(
+                    "this client did not read its messages for {:?}",
+                    config.slow_grace
+                )))
+            }
+        },
+        // Fell too far behind while blocked: end now, not when the grace
+        // runs out.
+        status = membership.member().must_end_now() => Err(status),
     }
 }
 
@@ -551,7 +580,16 @@ impl ChatService {
         let mut name: Option<String> = None;
         let mut warned_impersonation = false;
         let mut logged = Logged::default();
-        while let Some(batch) = next_batch(stream).await? {
+        loop {
+            // A sender that never runs out of input would otherwise keep
+            // this task busy indefinitely: take turns with the other tasks.
+            // Yielding here, before the read, rather than after publishing,
+            // means no batch is held across an `.await` but the read's:
+            // the future needs no room for one while the member is idle.
+            tokio::task::consume_budget().await;
+            let Some(batch) = next_batch(stream).await? else {
+                break;
+            };
             METRICS.messages_received.add(batch.len() as u64);
             let mut events = Vec::with_capacity(batch.len());
             for message in batch {
@@ -596,9 +634,6 @@ impl ChatService {
             if !events.is_empty() {
                 membership.publish(&events);
             }
-            // A sender that never runs out of input would otherwise keep this
-            // task busy indefinitely: take turns with the other tasks.
-            tokio::task::consume_budget().await;
         }
         Ok(())
     }
@@ -693,45 +728,43 @@ impl crate::pb::chat::ChatService for ChatService {
         request: Request<Streaming<ChatMessage>>,
         mut sink: ResponseSink<ChatMessage>,
     ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
-        let checked = self
-            .authenticate(request.metadata())
-            .and_then(|token_user| {
-                Ok((
-                    token_user,
-                    room_name(request.metadata(), self.config())?,
-                    resume_point(request.metadata())?,
-                ))
-            });
+        let admitted = self.admit(request.metadata());
         let (_, mut stream) = request.into_parts();
         async move {
-            let (token_user, room, resume) = checked?;
+            let admission = admitted.as_ref().map_err(|status| Status::clone(status))?;
             // A member from the moment the stream opens: it receives before it
             // has said anything (and so before it has a name).
-            let membership = self.hub.join(&room, Protocol::Stream)?;
-            let _counted = METRICS.join_room(&room);
-            let replay = Box::pin(read_replay(
-                self.hub.history(),
+            let membership = self.hub.join(&admission.room, Protocol::Stream)?;
+            let _counted = METRICS.join_room(&admission.room);
+            // In a block of its own: the replay's storage then ends with the
+            // block instead of staying in the future for the call's life.
+            {
+                let replay = Box::pin(read_replay(
+                    self.hub.history(),
+                    &membership,
+                    admission.resume.clone(),
+                    self.config(),
+                ))
+                .await?;
+                sink.set_header_metadata(replay_headers(&replay));
+                sink.flush_headers()?;
+                Box::pin(send_replay(
+                    &mut sink,
+                    stream_replay_frames(&replay),
+                    self.config(),
+                ))
+                .await?;
+                debug!(
+                    room = admission.room,
+                    replayed = replay.messages.len(),
+                    "ChatStream member connected"
+                );
+            }
+            let reader = std::pin::pin!(self.stream_reader(
                 &membership,
-                resume,
-                self.config(),
-            ))
-            .await?;
-            sink.set_header_metadata(replay_headers(&replay));
-            sink.flush_headers()?;
-            Box::pin(send_replay(
-                &mut sink,
-                stream_replay_frames(&replay),
-                self.config(),
-            ))
-            .await?;
-            debug!(
-                room,
-                replayed = replay.messages.len(),
-                "ChatStream member connected"
-            );
-            drop(replay);
-            let reader =
-                std::pin::pin!(self.stream_reader(&membership, &mut stream, token_user.as_deref()));
+                &mut stream,
+                admission.token_user.as_deref()
+            ));
             run_member(&membership, reader, &mut sink, self.config()).await
         }
     }
@@ -742,17 +775,9 @@ impl crate::pb::chat::ChatService for ChatService {
         request: Request<Streaming<ClientEvent>>,
         sink: ResponseSink<ServerEvent>,
     ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
-        let checked = self
-            .authenticate(request.metadata())
-            .and_then(|token_user| {
-                Ok((
-                    token_user,
-                    room_name(request.metadata(), self.config())?,
-                    resume_point(request.metadata())?,
-                ))
-            });
+        let admitted = self.admit(request.metadata());
         let (_, stream) = request.into_parts();
-        self.chat_member(checked, stream, sink)
+        self.chat_member(admitted, stream, sink)
     }
 
     async fn health_check(
@@ -815,51 +840,67 @@ impl crate::pb::chat::ChatService for ChatService {
 
 impl ChatService {
     /// The `Chat` call once its metadata is checked.
-    async fn chat_member(
+    /// Not an `async fn`, for the reasons given at `chat_stream`.
+    #[allow(clippy::manual_async_fn)] // on purpose: see above
+    fn chat_member(
         &self,
-        checked: Result<(Option<String>, String, Resume), Status>,
+        admitted: Result<Admission, Box<Status>>,
         mut stream: Streaming<ClientEvent>,
         mut sink: ResponseSink<ServerEvent>,
-    ) -> Result<(), Status> {
-        let config = self.config();
-        let (token_user, room, resume) = checked?;
-        let first = stream.message().await?;
-        let name = match first.and_then(|e| e.event) {
-            Some(client_event::Event::UserEvent(u))
-                if u.r#type == UserEventType::UserJoined as i32 =>
-            {
-                resolve_name(&u.username, token_user.as_deref(), config)?
-            }
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first event must be a USER_JOINED user event with a username",
-                ));
-            }
-        };
-        let membership = self.hub.join(&room, Protocol::Events)?;
-        let _counted = METRICS.join_room(&room);
-        membership.claim_name(&name)?;
-        let replay = Box::pin(read_replay(self.hub.history(), &membership, resume, config)).await?;
-        sink.set_header_metadata(replay_headers(&replay));
-        Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
-        info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
-        drop(replay);
-        membership.publish(&[Event::Joined]);
-        let others: Vec<String> = membership
-            .names()
-            .into_iter()
-            .filter(|n| n != &name)
-            .collect();
-        membership.notify(&if others.is_empty() {
-            format!("welcome to {room}, {name}: you are the only one here")
-        } else {
-            format!(
-                "welcome to {room}, {name}: also here: {}",
-                others.join(", ")
-            )
-        });
-        let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));
-        run_member(&membership, reader, &mut sink, config).await
+    ) -> impl std::future::Future<Output = Result<(), Status>> + Send {
+        async move {
+            let config = self.config();
+            let admission = admitted.as_ref().map_err(|status| Status::clone(status))?;
+            let room = &admission.room;
+            // Joining happens in a block: what only the join needs (the
+            // first event, the name, the replay) then has no storage in the
+            // future once the member settles in.
+            let (membership, _counted) = {
+                let first = stream.message().await?;
+                let name = match first.and_then(|e| e.event) {
+                    Some(client_event::Event::UserEvent(u))
+                        if u.r#type == UserEventType::UserJoined as i32 =>
+                    {
+                        resolve_name(&u.username, admission.token_user.as_deref(), config)?
+                    }
+                    _ => {
+                        return Err(Status::invalid_argument(
+                            "the first event must be a USER_JOINED user event with a username",
+                        ));
+                    }
+                };
+                let membership = self.hub.join(room, Protocol::Events)?;
+                let counted = METRICS.join_room(room);
+                membership.claim_name(&name)?;
+                let replay = Box::pin(read_replay(
+                    self.hub.history(),
+                    &membership,
+                    admission.resume.clone(),
+                    config,
+                ))
+                .await?;
+                sink.set_header_metadata(replay_headers(&replay));
+                Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
+                info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
+                membership.publish(&[Event::Joined]);
+                let others: Vec<String> = membership
+                    .names()
+                    .into_iter()
+                    .filter(|n| n != &name)
+                    .collect();
+                membership.notify(&if others.is_empty() {
+                    format!("welcome to {room}, {name}: you are the only one here")
+                } else {
+                    format!(
+                        "welcome to {room}, {name}: also here: {}",
+                        others.join(", ")
+                    )
+                });
+                (membership, counted)
+            };
+            let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));
+            run_member(&membership, reader, &mut sink, config).await
+        }
     }
 }
 

@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -323,8 +322,10 @@ fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'
 /// * the client reset the stream (RST_STREAM) → `work` is dropped at once and
 ///   nothing more is sent.
 ///
-/// `work` is pinned by the caller: the call's state then lives once, in the
-/// caller's future, instead of being moved (and so stored twice) into this one.
+/// `work` arrives boxed (or otherwise `Unpin`) and the call's end is used
+/// in place, never moved into locals: this future is what a long-lived call
+/// (a chat member) keeps for its whole life, and anything moved inside an
+/// `async` block would be stored twice.
 ///
 /// `watch_reset` is for handlers that do not read the request stream (unary,
 /// server-streaming): `h2` reports a reset to whoever waits on the *send*
@@ -332,66 +333,65 @@ fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'
 /// learn of a reset from it (the next read fails) and need no listener —
 /// which matters for long-lived streams: a listener on the send side is
 /// woken by every flow-control change of the stream, once per message sent.
-async fn drive<W: Future<Output = Result<(), Status>>>(
-    end: CallEnd,
-    mut work: Pin<&mut W>,
-    watch_reset: bool,
-) {
-    let CallEnd {
-        responder,
-        deadline,
-        path,
-        peer,
-        offences,
-    } = end;
-    let reset = std::future::poll_fn(|cx| {
-        if watch_reset {
-            responder.poll_reset(cx)
-        } else {
-            Poll::Pending
-        }
-    });
-    // Boxed, and only when there is a deadline: a timer is large (it is
-    // cache-line aligned), and every long-lived call would carry one inline.
-    let mut timer = deadline.map(|at| Box::pin(tokio::time::sleep_until(at)));
-    let expired = std::future::poll_fn(|cx| match timer.as_mut() {
-        Some(timer) => timer.as_mut().poll(cx),
-        None => Poll::Pending,
-    });
-    let outcome = {
-        tokio::select! {
-            result = work.as_mut() => Some(result),
-            () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
-            reason = reset => {
-                debug!(%peer, %path, ?reason, "client reset the stream: handler cancelled");
-                None
-            }
-        }
-    };
-    match outcome {
-        Some(Ok(())) => responder.finish(&Status::ok()),
-        Some(Err(status)) => {
-            let code = status.code();
-            let message = status.message();
-            // A deadline or a cancellation is the normal end of some calls.
-            // Anything else is a failure worth one line per connection: the
-            // peer's bad bytes (INTERNAL), a limit it hit
-            // (RESOURCE_EXHAUSTED), input the service refused. Repeats on the
-            // same connection go to debug so a peer cannot flood the log.
-            let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
-            if !routine && offences.first() {
-                if code == Code::Internal || code == Code::Unknown {
-                    warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
+fn drive<W>(end: CallEnd, mut work: W, watch_reset: bool) -> Dispatch
+where
+    W: Future<Output = Result<(), Status>> + Unpin + Send + 'static,
+{
+    Box::pin(async move {
+        let outcome = {
+            let reset = std::future::poll_fn(|cx| {
+                if watch_reset {
+                    end.responder.poll_reset(cx)
                 } else {
-                    info!(%peer, %path, ?code, message, "call refused (further failures on this connection are logged at debug)");
+                    Poll::Pending
                 }
-            } else {
-                debug!(%peer, %path, ?code, message, "call ended with error");
+            });
+            // Boxed, and only when there is a deadline: a timer is large (it
+            // is cache-line aligned), and every long-lived call would carry
+            // one inline.
+            let mut timer = end
+                .deadline
+                .map(|at| Box::pin(tokio::time::sleep_until(at)));
+            let expired = std::future::poll_fn(|cx| match timer.as_mut() {
+                Some(timer) => timer.as_mut().poll(cx),
+                None => Poll::Pending,
+            });
+            tokio::select! {
+                result = &mut work => Some(result),
+                () = expired => Some(Err(Status::deadline_exceeded("deadline exceeded"))),
+                reason = reset => {
+                    debug!(peer = %end.peer, path = %end.path, ?reason, "client reset the stream: handler cancelled");
+                    None
+                }
             }
-            responder.finish(&status);
+        };
+        let (peer, path) = (&end.peer, &end.path);
+        match outcome {
+            Some(Ok(())) => end.responder.finish(&Status::ok()),
+            Some(Err(status)) => {
+                let code = status.code();
+                let message = status.message();
+                // A deadline or a cancellation is the normal end of some
+                // calls. Anything else is a failure worth one line per
+                // connection: the peer's bad bytes (INTERNAL), a limit it hit
+                // (RESOURCE_EXHAUSTED), input the service refused. Repeats on
+                // the same connection go to debug so a peer cannot flood the
+                // log.
+                let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
+                if !routine && end.offences.first() {
+                    if code == Code::Internal || code == Code::Unknown {
+                        warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
+                    } else {
+                        info!(%peer, %path, ?code, message, "call refused (further failures on this connection are logged at debug)");
+                    }
+                } else {
+                    debug!(%peer, %path, ?code, message, "call ended with error");
+                }
+                end.responder.finish(&status);
+            }
+            None => end.responder.reset(Reason::CANCEL),
         }
-        None => responder.reset(Reason::CANCEL),
-    }
+    })
 }
 
 /// Reads the single request message of a unary or server-streaming call.
@@ -433,20 +433,18 @@ where
     F: FnOnce(Request<In>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<Out>, Status>> + Send + 'static,
 {
-    Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let responder = end.responder.clone();
-        let work = async move {
-            let timeout = request.timeout();
-            let (metadata, mut stream) = request.into_parts();
-            let message = single_message(&mut stream).await?;
-            let mut request = Request::from_parts(metadata, message, timeout);
-            request.set_message_compressed(stream.last_message_compressed());
-            let response = handler(request).await?;
-            send_unary(&responder, response).await
-        };
-        drive(end, std::pin::pin!(work), true).await;
-    })
+    let (request, end) = call.into_parts::<In>();
+    let responder = end.responder.clone();
+    let work = Box::pin(async move {
+        let timeout = request.timeout();
+        let (metadata, mut stream) = request.into_parts();
+        let message = single_message(&mut stream).await?;
+        let mut request = Request::from_parts(metadata, message, timeout);
+        request.set_message_compressed(stream.last_message_compressed());
+        let response = handler(request).await?;
+        send_unary(&responder, response).await
+    });
+    drive(end, work, true)
 }
 
 /// Serves a server-streaming call: one request, a stream of responses.
@@ -457,19 +455,17 @@ where
     F: FnOnce(Request<In>, ResponseSink<Out>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let sink = end.responder.sink::<Out>();
-        let work = async move {
-            let timeout = request.timeout();
-            let (metadata, mut stream) = request.into_parts();
-            let message = single_message(&mut stream).await?;
-            let mut request = Request::from_parts(metadata, message, timeout);
-            request.set_message_compressed(stream.last_message_compressed());
-            handler(request, sink).await
-        };
-        drive(end, std::pin::pin!(work), true).await;
-    })
+    let (request, end) = call.into_parts::<In>();
+    let sink = end.responder.sink::<Out>();
+    let work = Box::pin(async move {
+        let timeout = request.timeout();
+        let (metadata, mut stream) = request.into_parts();
+        let message = single_message(&mut stream).await?;
+        let mut request = Request::from_parts(metadata, message, timeout);
+        request.set_message_compressed(stream.last_message_compressed());
+        handler(request, sink).await
+    });
+    drive(end, work, true)
 }
 
 /// Serves a client-streaming call: a stream of requests, one response.
@@ -480,15 +476,13 @@ where
     F: FnOnce(Request<Streaming<In>>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<Out>, Status>> + Send + 'static,
 {
-    Box::pin(async move {
-        let (request, end) = call.into_parts::<In>();
-        let responder = end.responder.clone();
-        let work = async move {
-            let response = handler(request).await?;
-            send_unary(&responder, response).await
-        };
-        drive(end, std::pin::pin!(work), false).await;
-    })
+    let (request, end) = call.into_parts::<In>();
+    let responder = end.responder.clone();
+    let work = Box::pin(async move {
+        let response = handler(request).await?;
+        send_unary(&responder, response).await
+    });
+    drive(end, work, false)
 }
 
 /// Serves a bidirectional-streaming call: both sides stream.
@@ -505,10 +499,7 @@ where
     // (chat members) pay for every byte of their state while idle.
     let (request, end) = call.into_parts::<In>();
     let sink = end.responder.sink::<Out>();
-    let mut work = Box::pin(handler(request, sink));
-    Box::pin(async move {
-        drive(end, work.as_mut(), false).await;
-    })
+    drive(end, Box::pin(handler(request, sink)), false)
 }
 
 #[cfg(test)]

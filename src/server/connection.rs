@@ -26,7 +26,7 @@ use bytes::Bytes;
 use h2::Reason;
 use h2::server::Connection;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
@@ -45,7 +45,6 @@ async fn open(
     socket: TcpStream,
     peer: SocketAddr,
     config: &Config,
-    builder: &h2::server::Builder,
     calm: &Arc<Notify>,
 ) -> Result<Connection<Tap<Watched>, Bytes>, String> {
     let transport = match &config.tls {
@@ -69,7 +68,10 @@ async fn open(
     let io = Watched::new(transport, policy, Arc::clone(calm), peer);
     // The wire trace sees the bytes after TLS: HTTP/2 frames, as h2 does.
     let io = wire_trace::tap(io, wire_trace::Side::Server, peer);
-    builder
+    // Made here, not by the caller: whatever `serve` keeps in scope stays in
+    // its future for the connection's whole life, and the builder is only
+    // needed for the handshake.
+    h2_builder(config)
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|e| format!("HTTP/2 handshake failed: {e}"))
@@ -121,154 +123,165 @@ impl Offences {
 }
 
 /// Serves the connection `socket` until it closes or the server shuts down.
-pub(crate) async fn serve(
+///
+/// Not an `async fn`: an `async fn` copies its arguments into its future's
+/// locals and keeps the originals too, and this future lives as long as the
+/// connection — every idle chat member pays for each byte of it.
+#[allow(clippy::manual_async_fn)] // on purpose: see above
+pub(crate) fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     server: Arc<Inner>,
     mut stop: watch::Receiver<bool>,
-) {
-    let config = &server.config;
-    // Fired by the transport when the client breaks the PING policy.
-    let calm = Arc::new(Notify::new());
-    // One deadline covers TLS and HTTP/2 together: a peer that stalls in
-    // either holds nothing for longer than the handshake timeout.
-    let builder = h2_builder(config);
-    let handshake = open(socket, peer, config, &builder, &calm);
-    let mut conn = match timeout(config.handshake_timeout, handshake).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            // Only this connection is affected; it is closed by dropping it.
-            info!(%peer, error = %e, "handshake failed: closing");
-            return;
-        }
-        Err(_) => {
-            info!(%peer, "handshake timed out: closing");
-            return;
-        }
-    };
-    debug!(%peer, "connection open");
-    let _counted = crate::metrics::METRICS.connection_opened();
-
-    // Streams currently being served, to tell an idle connection.
-    let active = Arc::new(AtomicUsize::new(0));
-    let offences = Arc::new(Offences::default());
-    let mut ping_pong = conn.ping_pong();
-    let keepalive = async {
-        let (Some(interval), Some(pinger)) = (config.keepalive_interval, ping_pong.as_mut()) else {
-            return std::future::pending::<&'static str>().await;
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // Held until the connection ends: it counts against `max_connections`.
+        // (Borrowed, not moved: moving it would store it twice.)
+        let _held = &slot;
+        let config = &server.config;
+        // Fired by the transport when the client breaks the PING policy.
+        let calm = Arc::new(Notify::new());
+        // One deadline covers TLS and HTTP/2 together: a peer that stalls in
+        // either holds nothing for longer than the handshake timeout.
+        let handshake = open(socket, peer, config, &calm);
+        let mut conn = match timeout(config.handshake_timeout, handshake).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                // Only this connection is affected; it is closed by dropping it.
+                info!(%peer, error = %e, "handshake failed: closing");
+                return;
+            }
+            Err(_) => {
+                info!(%peer, "handshake timed out: closing");
+                return;
+            }
         };
+        debug!(%peer, "connection open");
+        let _counted = crate::metrics::METRICS.connection_opened();
+
+        // Streams currently being served, to tell an idle connection.
+        let active = Arc::new(AtomicUsize::new(0));
+        let offences = Arc::new(Offences::default());
+        let mut ping_pong = conn.ping_pong();
+        let keepalive = async {
+            let (Some(interval), Some(pinger)) = (config.keepalive_interval, ping_pong.as_mut())
+            else {
+                return std::future::pending::<&'static str>().await;
+            };
+            loop {
+                sleep(interval).await;
+                match timeout(config.keepalive_timeout, pinger.ping(h2::Ping::opaque())).await {
+                    Ok(Ok(_pong)) => {}
+                    Ok(Err(_)) => return "connection error during keepalive",
+                    Err(_) => return "keepalive PING not acknowledged in time",
+                }
+            }
+        };
+        tokio::pin!(keepalive);
+
+        let idle_check = config.idle_timeout.map(|t| t.min(Duration::from_secs(1)));
+        let mut idle_since = Some(Instant::now());
+        let mut grace_deadline: Option<Instant> = None;
+        let mut calmed = false;
+        // Whether no stream has arrived on this connection yet.
+        let mut first_call = true;
+        let far_future = Instant::now() + Duration::from_secs(86400 * 365);
+        // One timer serves the idle check and the end of a grace period, reset
+        // to whichever comes first: every connection carries its timers for its
+        // whole life (memory per idle member), and re-arming one costs less than
+        // making new ones on every event.
+        let timer = sleep_until(idle_check.map_or(far_future, |c| Instant::now() + c));
+        tokio::pin!(timer);
+
         loop {
-            sleep(interval).await;
-            match timeout(config.keepalive_timeout, pinger.ping(h2::Ping::opaque())).await {
-                Ok(Ok(_pong)) => {}
-                Ok(Err(_)) => return "connection error during keepalive",
-                Err(_) => return "keepalive PING not acknowledged in time",
-            }
-        }
-    };
-    tokio::pin!(keepalive);
-
-    let idle_check = config.idle_timeout.map(|t| t.min(Duration::from_secs(1)));
-    let mut idle_since = Some(Instant::now());
-    let mut grace_deadline: Option<Instant> = None;
-    let mut calmed = false;
-    // Whether no stream has arrived on this connection yet.
-    let mut first_call = true;
-    let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-    // One timer serves the idle check and the end of a grace period, reset
-    // to whichever comes first: every connection carries its timers for its
-    // whole life (memory per idle member), and re-arming one costs less than
-    // making new ones on every event.
-    let timer = sleep_until(idle_check.map_or(far_future, |c| Instant::now() + c));
-    tokio::pin!(timer);
-
-    loop {
-        tokio::select! {
-            next = conn.accept() => match next {
-                Some(Ok((request, respond))) => {
-                    active.fetch_add(1, Ordering::Relaxed);
-                    idle_since = None;
-                    let guard = ActiveGuard(Arc::clone(&active));
-                    // The headers are checked here; the task holds only the
-                    // call itself.
-                    if let Some(dispatch) = call::serve_stream(
-                        request,
-                        respond,
-                        &server,
-                        peer,
-                        Arc::clone(&offences),
-                        std::mem::replace(&mut first_call, false),
-                    ) {
-                        tokio::spawn(async move {
-                            dispatch.await;
-                            drop(guard);
-                        });
+            tokio::select! {
+                next = conn.accept() => match next {
+                    Some(Ok((request, respond))) => {
+                        active.fetch_add(1, Ordering::Relaxed);
+                        idle_since = None;
+                        let guard = ActiveGuard(Arc::clone(&active));
+                        // The headers are checked here; the task holds only the
+                        // call itself.
+                        if let Some(dispatch) = call::serve_stream(
+                            request,
+                            respond,
+                            &server,
+                            peer,
+                            Arc::clone(&offences),
+                            std::mem::replace(&mut first_call, false),
+                        ) {
+                            tokio::spawn(async move {
+                                dispatch.await;
+                                drop(guard);
+                            });
+                        }
                     }
+                    Some(Err(e)) => {
+                        if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
+                            // We sent the GOAWAY: the peer broke a rule (a
+                            // CONTINUATION flood, rapid resets, a malformed
+                            // frame). Once per connection, since this ends it.
+                            warn!(%peer, error = %e, "closed the connection: HTTP/2 protocol violation");
+                        } else if e.is_io() || e.is_go_away() {
+                            debug!(%peer, error = %e, "connection ended");
+                        } else {
+                            warn!(%peer, error = %e, "HTTP/2 connection error");
+                        }
+                        break;
+                    }
+                    None => break,
+                },
+                changed = stop.changed(), if grace_deadline.is_none() => {
+                    // Either the server is shutting down or it dropped the sender
+                    // (gone): both mean drain.
+                    let _ = changed;
+                    debug!(%peer, "draining: GOAWAY");
+                    conn.graceful_shutdown();
+                    let end = Instant::now() + config.shutdown_grace;
+                    grace_deadline = Some(end);
+                    let first = end.min(timer.deadline());
+                    timer.as_mut().reset(first);
                 }
-                Some(Err(e)) => {
-                    if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
-                        // We sent the GOAWAY: the peer broke a rule (a
-                        // CONTINUATION flood, rapid resets, a malformed
-                        // frame). Once per connection, since this ends it.
-                        warn!(%peer, error = %e, "closed the connection: HTTP/2 protocol violation");
-                    } else if e.is_io() || e.is_go_away() {
-                        debug!(%peer, error = %e, "connection ended");
+                () = calm.notified(), if !calmed => {
+                    // h2 answers PINGs itself; the transport counted them and
+                    // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
+                    // at once; the connection closes once it is written.
+                    calmed = true;
+                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                    let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
+                    grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
+                    let first = close_by.min(timer.deadline());
+                    timer.as_mut().reset(first);
+                }
+                reason = &mut keepalive => {
+                    info!(%peer, reason, "closing connection");
+                    break;
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if grace_deadline.is_some_and(|end| now >= end) {
+                        info!(%peer, "grace period over: closing connection with calls in flight");
+                        break;
+                    }
+                    if active.load(Ordering::Relaxed) > 0 {
+                        idle_since = None;
+                    } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
+                        if now.duration_since(since) >= limit && grace_deadline.is_none() {
+                            debug!(%peer, "idle timeout: GOAWAY");
+                            conn.graceful_shutdown();
+                            grace_deadline = Some(now + config.shutdown_grace);
+                        }
                     } else {
-                        warn!(%peer, error = %e, "HTTP/2 connection error");
+                        idle_since = Some(now);
                     }
-                    break;
+                    let next_check = idle_check.map_or(far_future, |c| now + c);
+                    timer.as_mut().reset(grace_deadline.map_or(next_check, |end| end.min(next_check)));
                 }
-                None => break,
-            },
-            changed = stop.changed(), if grace_deadline.is_none() => {
-                // Either the server is shutting down or it dropped the sender
-                // (gone): both mean drain.
-                let _ = changed;
-                debug!(%peer, "draining: GOAWAY");
-                conn.graceful_shutdown();
-                let end = Instant::now() + config.shutdown_grace;
-                grace_deadline = Some(end);
-                let first = end.min(timer.deadline());
-                timer.as_mut().reset(first);
-            }
-            () = calm.notified(), if !calmed => {
-                // h2 answers PINGs itself; the transport counted them and
-                // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
-                // at once; the connection closes once it is written.
-                calmed = true;
-                conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-                let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
-                grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
-                let first = close_by.min(timer.deadline());
-                timer.as_mut().reset(first);
-            }
-            reason = &mut keepalive => {
-                info!(%peer, reason, "closing connection");
-                break;
-            }
-            () = &mut timer => {
-                let now = Instant::now();
-                if grace_deadline.is_some_and(|end| now >= end) {
-                    info!(%peer, "grace period over: closing connection with calls in flight");
-                    break;
-                }
-                if active.load(Ordering::Relaxed) > 0 {
-                    idle_since = None;
-                } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
-                    if now.duration_since(since) >= limit && grace_deadline.is_none() {
-                        debug!(%peer, "idle timeout: GOAWAY");
-                        conn.graceful_shutdown();
-                        grace_deadline = Some(now + config.shutdown_grace);
-                    }
-                } else {
-                    idle_since = Some(now);
-                }
-                let next_check = idle_check.map_or(far_future, |c| now + c);
-                timer.as_mut().reset(grace_deadline.map_or(next_check, |end| end.min(next_check)));
             }
         }
+        debug!(%peer, "connection closed");
     }
-    debug!(%peer, "connection closed");
 }
 
 /// Counts a stream as active while its task runs.

@@ -453,11 +453,18 @@ impl Server {
                         if let Some(refused) = refused_since_full.take() {
                             info!(refused, "below the connection limit again");
                         }
-                        let stop = stop_rx.clone();
-                        connections.spawn(async move {
-                            connection::serve(socket, peer, inner, stop).await;
-                            drop(slot);
-                        });
+                        // Spawned as it is, not wrapped in another `async`
+                        // block: a wrapper would store the arguments (or the
+                        // whole future, moved into its `.await`) a second
+                        // time, for the connection's life. The slot goes
+                        // with it and is freed when the connection ends.
+                        connections.spawn(connection::serve(
+                            socket,
+                            peer,
+                            inner,
+                            stop_rx.clone(),
+                            slot,
+                        ));
                     }
                     Err(e) => {
                         // Running out of file descriptors is the usual cause;

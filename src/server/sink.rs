@@ -160,6 +160,32 @@ impl Responder {
         Ok(())
     }
 
+    /// Sends `data` now if the peer's window (and `h2`'s buffer for the
+    /// stream) has room for all of it; gives it back untouched otherwise.
+    /// Never waits. See [`ResponseSink::try_send_encoded`].
+    pub(crate) fn try_send_frames(&self, data: Bytes) -> Result<Option<Bytes>, Status> {
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let mut shared = self.shared.lock();
+        shared.send_headers()?;
+        let Phase::Streaming(stream) = &mut shared.phase else {
+            return Err(Status::cancelled("stream closed"));
+        };
+        // `reserve_capacity` assigns window from the connection at once when
+        // there is some, so `capacity()` answers on the spot; it also counts
+        // bytes `h2` has not written yet, so a stream whose socket is backed
+        // up is refused here rather than queued without bound.
+        stream.reserve_capacity(data.len());
+        if stream.capacity() < data.len() {
+            return Ok(Some(data));
+        }
+        stream
+            .send_data(data, false)
+            .map_err(|e| h2_error_to_status(&e))?;
+        Ok(None)
+    }
+
     /// Waits until the peer's window lets at least `needed` bytes through,
     /// having asked `h2` for `wanted` bytes of capacity.
     fn poll_capacity(
@@ -386,6 +412,19 @@ impl<T: prost::Message> ResponseSink<T> {
     /// clients. The caller vouches for the framing.
     pub async fn send_encoded(&mut self, frames: Bytes) -> Result<(), Status> {
         self.responder.send_frames(frames).await
+    }
+
+    /// Sends already-encoded frames (as [`ResponseSink::send_encoded`]) if
+    /// that needs no waiting: the client's window has room for all of them.
+    /// Returns `Ok(None)` when they are sent, `Ok(Some(frames))` — the same
+    /// bytes, back — when there is no room now (send them with
+    /// `send_encoded`, which waits), and an error once the client has gone.
+    ///
+    /// For callers that keep a future per stream for a long time: a send
+    /// that completes at once needs no future, so the caller's own future
+    /// need not make room for one — only the rare send that must wait does.
+    pub fn try_send_encoded(&mut self, frames: Bytes) -> Result<Option<Bytes>, Status> {
+        self.responder.try_send_frames(frames)
     }
 
     /// Turns on compression of the messages sent with [`ResponseSink::send`], if
