@@ -181,10 +181,12 @@ fn server(service: &Service, buf: &mut String) -> std::fmt::Result {
         if m.client_streaming && m.server_streaming {
             // A long-lived stream's future keeps every captured value for
             // its whole life, even once moved out: the request is captured
-            // boxed (8 bytes) rather than inline, and unboxed at the call.
+            // boxed (8 bytes) rather than inline, and unboxed at the call by
+            // a function that takes the box, so its memory is freed then —
+            // `*req` would free it only when the future ends.
             writeln!(
                 buf,
-                "            \"{}\" => crate::server::{helper}(call, move |req, sink| {{ let req = Box::new(req); async move {{ inner.{}(*req, sink).await }} }}),",
+                "            \"{}\" => crate::server::{helper}(call, move |req, sink| {{ let req = Box::new(req); async move {{ inner.{}(crate::server::unbox(req), sink).await }} }}),",
                 m.proto_name, m.name
             )?;
             continue;

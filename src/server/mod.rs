@@ -58,6 +58,15 @@ use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZ
 /// The future that serves one call, as returned by [`Service::call`].
 pub type Dispatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// Moves a value out of its box and frees the box at once. Generated routers
+/// use it: inside an `async` block, `*boxed` moves the value out but frees
+/// the box only when the block's future is dropped — for a chat member, at
+/// the end of the call.
+#[doc(hidden)]
+pub fn unbox<T>(boxed: Box<T>) -> T {
+    *boxed
+}
+
 /// A gRPC service: routes a method name to the code that serves it.
 ///
 /// `build.rs` generates an implementation (`FooServer<T>`) for every service
