@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::connection::Offences;
+use super::connection::ActiveCall;
 use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
@@ -40,7 +39,8 @@ pub struct ServerCall {
     max_recv_message_size: usize,
     path: String,
     peer: SocketAddr,
-    offences: Arc<Offences>,
+    /// Counts the call as active on its connection while it lives.
+    call: ActiveCall,
 }
 
 impl std::fmt::Debug for ServerCall {
@@ -81,7 +81,7 @@ impl ServerCall {
             deadline: self.deadline,
             path: self.path,
             peer: self.peer,
-            offences: self.offences,
+            call: self.call,
         };
         (request, end)
     }
@@ -93,7 +93,8 @@ struct CallEnd {
     deadline: Option<Instant>,
     path: String,
     peer: SocketAddr,
-    offences: Arc<Offences>,
+    /// Counts the call as active on its connection while it lives.
+    call: ActiveCall,
 }
 
 /// The request stream of a call, as a [`RecvBody`].
@@ -134,13 +135,13 @@ pub(crate) fn serve_stream(
     mut respond: SendResponse<Bytes>,
     server: &Inner,
     peer: SocketAddr,
-    offences: Arc<Offences>,
+    call: ActiveCall,
     first_call: bool,
 ) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
     // Every refusal below is the peer's doing: logged once per connection.
     let refused = |why: &str, detail: &dyn std::fmt::Display| {
-        if offences.first() {
+        if call.connection().first_offence() {
             info!(%peer, detail = %detail, "{why}: request refused (further refusals on this connection are logged at debug)");
         } else {
             debug!(%peer, detail = %detail, "{why}: request refused");
@@ -261,7 +262,7 @@ pub(crate) fn serve_stream(
         max_recv_message_size: server.config.max_recv_message_size,
         path,
         peer,
-        offences,
+        call,
     };
     Some(service.call(&method, call))
 }
@@ -378,7 +379,7 @@ where
                 // the same connection go to debug so a peer cannot flood the
                 // log.
                 let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
-                if !routine && end.offences.first() {
+                if !routine && end.call.connection().first_offence() {
                     if code == Code::Internal || code == Code::Unknown {
                         warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
                     } else {

@@ -26,8 +26,8 @@ use bytes::Bytes;
 use h2::Reason;
 use h2::server::Connection;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::ping_policy::PingPolicy;
@@ -45,7 +45,7 @@ async fn open(
     socket: TcpStream,
     peer: SocketAddr,
     config: &Config,
-    calm: &Arc<Notify>,
+    state: &Arc<ConnectionState>,
 ) -> Result<Connection<Tap<Watched>, Bytes>, String> {
     let transport = match &config.tls {
         None => Transport::Plain(socket),
@@ -65,7 +65,7 @@ async fn open(
         }
     };
     let policy = PingPolicy::new(config.min_ping_interval, config.max_ping_strikes);
-    let io = Watched::new(transport, policy, Arc::clone(calm), peer);
+    let io = Watched::new(transport, policy, Arc::clone(state), peer);
     // The wire trace sees the bytes after TLS: HTTP/2 frames, as h2 does.
     let io = wire_trace::tap(io, wire_trace::Side::Server, peer);
     // Made here, not by the caller: whatever `serve` keeps in scope stays in
@@ -106,19 +106,55 @@ pub(crate) fn h2_builder(config: &Config) -> h2::server::Builder {
     builder
 }
 
-/// Whether this connection has already been logged for misbehaving. A peer
-/// that sends a thousand bad requests gets a thousand error statuses but one
-/// log line at `info`; the rest go to `debug`. That keeps the log useful for
-/// finding offenders, and stops an offender from filling the disk.
+/// What a connection's task, its calls and its transport share: one
+/// allocation per connection for all three (an idle chat member pays for
+/// every one).
 #[derive(Debug, Default)]
-pub(crate) struct Offences {
+pub(crate) struct ConnectionState {
+    /// Whether this connection has already been logged for misbehaving. A
+    /// peer that sends a thousand bad requests gets a thousand error
+    /// statuses but one log line at `info`; the rest go to `debug`. That
+    /// keeps the log useful for finding offenders, and stops an offender
+    /// from filling the disk.
     logged: AtomicBool,
+    /// Calls being served, to tell an idle connection.
+    active: AtomicUsize,
+    /// Set by the transport when the peer breaks the PING policy.
+    calm: AtomicBool,
 }
 
-impl Offences {
-    /// `true` the first time only.
-    pub(crate) fn first(&self) -> bool {
+impl ConnectionState {
+    /// `true` the first time only: whether to log an offence at `info`.
+    pub(crate) fn first_offence(&self) -> bool {
         !self.logged.swap(true, Ordering::Relaxed)
+    }
+
+    /// Counts a call as active until the returned guard is dropped.
+    pub(crate) fn call_started(self: &Arc<Self>) -> ActiveCall {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveCall(Arc::clone(self))
+    }
+
+    /// Notes that the peer sent too many PINGs (see [`Watched`]).
+    pub(crate) fn too_many_pings(&self) {
+        self.calm.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A call counted as active on its connection while this lives.
+#[derive(Debug)]
+pub(crate) struct ActiveCall(Arc<ConnectionState>);
+
+impl ActiveCall {
+    /// The connection the call runs on.
+    pub(crate) fn connection(&self) -> &ConnectionState {
+        &self.0
+    }
+}
+
+impl Drop for ActiveCall {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -141,10 +177,10 @@ pub(crate) fn serve(
         let _held = &slot;
         let config = &server.config;
         // Fired by the transport when the client breaks the PING policy.
-        let calm = Arc::new(Notify::new());
+        let state = Arc::new(ConnectionState::default());
         // One deadline covers TLS and HTTP/2 together: a peer that stalls in
         // either holds nothing for longer than the handshake timeout.
-        let handshake = open(socket, peer, config, &calm);
+        let handshake = open(socket, peer, config, &state);
         let mut conn = match timeout(config.handshake_timeout, handshake).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
@@ -160,25 +196,17 @@ pub(crate) fn serve(
         debug!(%peer, "connection open");
         let _counted = crate::metrics::METRICS.connection_opened();
 
-        // Streams currently being served, to tell an idle connection.
-        let active = Arc::new(AtomicUsize::new(0));
-        let offences = Arc::new(Offences::default());
-        let mut ping_pong = conn.ping_pong();
-        let keepalive = async {
-            let (Some(interval), Some(pinger)) = (config.keepalive_interval, ping_pong.as_mut())
-            else {
-                return std::future::pending::<&'static str>().await;
-            };
-            loop {
-                sleep(interval).await;
-                match timeout(config.keepalive_timeout, pinger.ping(h2::Ping::opaque())).await {
-                    Ok(Ok(_pong)) => {}
-                    Ok(Err(_)) => return "connection error during keepalive",
-                    Err(_) => return "keepalive PING not acknowledged in time",
-                }
-            }
-        };
-        tokio::pin!(keepalive);
+        // Keepalive: a PING `keepalive_interval` after the last answer,
+        // answered within `keepalive_timeout` or the connection is closed —
+        // how a peer that vanished without a FIN (killed, unplugged) is found.
+        // Driven by the connection's one timer (below): `ping_due` while
+        // waiting to send, `pong_by` while waiting for the answer.
+        let mut pinger = config.keepalive_interval.and(conn.ping_pong());
+        let mut ping_due = config
+            .keepalive_interval
+            .filter(|_| pinger.is_some())
+            .map(|interval| Instant::now() + interval);
+        let mut pong_by: Option<Instant> = None;
 
         let idle_check = config.idle_timeout.map(|t| t.min(Duration::from_secs(1)));
         let mut idle_since = Some(Instant::now());
@@ -187,34 +215,31 @@ pub(crate) fn serve(
         // Whether no stream has arrived on this connection yet.
         let mut first_call = true;
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
-        // One timer serves the idle check and the end of a grace period, reset
-        // to whichever comes first: every connection carries its timers for its
-        // whole life (memory per idle member), and re-arming one costs less than
-        // making new ones on every event.
-        let timer = sleep_until(idle_check.map_or(far_future, |c| Instant::now() + c));
+        // One timer serves the idle check, the keepalive and the end of a
+        // grace period, reset to whichever comes first: every connection
+        // carries its timers for its whole life (memory per idle member), and
+        // re-arming one costs less than making new ones on every event.
+        let first_check = idle_check.map_or(far_future, |c| Instant::now() + c);
+        let timer = sleep_until(ping_due.map_or(first_check, |due| due.min(first_check)));
         tokio::pin!(timer);
 
         loop {
             tokio::select! {
+                biased;
                 next = conn.accept() => match next {
                     Some(Ok((request, respond))) => {
-                        active.fetch_add(1, Ordering::Relaxed);
                         idle_since = None;
-                        let guard = ActiveGuard(Arc::clone(&active));
                         // The headers are checked here; the task holds only the
-                        // call itself.
+                        // call itself, which counts as active until it ends.
                         if let Some(dispatch) = call::serve_stream(
                             request,
                             respond,
                             &server,
                             peer,
-                            Arc::clone(&offences),
+                            state.call_started(),
                             std::mem::replace(&mut first_call, false),
                         ) {
-                            tokio::spawn(async move {
-                                dispatch.await;
-                                drop(guard);
-                            });
+                            tokio::spawn(dispatch);
                         }
                     }
                     Some(Err(e)) => {
@@ -243,7 +268,15 @@ pub(crate) fn serve(
                     let first = end.min(timer.deadline());
                     timer.as_mut().reset(first);
                 }
-                () = calm.notified(), if !calmed => {
+                // No waker needed: only the transport sets the flag, and only
+                // this task polls the transport (through `conn`, polled first
+                // in every pass: `biased`), so this branch is polled right
+                // after any poll that could have set it.
+                () = std::future::poll_fn(|_| if state.calm.load(Ordering::Relaxed) {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }), if !calmed => {
                     // h2 answers PINGs itself; the transport counted them and
                     // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
                     // at once; the connection closes once it is written.
@@ -254,9 +287,20 @@ pub(crate) fn serve(
                     let first = close_by.min(timer.deadline());
                     timer.as_mut().reset(first);
                 }
-                reason = &mut keepalive => {
-                    info!(%peer, reason, "closing connection");
-                    break;
+                pong = std::future::poll_fn(|cx| match pinger.as_mut() {
+                    Some(pinger) => pinger.poll_pong(cx),
+                    None => std::task::Poll::Pending,
+                }), if pong_by.is_some() => {
+                    if pong.is_err() {
+                        info!(%peer, "connection error during keepalive: closing connection");
+                        break;
+                    }
+                    pong_by = None;
+                    ping_due = config.keepalive_interval.map(|interval| Instant::now() + interval);
+                    if let Some(due) = ping_due {
+                        let first = due.min(timer.deadline());
+                        timer.as_mut().reset(first);
+                    }
                 }
                 () = &mut timer => {
                     let now = Instant::now();
@@ -264,7 +308,21 @@ pub(crate) fn serve(
                         info!(%peer, "grace period over: closing connection with calls in flight");
                         break;
                     }
-                    if active.load(Ordering::Relaxed) > 0 {
+                    if pong_by.is_some_and(|by| now >= by) {
+                        info!(%peer, "keepalive PING not acknowledged in time: closing connection");
+                        break;
+                    }
+                    if ping_due.is_some_and(|due| now >= due) {
+                        if let Some(pinger) = pinger.as_mut() {
+                            if pinger.send_ping(h2::Ping::opaque()).is_err() {
+                                info!(%peer, "connection error during keepalive: closing connection");
+                                break;
+                            }
+                            ping_due = None;
+                            pong_by = Some(now + config.keepalive_timeout);
+                        }
+                    }
+                    if state.active.load(Ordering::Relaxed) > 0 {
                         idle_since = None;
                     } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
                         if now.duration_since(since) >= limit && grace_deadline.is_none() {
@@ -276,19 +334,14 @@ pub(crate) fn serve(
                         idle_since = Some(now);
                     }
                     let next_check = idle_check.map_or(far_future, |c| now + c);
-                    timer.as_mut().reset(grace_deadline.map_or(next_check, |end| end.min(next_check)));
+                    let next = [grace_deadline, ping_due, pong_by]
+                        .into_iter()
+                        .flatten()
+                        .fold(next_check, Instant::min);
+                    timer.as_mut().reset(next);
                 }
             }
         }
         debug!(%peer, "connection closed");
-    }
-}
-
-/// Counts a stream as active while its task runs.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

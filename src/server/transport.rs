@@ -5,7 +5,7 @@
 //! ```text
 //!   h2 ──▶ Watched ──▶ Transport::Plain(TcpStream)
 //!            │     └─▶ Transport::Tls(TlsStream<TcpStream>)
-//!            └ scans frame headers both ways; too many PINGs → `calm` fires
+//!            └ scans frame headers both ways; too many PINGs → the connection is told
 //! ```
 //!
 //! The watch sits above TLS, so it sees HTTP/2 frames, not TLS records. It
@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 use tracing::warn;
 
+use super::connection::ConnectionState;
 use super::ping_policy::{FrameScanner, PingPolicy, Verdict};
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
@@ -98,18 +98,18 @@ pub(crate) struct Watched {
     inbound: FrameScanner,
     outbound: FrameScanner,
     policy: PingPolicy,
-    /// Fired once when the policy is broken.
-    calm: Arc<Notify>,
+    /// Told once when the policy is broken.
+    state: Arc<ConnectionState>,
     tripped: bool,
     peer: SocketAddr,
 }
 
 impl Watched {
-    /// Watches `io`; `calm` is notified when the peer breaks `policy`.
+    /// Watches `io`; `state` is told when the peer breaks `policy`.
     pub(crate) fn new(
         io: Transport,
         policy: PingPolicy,
-        calm: Arc<Notify>,
+        state: Arc<ConnectionState>,
         peer: SocketAddr,
     ) -> Self {
         Watched {
@@ -117,7 +117,7 @@ impl Watched {
             inbound: FrameScanner::from_client(),
             outbound: FrameScanner::from_server(),
             policy,
-            calm,
+            state,
             tripped: false,
             peer,
         }
@@ -127,7 +127,7 @@ impl Watched {
         let Watched {
             inbound,
             policy,
-            calm,
+            state,
             tripped,
             peer,
             ..
@@ -139,7 +139,7 @@ impl Watched {
             {
                 // Logged once per connection, not per PING.
                 warn!(%peer, "client PINGs too often: GOAWAY ENHANCE_YOUR_CALM");
-                calm.notify_one();
+                state.too_many_pings();
             }
         });
     }
