@@ -63,6 +63,7 @@ pub type Dispatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 /// the box only when the block's future is dropped — for a chat member, at
 /// the end of the call.
 #[doc(hidden)]
+#[allow(clippy::boxed_local)] // taking the box, and so freeing it, is the point
 pub fn unbox<T>(boxed: Box<T>) -> T {
     *boxed
 }
