@@ -385,8 +385,9 @@ fn document(steps: &[String]) -> String {
             "The client opens with the 24-byte preface, then its SETTINGS: a 1 MiB \
              window per stream (`INITIAL_WINDOW_SIZE`), and a WINDOW_UPDATE on \
              stream 0 that grows the connection's window from the default 65,535 \
-             bytes to 2 MiB. The server sends its own SETTINGS (at most 256 \
-             concurrent calls, 16 KiB frames and header lists) and grows its \
+             bytes to 2 MiB. The server sends its own SETTINGS (no HPACK dynamic \
+             table for the headers the client sends, at most 256 concurrent \
+             calls, 16 KiB frames and header lists) and grows its \
              connection window too. Each side acknowledges the other's SETTINGS \
              with an empty SETTINGS frame with the ACK flag. Stream 0 is the \
              connection itself. (A side's WINDOW_UPDATE and its ACK may cross \
@@ -399,9 +400,10 @@ fn document(steps: &[String]) -> String {
              compressed with HPACK, shown representation by representation: \
              `83` is the static table's entry 3 (`:method: POST`), `86` entry 6 \
              (`:scheme: http`); the other fields are literals, their values \
-             Huffman-coded, and most are added to the dynamic table so that a \
-             later call can send them in one byte. `:path` is not indexed: it \
-             changes from call to call. gRPC needs \
+             Huffman-coded, and none is added to a dynamic table: the server's \
+             `HEADER_TABLE_SIZE = 0` in step 1 told the client it keeps none, \
+             because every entry the client indexed the server would have to \
+             store too, for the connection's life. gRPC needs \
              `:path` (`/service/method`), `content-type: application/grpc` and \
              `te: trailers`; `chat-room` is our own metadata. The server answers \
              with response headers at once, without END_STREAM: the call is open \
@@ -446,13 +448,13 @@ fn document(steps: &[String]) -> String {
              message exists, so the server sends a single HEADERS frame with \
              END_STREAM: `:status: 200` and `content-type` together with \
              `grpc-status: 3` (INVALID_ARGUMENT) and `grpc-message`. This is the \
-             trailers-only response. Compared to step 2, the request headers \
-             are shorter: HPACK sends the fields repeated from stream 1 as \
-             one-byte references to its dynamic table (entries 62 and up, the \
-             newest first). The server, now that the connection has shown it \
-             carries more than one call, adds `content-type` and \
-             `grpc-accept-encoding` to its dynamic table for the calls to come, \
-             and `grpc-status` under the name it learned in step 5.",
+             trailers-only response. The request headers cost as much as in \
+             step 2: without a dynamic table, every field is sent in full \
+             again. The client keeps one for the server's headers, though (our \
+             client did not ask for less), and the server, now that the \
+             connection has shown it carries more than one call, adds \
+             `content-type` and `grpc-accept-encoding` to it for the calls to \
+             come, and `grpc-status` under the name it learned in step 5.",
         ),
     ];
     let mut doc = String::from(

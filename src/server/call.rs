@@ -372,13 +372,18 @@ where
             Some(Err(status)) => {
                 let code = status.code();
                 let message = status.message();
-                // A deadline or a cancellation is the normal end of some
-                // calls. Anything else is a failure worth one line per
-                // connection: the peer's bad bytes (INTERNAL), a limit it hit
-                // (RESOURCE_EXHAUSTED), input the service refused. Repeats on
-                // the same connection go to debug so a peer cannot flood the
-                // log.
-                let routine = matches!(code, Code::DeadlineExceeded | Code::Cancelled);
+                // A deadline, a cancellation or the server going away
+                // (UNAVAILABLE: shutting down, or the connection lost) is the
+                // normal end of some calls — a shutdown with 10,000 members
+                // must not log 10,000 lines. Anything else is a failure worth
+                // one line per connection: the peer's bad bytes (INTERNAL), a
+                // limit it hit (RESOURCE_EXHAUSTED), input the service
+                // refused. Repeats on the same connection go to debug so a
+                // peer cannot flood the log.
+                let routine = matches!(
+                    code,
+                    Code::DeadlineExceeded | Code::Cancelled | Code::Unavailable
+                );
                 if !routine && end.call.connection().first_offence() {
                     if code == Code::Internal || code == Code::Unknown {
                         warn!(%peer, %path, ?code, message, "call failed (further failures on this connection are logged at debug)");
