@@ -162,6 +162,24 @@ pub(super) type Resume = Option<(u64, Option<String>)>;
 /// The resume point in a call's metadata (see [`history`] for the
 /// contract). Read before the call's future starts, so the metadata is not
 /// kept for the member's whole life.
+/// Tells the room that `name` joined, and the member who else is here.
+pub(super) fn announce_join(membership: &Membership, room: &str, name: &str) {
+    membership.publish(&[Event::Joined]);
+    let others: Vec<String> = membership
+        .names()
+        .into_iter()
+        .filter(|n| n != name)
+        .collect();
+    membership.notify(&if others.is_empty() {
+        format!("welcome to {room}, {name}: you are the only one here")
+    } else {
+        format!(
+            "welcome to {room}, {name}: also here: {}",
+            others.join(", ")
+        )
+    });
+}
+
 /// What a chat call's request metadata decided, checked before the call's
 /// future is made.
 #[derive(Debug)]
@@ -882,20 +900,7 @@ impl ChatService {
                 sink.set_header_metadata(replay_headers(&replay));
                 Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
                 info!(room, user = %name, protocol = "Chat", replayed = replay.messages.len(), "joined");
-                membership.publish(&[Event::Joined]);
-                let others: Vec<String> = membership
-                    .names()
-                    .into_iter()
-                    .filter(|n| n != &name)
-                    .collect();
-                membership.notify(&if others.is_empty() {
-                    format!("welcome to {room}, {name}: you are the only one here")
-                } else {
-                    format!(
-                        "welcome to {room}, {name}: also here: {}",
-                        others.join(", ")
-                    )
-                });
+                announce_join(&membership, room, &name);
                 (membership, counted)
             };
             let reader = std::pin::pin!(self.events_reader(&membership, &mut stream));

@@ -42,8 +42,8 @@ use super::history;
 use super::ratelimit::TokenBucket;
 use super::room::{Event, Membership, Protocol};
 use super::service::{
-    ChatService, chat_replay_frames, read_replay, replay_headers, resolve_name, resume_point,
-    run_member, send_replay,
+    ChatService, announce_join, chat_replay_frames, read_replay, replay_headers, resolve_name,
+    resume_point, run_member, send_replay,
 };
 use super::{ChatConfig, DEFAULT_ROOM, validate};
 use crate::framing::{MetadataMap, Status};
@@ -219,20 +219,7 @@ impl ChatService {
         Box::pin(send_replay(&mut sink, chat_replay_frames(&replay), config)).await?;
         info!(room, user = %name, protocol = "Subscribe", replayed = replay.messages.len(), "joined");
         let membership = &session.membership;
-        membership.publish(&[Event::Joined]);
-        let others: Vec<String> = membership
-            .names()
-            .into_iter()
-            .filter(|n| n != &name)
-            .collect();
-        membership.notify(&if others.is_empty() {
-            format!("welcome to {room}, {name}: you are the only one here")
-        } else {
-            format!(
-                "welcome to {room}, {name}: also here: {}",
-                others.join(", ")
-            )
-        });
+        announce_join(membership, &room, &name);
         drop(replay);
         let reader = std::pin::pin!(session.expire_typing());
         run_member(membership, reader, &mut sink, config).await

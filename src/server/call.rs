@@ -400,6 +400,20 @@ where
     })
 }
 
+/// Turns the request stream of a unary or server-streaming call into the
+/// request its handler takes: the same metadata and deadline, its one
+/// message.
+async fn single_request<In: prost::Message + Default>(
+    request: Request<Streaming<In>>,
+) -> Result<Request<In>, Status> {
+    let timeout = request.timeout();
+    let (metadata, mut stream) = request.into_parts();
+    let message = single_message(&mut stream).await?;
+    let mut request = Request::from_parts(metadata, message, timeout);
+    request.set_message_compressed(stream.last_message_compressed());
+    Ok(request)
+}
+
 /// Reads the single request message of a unary or server-streaming call.
 async fn single_message<In: prost::Message + Default>(
     stream: &mut Streaming<In>,
@@ -442,12 +456,7 @@ where
     let (request, end) = call.into_parts::<In>();
     let responder = end.responder.clone();
     let work = Box::pin(async move {
-        let timeout = request.timeout();
-        let (metadata, mut stream) = request.into_parts();
-        let message = single_message(&mut stream).await?;
-        let mut request = Request::from_parts(metadata, message, timeout);
-        request.set_message_compressed(stream.last_message_compressed());
-        let response = handler(request).await?;
+        let response = handler(single_request(request).await?).await?;
         send_unary(&responder, response).await
     });
     drive(end, work, true)
@@ -463,14 +472,7 @@ where
 {
     let (request, end) = call.into_parts::<In>();
     let sink = end.responder.sink::<Out>();
-    let work = Box::pin(async move {
-        let timeout = request.timeout();
-        let (metadata, mut stream) = request.into_parts();
-        let message = single_message(&mut stream).await?;
-        let mut request = Request::from_parts(metadata, message, timeout);
-        request.set_message_compressed(stream.last_message_compressed());
-        handler(request, sink).await
-    });
+    let work = Box::pin(async move { handler(single_request(request).await?, sink).await });
     drive(end, work, true)
 }
 
