@@ -258,6 +258,89 @@ async fn one_order_for_everyone() {
     }
 }
 
+/// A member's writer sends each message on its own when the room is quiet,
+/// and coalesces several nodes of the log into one send when it is behind;
+/// a send that fits the window goes out at once, one that does not waits.
+/// A member switches between these all the time, so this runs paced senders
+/// (watchers idle between messages) alongside bursts (watchers behind) and
+/// checks that every watcher, of either protocol, still gets every message
+/// once, in the room's order.
+#[tokio::test]
+async fn paced_and_burst_senders_keep_one_order() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut senders = Vec::new();
+    for i in 0..4 {
+        let mut s = c.chat_stream(Request::new(())).await.unwrap();
+        s.send(&say(&format!("s{i}"), "hello")).await.unwrap();
+        senders.push(s);
+    }
+    let mut stream_watchers = Vec::new();
+    for _ in 0..2 {
+        stream_watchers.push(c.chat_stream(Request::new(())).await.unwrap());
+    }
+    let mut chat_watcher = c.chat(Request::new(())).await.unwrap();
+    chat_watcher.send(&join("watcher")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let per_sender = 200;
+    let mut tasks = Vec::new();
+    for (i, mut s) in senders.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..per_sender {
+                s.send(&say(&format!("s{i}"), &format!("{i}:{n}")))
+                    .await
+                    .unwrap();
+                // Senders 0 and 1 pace themselves (watchers idle in
+                // between), 2 and 3 burst in runs of 50.
+                if i < 2 && n % 5 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                } else if i >= 2 && n % 50 == 49 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            s
+        }));
+    }
+    let total = 4 * per_sender;
+    let mut orders = Vec::new();
+    for w in &mut stream_watchers {
+        let mut seen = Vec::new();
+        while seen.len() < total {
+            let m: ChatMessage = next(w).await;
+            if m.message.contains(':') {
+                seen.push((m.id, m.message));
+            }
+        }
+        orders.push(seen);
+    }
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        if let server_event::Event::ChatMessage(m) = next(&mut chat_watcher).await.event.unwrap() {
+            if m.message.contains(':') {
+                seen.push((m.id, m.message));
+            }
+        }
+    }
+    orders.push(seen);
+    assert_eq!(orders[0], orders[1], "both ChatStream watchers see one order");
+    assert_eq!(orders[0], orders[2], "the Chat watcher sees the same order");
+    let ids: Vec<u64> = orders[0].iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    for i in 0..4 {
+        let mine: Vec<&str> = orders[0]
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .filter(|m| m.starts_with(&format!("{i}:")))
+            .collect();
+        let want: Vec<String> = (0..per_sender).map(|n| format!("{i}:{n}")).collect();
+        assert_eq!(mine, want, "sender {i}'s messages, once each, in order");
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn chat_first_event_must_be_a_join() {
     let server = start(no_rate_limit()).await;
