@@ -323,7 +323,10 @@ async fn paced_and_burst_senders_keep_one_order() {
         }
     }
     orders.push(seen);
-    assert_eq!(orders[0], orders[1], "both ChatStream watchers see one order");
+    assert_eq!(
+        orders[0], orders[1],
+        "both ChatStream watchers see one order"
+    );
     assert_eq!(orders[0], orders[2], "the Chat watcher sees the same order");
     let ids: Vec<u64> = orders[0].iter().map(|(id, _)| *id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");

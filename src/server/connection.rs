@@ -20,6 +20,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -141,6 +142,13 @@ impl ConnectionState {
     }
 }
 
+/// What the connection's `accept` branch found: a stream (or the end), or
+/// the transport's word that the peer broke the PING policy.
+enum Next<T> {
+    Stream(T),
+    Calm,
+}
+
 /// A call counted as active on its connection while this lives.
 #[derive(Debug)]
 pub(crate) struct ActiveCall(Arc<ConnectionState>);
@@ -225,9 +233,19 @@ pub(crate) fn serve(
 
         loop {
             tokio::select! {
-                biased;
-                next = conn.accept() => match next {
-                    Some(Ok((request, respond))) => {
+                // Polling `accept` drives the connection's I/O, and with it
+                // the transport, which raises the PING-policy flag as it
+                // reads: so the flag is checked right there, and needs no
+                // waker of its own. (Only when no stream is ready: a ready
+                // one is taken first, and the next pass looks again.)
+                next = std::future::poll_fn(|cx| {
+                    let polled = conn.poll_accept(cx);
+                    if polled.is_pending() && !calmed && state.calm.load(Ordering::Relaxed) {
+                        return Poll::Ready(Next::Calm);
+                    }
+                    polled.map(Next::Stream)
+                }) => match next {
+                    Next::Stream(Some(Ok((request, respond)))) => {
                         idle_since = None;
                         // The headers are checked here; the task holds only the
                         // call itself, which counts as active until it ends.
@@ -242,7 +260,7 @@ pub(crate) fn serve(
                             tokio::spawn(dispatch);
                         }
                     }
-                    Some(Err(e)) => {
+                    Next::Stream(Some(Err(e))) => {
                         if e.is_go_away() && !e.is_remote() && e.reason() != Some(h2::Reason::NO_ERROR) {
                             // We sent the GOAWAY: the peer broke a rule (a
                             // CONTINUATION flood, rapid resets, a malformed
@@ -255,7 +273,19 @@ pub(crate) fn serve(
                         }
                         break;
                     }
-                    None => break,
+                    Next::Stream(None) => break,
+                    Next::Calm => {
+                        // h2 answers PINGs itself; the transport counted them
+                        // and found too many. GOAWAY(ENHANCE_YOUR_CALM) ends
+                        // every stream at once; the connection closes once it
+                        // is written.
+                        calmed = true;
+                        conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                        let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
+                        grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
+                        let first = close_by.min(timer.deadline());
+                        timer.as_mut().reset(first);
+                    }
                 },
                 changed = stop.changed(), if grace_deadline.is_none() => {
                     // Either the server is shutting down or it dropped the sender
@@ -266,25 +296,6 @@ pub(crate) fn serve(
                     let end = Instant::now() + config.shutdown_grace;
                     grace_deadline = Some(end);
                     let first = end.min(timer.deadline());
-                    timer.as_mut().reset(first);
-                }
-                // No waker needed: only the transport sets the flag, and only
-                // this task polls the transport (through `conn`, polled first
-                // in every pass: `biased`), so this branch is polled right
-                // after any poll that could have set it.
-                () = std::future::poll_fn(|_| if state.calm.load(Ordering::Relaxed) {
-                    std::task::Poll::Ready(())
-                } else {
-                    std::task::Poll::Pending
-                }), if !calmed => {
-                    // h2 answers PINGs itself; the transport counted them and
-                    // found too many. GOAWAY(ENHANCE_YOUR_CALM) ends every stream
-                    // at once; the connection closes once it is written.
-                    calmed = true;
-                    conn.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
-                    let close_by = Instant::now() + CALM_CLOSE_TIMEOUT;
-                    grace_deadline = Some(grace_deadline.map_or(close_by, |d| d.min(close_by)));
-                    let first = close_by.min(timer.deadline());
                     timer.as_mut().reset(first);
                 }
                 pong = std::future::poll_fn(|cx| match pinger.as_mut() {
