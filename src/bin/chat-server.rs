@@ -74,6 +74,11 @@ struct Args {
     /// Connections served at once; more are answered with GOAWAY and closed.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
+    /// Connections the kernel may hold ready for the server to accept (the
+    /// listen backlog; the kernel caps it at net.core.somaxconn). Too small,
+    /// and a storm of joins overflows it: clients are delayed or reset.
+    #[arg(long, default_value_t = grpc_chat::server::DEFAULT_LISTEN_BACKLOG)]
+    listen_backlog: u32,
     /// Largest request header block, in bytes (HTTP/2
     /// SETTINGS_MAX_HEADER_LIST_SIZE); bigger ones are answered with 431.
     #[arg(long, default_value_t = grpc_chat::server::DEFAULT_MAX_HEADER_LIST_SIZE)]
@@ -261,7 +266,7 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // with the process.
         tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
     }
-    let listener = TcpListener::bind(args.addr).await?;
+    let listener = grpc_chat::server::bind(args.addr, args.listen_backlog)?;
     info!(addr = %listener.local_addr()?, "chat-server listening");
     // The web gateway stops with the server (see `serve_web`).
     let (stop_web, web_stopped) = tokio::sync::watch::channel(());

@@ -58,6 +58,28 @@ use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZ
 /// The future that serves one call, as returned by [`Service::call`].
 pub type Dispatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// Default listen backlog for [`bind`]: connections the kernel completes and
+/// queues before the server accepts them. A join storm (thousands of clients
+/// connecting at once, as after a restart) overflows a small queue — 128 is
+/// what `std` and `tokio` ask for — and then the kernel drops handshakes,
+/// falls back to SYN cookies and, when a cookie fails, leaves a client that
+/// believes it is connected to a server that never heard of it.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on `addr` with room for `backlog` connections
+/// waiting to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// `SO_REUSEADDR` is set, as `tokio::net::TcpListener::bind` sets it.
+pub fn bind(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Moves a value out of its box and frees the box at once. Generated routers
 /// use it: inside an `async` block, `*boxed` moves the value out but frees
 /// the box only when the block's future is dropped — for a chat member, at
