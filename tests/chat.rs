@@ -197,16 +197,59 @@ async fn chat_stream_keeps_the_bound_name() {
     assert_eq!(got.message, "I am alice now");
 }
 
-#[tokio::test]
-async fn one_order_for_everyone() {
-    let server = start(no_rate_limit()).await;
-    let c = client(&server).await;
+/// `count` ChatStream members named s0, s1, …, each bound by a first message.
+async fn named_senders(
+    c: &ChatServiceClient,
+    count: usize,
+) -> Vec<BidiCall<ChatMessage, ChatMessage>> {
     let mut senders = Vec::new();
-    for i in 0..3 {
+    for i in 0..count {
         let mut s = c.chat_stream(Request::new(())).await.unwrap();
         s.send(&say(&format!("s{i}"), "hello")).await.unwrap();
         senders.push(s);
     }
+    senders
+}
+
+/// The next `count` numbered chat messages ("i:n") a `Chat` member receives,
+/// as `(id, text)`; other events and messages are skipped.
+async fn chat_messages_seen(
+    watcher: &mut BidiCall<ClientEvent, ServerEvent>,
+    count: usize,
+) -> Vec<(u64, String)> {
+    let mut seen = Vec::new();
+    while seen.len() < count {
+        if let server_event::Event::ChatMessage(m) = next(watcher).await.event.unwrap() {
+            if m.message.contains(':') {
+                seen.push((m.id, m.message));
+            }
+        }
+    }
+    seen
+}
+
+/// Checks one watcher's view of the room, `(id, text)` per message, where
+/// sender `i` sent "i:0", "i:1", …: ids increase, and each sender's messages
+/// arrived once each, in the order it sent them.
+fn assert_room_order(seen: &[(u64, String)], senders: usize, per_sender: usize) {
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
+    for i in 0..senders {
+        let mine: Vec<&str> = seen
+            .iter()
+            .map(|(_, m)| m.as_str())
+            .filter(|m| m.starts_with(&format!("{i}:")))
+            .collect();
+        let want: Vec<String> = (0..per_sender).map(|n| format!("{i}:{n}")).collect();
+        assert_eq!(mine, want, "sender {i}'s messages, once each, in order");
+    }
+}
+
+#[tokio::test]
+async fn one_order_for_everyone() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let senders = named_senders(&c, 3).await;
     let mut watchers = Vec::new();
     for _ in 0..2 {
         watchers.push(c.chat(Request::new(())).await.unwrap());
@@ -230,29 +273,10 @@ async fn one_order_for_everyone() {
     }
     let mut orders = Vec::new();
     for w in &mut watchers {
-        let mut seen = Vec::new();
-        while seen.len() < 3 * per_sender {
-            if let server_event::Event::ChatMessage(m) = next(w).await.event.unwrap() {
-                if m.message.contains(':') {
-                    seen.push((m.id, m.message));
-                }
-            }
-        }
-        orders.push(seen);
+        orders.push(chat_messages_seen(w, 3 * per_sender).await);
     }
     assert_eq!(orders[0], orders[1], "both watchers see one order");
-    let ids: Vec<u64> = orders[0].iter().map(|(id, _)| *id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase");
-    // Each sender's own messages stay in the order it sent them.
-    for i in 0..3 {
-        let mine: Vec<&str> = orders[0]
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .filter(|m| m.starts_with(&format!("{i}:")))
-            .collect();
-        let want: Vec<String> = (0..per_sender).map(|n| format!("{i}:{n}")).collect();
-        assert_eq!(mine, want);
-    }
+    assert_room_order(&orders[0], 3, per_sender);
     for t in tasks {
         t.await.unwrap();
     }
@@ -269,12 +293,7 @@ async fn one_order_for_everyone() {
 async fn paced_and_burst_senders_keep_one_order() {
     let server = start(no_rate_limit()).await;
     let c = client(&server).await;
-    let mut senders = Vec::new();
-    for i in 0..4 {
-        let mut s = c.chat_stream(Request::new(())).await.unwrap();
-        s.send(&say(&format!("s{i}"), "hello")).await.unwrap();
-        senders.push(s);
-    }
+    let senders = named_senders(&c, 4).await;
     let mut stream_watchers = Vec::new();
     for _ in 0..2 {
         stream_watchers.push(c.chat_stream(Request::new(())).await.unwrap());
@@ -314,31 +333,13 @@ async fn paced_and_burst_senders_keep_one_order() {
         }
         orders.push(seen);
     }
-    let mut seen = Vec::new();
-    while seen.len() < total {
-        if let server_event::Event::ChatMessage(m) = next(&mut chat_watcher).await.event.unwrap() {
-            if m.message.contains(':') {
-                seen.push((m.id, m.message));
-            }
-        }
-    }
-    orders.push(seen);
+    orders.push(chat_messages_seen(&mut chat_watcher, total).await);
     assert_eq!(
         orders[0], orders[1],
         "both ChatStream watchers see one order"
     );
     assert_eq!(orders[0], orders[2], "the Chat watcher sees the same order");
-    let ids: Vec<u64> = orders[0].iter().map(|(id, _)| *id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
-    for i in 0..4 {
-        let mine: Vec<&str> = orders[0]
-            .iter()
-            .map(|(_, m)| m.as_str())
-            .filter(|m| m.starts_with(&format!("{i}:")))
-            .collect();
-        let want: Vec<String> = (0..per_sender).map(|n| format!("{i}:{n}")).collect();
-        assert_eq!(mine, want, "sender {i}'s messages, once each, in order");
-    }
+    assert_room_order(&orders[0], 4, per_sender);
     for t in tasks {
         t.await.unwrap();
     }
