@@ -111,6 +111,17 @@ async fn chat_stream_counts_every_delivery_once() {
     assert_eq!(field(&json, "timed_out"), "false", "{json}");
     assert_eq!(field(&json, "protocol"), "\"chat-stream\"", "{json}");
     assert!(number(&json, "p50_us") > 0, "{json}");
+    // Per message: its first delivery comes no later than its last, and
+    // every delivery latency lies between a message's first and last.
+    let (first, last) = (
+        number(&json, "fanout_first_p50_us"),
+        number(&json, "fanout_last_p50_us"),
+    );
+    assert!(0 < first && first <= last, "{json}");
+    assert!(
+        number(&json, "fanout_last_p99_us") <= number(&json, "max_us"),
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

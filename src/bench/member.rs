@@ -294,7 +294,7 @@ async fn read(
         seen[word] |= mask;
         shared.delivered.fetch_add(1, Relaxed);
         shared.last_delivery_ns.fetch_max(now, Relaxed);
-        shared.record_latency(spec.id, now.saturating_sub(sent_ns) / 1000);
+        shared.record_latency(spec.id, bit, now.saturating_sub(sent_ns));
     }
 }
 

@@ -58,7 +58,8 @@ use tokio::sync::{mpsc, watch};
 use crate::client::Channel;
 use crate::pb::chat::ChatServiceClient;
 use member::{MemberSpec, MemberStats, Outbound, Phase};
-pub use report::Report;
+pub use report::{Fanout, Report};
+use report::{MAX_LATENCY_US, latency_histogram};
 
 /// Default for [`Config::clients`].
 pub const DEFAULT_CLIENTS: usize = 100;
@@ -92,8 +93,6 @@ const OUTBOX: usize = 64;
 /// The latency histogram is split in this many shards (by receiving member)
 /// so members rarely wait on each other's lock.
 const HISTOGRAM_SHARDS: usize = 16;
-/// Largest latency the histogram records, µs; larger values are clamped.
-const MAX_LATENCY_US: u64 = 120_000_000;
 
 /// Which RPC of `chat.ChatService` the members use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +298,10 @@ pub(crate) struct Shared {
     stalled: AtomicUsize,
     /// Latency in µs, sharded by receiving member.
     histograms: Vec<Mutex<Histogram<u64>>>,
+    /// Per measured message (`sender * messages + seq`): the smallest and the
+    /// largest delivery latency so far, ns (`u64::MAX` and 0 before the
+    /// first). Empty when the run has more than [`MAX_TRACKED_MESSAGES`].
+    fanout: Vec<[AtomicU64; 2]>,
 }
 
 impl Shared {
@@ -307,17 +310,21 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn record_latency(&self, member: usize, us: u64) {
+    /// Records one delivery of measured message `index` to `member`.
+    fn record_latency(&self, member: usize, index: usize, latency_ns: u64) {
         self.histograms[member % HISTOGRAM_SHARDS]
             .lock()
-            .saturating_record(us.clamp(1, MAX_LATENCY_US));
+            .saturating_record((latency_ns / 1000).clamp(1, MAX_LATENCY_US));
+        if let Some([first, last]) = self.fanout.get(index) {
+            first.fetch_min(latency_ns, Relaxed);
+            last.fetch_max(latency_ns, Relaxed);
+        }
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
-    // Cannot fail: 1 <= low, high >= 2 * low, 3 significant figures is in 0..=5.
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
-}
+/// Runs with more measured messages than this (16 bytes each) leave the
+/// per-message fan-out figures out rather than hold them all.
+pub const MAX_TRACKED_MESSAGES: usize = 1 << 22;
 
 /// Runs the benchmark. `progress` is called about ten times a second.
 ///
@@ -367,8 +374,15 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         senders_done: AtomicUsize::new(0),
         stalled: AtomicUsize::new(0),
         histograms: (0..HISTOGRAM_SHARDS)
-            .map(|_| Mutex::new(new_histogram()))
+            .map(|_| Mutex::new(latency_histogram()))
             .collect(),
+        fanout: {
+            let n = config.senders.saturating_mul(config.messages);
+            let n = if n <= MAX_TRACKED_MESSAGES { n } else { 0 };
+            (0..n)
+                .map(|_| [AtomicU64::new(u64::MAX), AtomicU64::new(0)])
+                .collect()
+        },
     });
     report_progress(Stage::Connecting, &shared);
 
@@ -526,7 +540,7 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         tracing::warn!(members = total.uncollected, "members did not stop in time");
     }
 
-    let mut histogram = new_histogram();
+    let mut histogram = latency_histogram();
     for shard in &shared.histograms {
         // Cannot fail: every shard has the same bounds as `histogram`.
         let _ = histogram.add(&*shard.lock());
@@ -575,6 +589,12 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         warmup_s,
         send_s: seconds(first, shared.last_send_ns.load(Relaxed)),
         elapsed_s: seconds(first, last),
+        fanout: Fanout::from_latencies_ns(
+            shared
+                .fanout
+                .iter()
+                .map(|[first, last]| (first.load(Relaxed), last.load(Relaxed))),
+        ),
         latency_us: [
             quantile(0.5),
             quantile(0.9),

@@ -7,7 +7,66 @@
 
 use std::fmt::Write as _;
 
+use hdrhistogram::Histogram;
+
 use super::Protocol;
+
+/// How the measured messages spread over their receivers.
+///
+/// The latency percentiles of a [`Report`] are taken over deliveries; these
+/// are taken over messages. For each message, the first and the last of its
+/// deliveries are what count, and the time between them is how long the
+/// server (and the receiving side) took to fan that one message out. In a
+/// room of 100 members, a delivery latency's p99 is mostly the last
+/// deliveries of each message: its `last_us` and `spread_us` say why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fanout {
+    /// Messages delivered to at least one member.
+    pub messages: u64,
+    /// Latency of each message's first delivery, µs: p50, p99.
+    pub first_us: [u64; 2],
+    /// Latency of each message's last delivery, µs: p50, p99.
+    pub last_us: [u64; 2],
+    /// Last minus first delivery of each message, µs: p50, p99.
+    pub spread_us: [u64; 2],
+}
+
+impl Fanout {
+    /// Summarises `(first, last)` delivery latencies in nanoseconds, one pair
+    /// per message; `None` when no pair has a delivery (`first > last`, as
+    /// for a message nobody received, is skipped).
+    pub fn from_latencies_ns(pairs: impl IntoIterator<Item = (u64, u64)>) -> Option<Fanout> {
+        let mut first = latency_histogram();
+        let mut last = latency_histogram();
+        let mut spread = latency_histogram();
+        let mut messages = 0;
+        for (lo, hi) in pairs {
+            if lo > hi {
+                continue;
+            }
+            messages += 1;
+            first.saturating_record((lo / 1000).max(1));
+            last.saturating_record((hi / 1000).max(1));
+            spread.saturating_record(((hi - lo) / 1000).max(1));
+        }
+        let pair = |h: &Histogram<u64>| [h.value_at_quantile(0.5), h.value_at_quantile(0.99)];
+        (messages > 0).then(|| Fanout {
+            messages,
+            first_us: pair(&first),
+            last_us: pair(&last),
+            spread_us: pair(&spread),
+        })
+    }
+}
+
+/// Largest latency the histograms hold, µs (larger values are clamped to it).
+pub(crate) const MAX_LATENCY_US: u64 = 120_000_000;
+
+/// An empty latency histogram, µs, 3 significant figures.
+pub(crate) fn latency_histogram() -> Histogram<u64> {
+    // Cannot fail: 1 <= low, high >= 2 * low, 3 significant figures is in 0..=5.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
+}
 
 /// The figures of one run.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +118,10 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Latency percentiles and maximum, µs: 50, 90, 99, 99.9, 100.
     pub latency_us: [u64; 5],
+    /// Per message: first and last delivery, and the spread between them
+    /// (`None` when the run had too many messages to track one by one, or
+    /// none arrived).
+    pub fanout: Option<Fanout>,
     /// The run hit `--timeout-s` before every delivery arrived.
     pub timed_out: bool,
     /// Stalled members whose call the server ended.
@@ -157,6 +220,16 @@ impl Report {
                 self.load_cpu_s.map_or("null".into(), |v| json_f64(v, 2)),
             ),
         ];
+        let mut fields = fields;
+        let fanout = |pick: fn(&Fanout) -> u64| json_option(self.fanout.as_ref().map(pick));
+        fields.extend([
+            ("fanout_first_p50_us", fanout(|f| f.first_us[0])),
+            ("fanout_first_p99_us", fanout(|f| f.first_us[1])),
+            ("fanout_last_p50_us", fanout(|f| f.last_us[0])),
+            ("fanout_last_p99_us", fanout(|f| f.last_us[1])),
+            ("fanout_spread_p50_us", fanout(|f| f.spread_us[0])),
+            ("fanout_spread_p99_us", fanout(|f| f.spread_us[1])),
+        ]);
         let body: Vec<String> = fields
             .iter()
             .map(|(key, value)| format!("\"{key}\":{value}"))
@@ -227,6 +300,20 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(f) = &self.fanout {
+            rows.push((
+                "per message, ms",
+                format!(
+                    "first delivery p50 {} · p99 {}; last p50 {} · p99 {}; spread p50 {} · p99 {}",
+                    ms(f.first_us[0]),
+                    ms(f.first_us[1]),
+                    ms(f.last_us[0]),
+                    ms(f.last_us[1]),
+                    ms(f.spread_us[0]),
+                    ms(f.spread_us[1]),
+                ),
+            ));
+        }
         if self.foreign + self.events > 0 {
             rows.push((
                 "other traffic",
@@ -346,6 +433,7 @@ mod tests {
             send_s: 0.01,
             elapsed_s: 0.5,
             latency_us: [100, 200, 300, 400, 500],
+            fanout: None,
             timed_out: false,
             stalled_disconnected: 0,
             first_stall_end: None,
@@ -371,9 +459,40 @@ mod tests {
             "\"first_error\":null",
             "\"server_vmrss_kb\":null",
             "\"server_cpu_s_per_m\":5000.000",
+            "\"fanout_spread_p99_us\":null",
         ] {
             assert!(json.contains(field), "{field} in {json}");
         }
+    }
+
+    #[test]
+    fn fanout_is_over_messages_not_deliveries() {
+        // Three messages: first delivery after 100, 200 and 300 µs; last
+        // after 1.0, 1.5 and 2.0 ms (below 2048 µs the histograms are exact
+        // to the µs). A fourth was never delivered (first > last).
+        let pairs = [
+            (100_000, 1_000_000),
+            (200_000, 1_500_000),
+            (300_000, 2_000_000),
+            (u64::MAX, 0),
+        ];
+        let f = Fanout::from_latencies_ns(pairs).expect("three messages arrived");
+        assert_eq!(f.messages, 3);
+        assert_eq!(f.first_us, [200, 300]);
+        assert_eq!(f.last_us, [1500, 2000]);
+        // Spreads of 900, 1300 and 1700 µs.
+        assert_eq!(f.spread_us, [1300, 1700]);
+        assert_eq!(Fanout::from_latencies_ns([(u64::MAX, 0)]), None);
+
+        let mut r = report();
+        r.fanout = Some(f);
+        let json = r.to_json();
+        assert!(
+            json.ends_with("\"fanout_spread_p50_us\":1300,\"fanout_spread_p99_us\":1700}"),
+            "{json}"
+        );
+        let table = r.table();
+        assert!(table.contains("spread p50 1.30 · p99 1.70"), "{table}");
     }
 
     #[test]
