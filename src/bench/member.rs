@@ -265,6 +265,7 @@ async fn read(
         if marker.from() == spec.id {
             if matches!(marker, Marker::Data { .. }) {
                 stats.echoes += 1;
+                shared.echoes.fetch_add(1, Relaxed);
             }
             continue;
         }

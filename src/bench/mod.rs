@@ -24,8 +24,9 @@
 //!    message to its member's outbox to a receiver decoding it, so with
 //!    `rate` 0 it includes the wait in the sender's own queue: under a server
 //!    that pushes back, that is where the wait shows.
-//! 6. **Drain**: until every expected delivery arrived, or nothing arrived
-//!    for `drain` after the last send, or the run's `timeout` passed.
+//! 6. **Drain**: until every expected delivery arrived (and, under `Chat`,
+//!    every sender's echo of its own messages), or nothing arrived for
+//!    `drain` after the last send, or the run's `timeout` passed.
 //!
 //! This is the method of the independent yardstick `chatload` in
 //! `../shared/bench` (same marker, same barrier, same clock points), so both
@@ -284,6 +285,11 @@ pub(crate) struct Shared {
     failed: AtomicUsize,
     /// Distinct measured deliveries.
     delivered: AtomicU64,
+    /// Members' own measured messages come back to them (`Chat` echoes).
+    echoes: AtomicU64,
+    /// Echoes the run waits for before it ends early: every measured
+    /// message under `Chat`, which echoes; 0 under `ChatStream`.
+    echoes_expected: u64,
     /// Measured messages handed to the outboxes.
     sent: AtomicU64,
     /// Clock at the first measured send; `u64::MAX` before it.
@@ -367,6 +373,11 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         ready: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
         delivered: AtomicU64::new(0),
+        echoes: AtomicU64::new(0),
+        echoes_expected: match config.protocol {
+            Protocol::Chat => (config.senders * config.messages) as u64,
+            Protocol::ChatStream => 0,
+        },
         sent: AtomicU64::new(0),
         first_send_ns: AtomicU64::new(u64::MAX),
         last_send_ns: AtomicU64::new(0),
@@ -639,11 +650,14 @@ impl Totals {
     }
 }
 
-/// Whether the load phase is over: `Some(false)` when every delivery
-/// arrived or nothing arrived for `drain` after the senders finished,
-/// `Some(true)` at the deadline, `None` while it goes on.
+/// Whether the load phase is over: `Some(false)` when every delivery (and
+/// every echo the protocol sends back) arrived or nothing arrived for `drain`
+/// after the senders finished, `Some(true)` at the deadline, `None` while it
+/// goes on.
 fn finished(shared: &Shared, expected: u64, drain: Duration, deadline: Instant) -> Option<bool> {
-    if shared.delivered.load(Relaxed) >= expected {
+    if shared.delivered.load(Relaxed) >= expected
+        && shared.echoes.load(Relaxed) >= shared.echoes_expected
+    {
         return Some(false);
     }
     if Instant::now() >= deadline {
