@@ -97,7 +97,8 @@ fn main() -> io::Result<()> {
         std::process::exit(2);
     }
     let listener = TcpListener::bind(addr)?;
-    eprintln!("fanout_floor: listening on {addr}");
+    // The bound address, so port 0 works (tests read this line).
+    eprintln!("fanout_floor: listening on {}", listener.local_addr()?);
     let table: Table = Arc::new(Mutex::new(Vec::new()));
     for (id, socket) in (0u64..).zip(listener.incoming()) {
         let socket = match socket {
@@ -120,12 +121,12 @@ fn main() -> io::Result<()> {
     Ok(())
 }
 
-/// Appends one frame: the 9-byte header (RFC 9113 §4.1), then the payload.
+/// Appends one frame: the 9-byte header (RFC 9113 §4.1), then the payload,
+/// which callers keep within [`MAX_FRAME`] (the client's limit too: it never
+/// raises SETTINGS_MAX_FRAME_SIZE in a benchmark).
 fn put_frame(dst: &mut BytesMut, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
-    let len = u32::try_from(payload.len())
-        .unwrap_or(u32::MAX)
-        .min(0x00ff_ffff);
-    dst.put_uint(u64::from(len), 3);
+    debug_assert!(payload.len() <= MAX_FRAME);
+    dst.put_uint(payload.len() as u64, 3);
     dst.put_u8(kind);
     dst.put_u8(flags);
     dst.put_u32(stream & 0x7fff_ffff);
@@ -280,14 +281,17 @@ fn data_payload(flags: u8, body: &[u8]) -> io::Result<&[u8]> {
         .ok_or_else(|| protocol_error("DATA padding longer than the frame"))
 }
 
-/// Writes `message` to every member but `from`, as one DATA frame built once.
+/// Writes `message` to every member but `from`, framed once for all of them
+/// (one DATA frame, or several for a message bigger than a frame).
 fn fan_out(from: u64, message: &[u8], table: &Table) {
     let mut frame = BytesMut::new();
     let mut grpc = BytesMut::new();
     if encode_message(message, None, usize::MAX, &mut grpc).is_err() {
         return;
     }
-    put_frame(&mut frame, DATA, 0, 1, &grpc);
+    for chunk in grpc.chunks(MAX_FRAME) {
+        put_frame(&mut frame, DATA, 0, 1, chunk);
+    }
     let cost = i64::try_from(grpc.len()).unwrap_or(i64::MAX);
     let mut members = lock(table);
     for member in members.iter_mut().filter(|m| m.id != from) {

@@ -1,7 +1,9 @@
 //! The `chat-bench` binary against our chat server, in this process, over
 //! 127.0.0.1: small runs of both protocols must count every delivery exactly
 //! once, and `--stall` must report the slow reader that the server
-//! disconnects after its grace period.
+//! disconnects after its grace period. Also against the benchmark stick
+//! `examples/fanout_floor.rs`, so the floor the benchmarks quote is a server
+//! a real client can chat through.
 //!
 //! Each run is bounded twice: chat-bench's own `--timeout-s`, and a kill
 //! here if the process outlives that.
@@ -44,11 +46,12 @@ async fn start(slow_grace: Duration) -> TestServer {
     }
 }
 
-/// Runs chat-bench with `args` and `--json`; returns its JSON line.
-async fn bench(server: &TestServer, args: &[&str]) -> String {
+/// Runs chat-bench against `address` with `args` and `--json`; returns its
+/// JSON line.
+async fn bench(address: &str, args: &[&str]) -> String {
     let timeout = BENCH_TIMEOUT_S.to_string();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-bench"))
-        .args(["--addr", &server.address, "--json", "--timeout-s", &timeout])
+        .args(["--addr", address, "--json", "--timeout-s", &timeout])
         .args(["--drain-ms", "1000"])
         .args(args)
         .kill_on_drop(true)
@@ -92,7 +95,7 @@ fn number(json: &str, key: &str) -> u64 {
 async fn chat_stream_counts_every_delivery_once() {
     let server = start(Duration::from_secs(5)).await;
     let json = bench(
-        &server,
+        &server.address,
         &["--clients", "5", "--senders", "2", "--messages", "50"],
     )
     .await;
@@ -128,7 +131,7 @@ async fn chat_stream_counts_every_delivery_once() {
 async fn chat_protocol_counts_echoes_apart() {
     let server = start(Duration::from_secs(5)).await;
     let json = bench(
-        &server,
+        &server.address,
         &[
             "--protocol",
             "chat",
@@ -162,7 +165,7 @@ async fn stalled_member_is_reported_disconnected() {
     // before ending its call, well within the 2 s of sending.
     let server = start(Duration::from_millis(300)).await;
     let json = bench(
-        &server,
+        &server.address,
         &[
             "--clients",
             "4",
@@ -202,4 +205,57 @@ async fn refuses_impossible_settings() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("invalid settings"), "{stderr}");
+}
+
+/// `cargo test` builds the examples next to the test binaries: `deps/..`
+/// is the profile's directory, which holds `examples/`.
+fn example(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    profile_dir.join("examples").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_floor_serves_a_real_client() {
+    use tokio::io::AsyncBufReadExt;
+
+    let path = example("fanout_floor");
+    let mut floor = tokio::process::Command::new(&path)
+        .arg("127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e} (`cargo test --all-targets` builds it; so does \
+                 `cargo build --example fanout_floor`)",
+                path.display()
+            )
+        });
+    // Its first line names the port it bound.
+    let stderr = floor.stderr.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("fanout_floor did not start")
+        .expect("reading its stderr")
+        .unwrap_or_default();
+    let address = first
+        .strip_prefix("fanout_floor: listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+
+    let json = bench(
+        &address,
+        &["--clients", "4", "--senders", "2", "--messages", "100"],
+    )
+    .await;
+    // 2 senders × 100 messages × 3 other members, each exactly once.
+    assert_eq!(number(&json, "expected"), 600, "{json}");
+    assert_eq!(number(&json, "delivered"), 600, "{json}");
+    assert_eq!(number(&json, "dups"), 0, "{json}");
+    assert_eq!(number(&json, "stream_errors"), 0, "{json}");
 }
