@@ -330,7 +330,7 @@ impl Shared {
 
 /// Runs with more measured messages than this (16 bytes each) leave the
 /// per-message fan-out figures out rather than hold them all.
-pub const MAX_TRACKED_MESSAGES: usize = 1 << 22;
+pub const MAX_TRACKED_MESSAGES: usize = 1 << 20;
 
 /// Runs the benchmark. `progress` is called about ten times a second.
 ///
