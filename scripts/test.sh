@@ -36,6 +36,9 @@ step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps
 
 step "cargo test"
+# tests/chat_bench.rs runs examples/fanout_floor as a program; `--all-targets`
+# builds examples only as test harnesses, so build the program itself first.
+cargo build --examples
 cargo test --all-targets 2>&1 | tee target/test-output.txt
 # `cargo test --all-targets` skips doctests; run them too.
 cargo test --doc

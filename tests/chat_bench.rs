@@ -207,8 +207,10 @@ async fn refuses_impossible_settings() {
     assert!(stderr.contains("invalid settings"), "{stderr}");
 }
 
-/// `cargo test` builds the examples next to the test binaries: `deps/..`
-/// is the profile's directory, which holds `examples/`.
+/// An example's program, next to the test binaries: `deps/..` is the
+/// profile's directory, which holds `examples/`. `cargo build --examples`
+/// puts it there (`scripts/test.sh` does, before the tests); `cargo test
+/// --all-targets` alone builds examples only as test harnesses.
 fn example(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
@@ -230,8 +232,8 @@ async fn fanout_floor_serves_a_real_client() {
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot run {}: {e} (`cargo test --all-targets` builds it; so does \
-                 `cargo build --example fanout_floor`)",
+                "cannot run {}: {e} (build it first: `cargo build --example fanout_floor`; \
+                 scripts/test.sh does)",
                 path.display()
             )
         });
