@@ -162,7 +162,7 @@ impl Report {
     /// One JSON object on one line. Fields are only ever added, at the end.
     pub fn to_json(&self) -> String {
         let [p50, p90, p99, p999, max] = self.latency_us;
-        let fields: Vec<(&str, String)> = vec![
+        let mut fields: Vec<(&str, String)> = vec![
             ("label", json_string(&self.label)),
             ("protocol", json_string(self.protocol.as_str())),
             ("clients", self.clients.to_string()),
@@ -220,7 +220,6 @@ impl Report {
                 self.load_cpu_s.map_or("null".into(), |v| json_f64(v, 2)),
             ),
         ];
-        let mut fields = fields;
         let fanout = |pick: fn(&Fanout) -> u64| json_option(self.fanout.as_ref().map(pick));
         fields.extend([
             ("fanout_first_p50_us", fanout(|f| f.first_us[0])),
