@@ -260,4 +260,26 @@ async fn fanout_floor_serves_a_real_client() {
     assert_eq!(number(&json, "delivered"), 600, "{json}");
     assert_eq!(number(&json, "dups"), 0, "{json}");
     assert_eq!(number(&json, "stream_errors"), 0, "{json}");
+
+    // Messages bigger than one HTTP/2 frame (16,384 bytes) go out as
+    // several DATA frames; a client would end the connection over one
+    // oversized frame. 20 × 20 kB per sender stays within each reader's
+    // window, so the floor has no reason to skip anyone.
+    let json = bench(
+        &address,
+        &[
+            "--clients",
+            "3",
+            "--senders",
+            "1",
+            "--messages",
+            "20",
+            "--payload",
+            "20000",
+        ],
+    )
+    .await;
+    assert_eq!(number(&json, "delivered"), 40, "{json}");
+    assert_eq!(number(&json, "lost"), 0, "{json}");
+    assert_eq!(number(&json, "stream_errors"), 0, "{json}");
 }
