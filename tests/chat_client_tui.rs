@@ -27,7 +27,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::num::NonZeroU16;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,9 @@ const INPUT_ROW: u16 = ROWS - 1;
 
 /// How long any single expected thing may take.
 const WAIT: Duration = Duration::from_secs(10);
+/// How soon a client must be gone once its terminal is, or once it is
+/// told to terminate: "promptly", as a person would judge it.
+const GONE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A `chat-server` process without a rate limit on `port`, with `extra`
 /// arguments; killed when dropped.
@@ -131,15 +136,33 @@ fn pane_text(row: &str) -> Option<&str> {
 struct Tui {
     name: String,
     child: Box<dyn portable_pty::Child + Send + Sync>,
-    keys: Box<dyn Write + Send>,
+    /// The keyboard; `None` once the terminal is closed.
+    keys: Option<Box<dyn Write + Send>>,
     term: Arc<Mutex<Terminal>>,
-    /// Kept open: closing it hangs the client up.
-    _master: Box<dyn MasterPty + Send>,
+    /// Kept open: closing it (and every copy of it) hangs the client up.
+    master: Option<Box<dyn MasterPty + Send>>,
+    /// Tells the output reader to close its copy of the master after its
+    /// next read.
+    stop_reading: Arc<AtomicBool>,
+    /// Receives once the output reader has closed its copy.
+    reader_done: mpsc::Receiver<()>,
 }
 
 impl Tui {
     /// `chat-client --address 127.0.0.1:PORT --user USER [--room ROOM]`.
     fn start(port: u16, user: &str, room: Option<&str>) -> Tui {
+        Tui::spawn(port, user, room, false)
+    }
+
+    /// The same client in a session of its own (`setsid -w`): the terminal
+    /// is not its controlling terminal, so its hangup sends no SIGHUP, and
+    /// the client learns of it only from the terminal itself (the case of a
+    /// client started in the background, or under `nohup`).
+    fn start_without_sighup(port: u16, user: &str, room: Option<&str>) -> Tui {
+        Tui::spawn(port, user, room, true)
+    }
+
+    fn spawn(port: u16, user: &str, room: Option<&str>, own_session: bool) -> Tui {
         let pair = native_pty_system()
             .openpty(PtySize {
                 rows: ROWS,
@@ -148,7 +171,16 @@ impl Tui {
                 pixel_height: 0,
             })
             .expect("cannot open a pty");
-        let mut cmd = CommandBuilder::new(env!("CARGO_BIN_EXE_chat-client"));
+        let client = env!("CARGO_BIN_EXE_chat-client");
+        let mut cmd = if own_session {
+            // The shell and `setsid -w` ignore the hangup and wait for the
+            // client, so their exit is the client's.
+            let mut cmd = CommandBuilder::new("sh");
+            cmd.args(["-c", r#"trap '' HUP; exec setsid -w "$0" "$@""#, client]);
+            cmd
+        } else {
+            CommandBuilder::new(client)
+        };
         cmd.args(["--address", &format!("127.0.0.1:{port}"), "--user", user]);
         if let Some(room) = room {
             cmd.args(["--room", room]);
@@ -174,32 +206,84 @@ impl Tui {
             raw: Vec::new(),
         }));
         let sink = Arc::clone(&term);
+        let stop_reading = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&stop_reading);
+        let (done, reader_done) = mpsc::channel();
         thread::spawn(move || {
             let mut buf = [0u8; 8192];
             loop {
                 match reader.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => break,
                     Ok(n) => {
                         let mut term = sink.lock().unwrap();
                         term.parser.process(&buf[..n]);
                         term.raw.extend_from_slice(&buf[..n]);
                     }
                 }
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
             }
+            drop(reader);
+            let _ = done.send(());
         });
         Tui {
             name: user.to_owned(),
             child,
-            keys,
+            keys: Some(keys),
             term,
-            _master: pair.master,
+            master: Some(pair.master),
+            stop_reading,
+            reader_done,
         }
     }
 
     /// Types `keys` (`\r` is Enter).
     fn type_keys(&mut self, keys: &str) {
-        self.keys.write_all(keys.as_bytes()).unwrap();
-        self.keys.flush().unwrap();
+        let k = self.keys.as_mut().expect("the terminal is closed");
+        k.write_all(keys.as_bytes()).unwrap();
+        k.flush().unwrap();
+    }
+
+    /// Closes the terminal under the client, as a killed tmux server or a
+    /// dropped SSH session does: every copy of the pty's master side is
+    /// closed, which hangs up the client's side.
+    fn close_terminal(&mut self) {
+        // The output reader holds a copy of the master, blocked in a read:
+        // it closes it after the next output, which a key brings (the
+        // client redraws its input line).
+        self.stop_reading.store(true, Ordering::Relaxed);
+        self.type_keys("x");
+        self.reader_done
+            .recv_timeout(WAIT)
+            .expect("the client never wrote after a key");
+        self.keys = None;
+        self.master = None;
+    }
+
+    /// Sends the client SIGTERM (as `kill` or a service manager does).
+    fn terminate(&self) {
+        let pid = self.child.process_id().expect("the client's pid");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -TERM {pid}: {status:?}");
+    }
+
+    /// Waits (at most `within`) for the process to exit; returns whether it
+    /// did.
+    fn exited_within(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(_status) = self.child.try_wait().unwrap() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -308,6 +392,12 @@ impl Tui {
 impl Drop for Tui {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = self.child.process_id() {
+                // A client under `setsid -w` is the wrapper's child.
+                let _ = Command::new("pkill")
+                    .args(["-KILL", "-P", &pid.to_string()])
+                    .status();
+            }
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
@@ -423,6 +513,87 @@ fn incoming_message_keeps_a_half_typed_line() {
 
     bob.quit();
     alice.quit();
+}
+
+/// A terminal that goes away (a killed tmux server, a dropped SSH session)
+/// ends the client promptly, and it leaves the room as on `/quit`. Here the
+/// hangup also sends the client SIGHUP, as it does to a shell's foreground
+/// job.
+#[test]
+fn a_closed_terminal_ends_the_client() {
+    let port = free_port();
+    let _server = chat_server(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+    alice.close_terminal();
+    assert!(
+        alice.exited_within(GONE_WITHIN),
+        "alice still runs {GONE_WITHIN:?} after her terminal closed"
+    );
+    bob.wait_line("* alice left");
+    bob.quit();
+}
+
+/// The same without SIGHUP: only the terminal's reads and `ioctl`s failing
+/// tell the client (before, it read the dead terminal in a loop at full
+/// speed, for ever).
+#[test]
+fn a_closed_terminal_ends_the_client_without_sighup() {
+    let port = free_port();
+    let _server = chat_server(port, &[]);
+    let mut alice = Tui::start_without_sighup(port, "alice", Some("tea"));
+    alice.wait_line("-- welcome to tea, alice: you are the only one here --");
+    let mut bob = Tui::start(port, "bob", Some("tea"));
+    alice.wait_line("* bob joined");
+    bob.wait_connected(2);
+    alice.close_terminal();
+    assert!(
+        alice.exited_within(GONE_WITHIN),
+        "alice still runs {GONE_WITHIN:?} after her terminal closed"
+    );
+    bob.wait_line("* alice left");
+    bob.quit();
+}
+
+/// SIGTERM ends the client promptly: it leaves the room and puts the
+/// terminal back (main screen, not the TUI's alternate one). While still
+/// dialling, it does not wait for the dial.
+#[test]
+fn sigterm_ends_the_client() {
+    let port = free_port();
+    let _server = chat_server(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+    alice.terminate();
+    assert!(
+        alice.exited_within(GONE_WITHIN),
+        "alice still runs {GONE_WITHIN:?} after SIGTERM"
+    );
+    bob.wait_line("* alice left");
+    alice
+        .reader_done
+        .recv_timeout(WAIT)
+        .expect("the terminal's output never ended");
+    let screen = alice.snapshot();
+    assert!(
+        !screen.screen.alternate_screen(),
+        "the terminal was not restored:\n{}",
+        screen.dump()
+    );
+    bob.quit();
+
+    // A server that accepts the connection and never answers: the client
+    // is still joining (for up to its 5 s connect timeout) when told to go.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mut carol = Tui::start(silent_port, "carol", None);
+    carol.wait_for("the status bar", |s| {
+        s.row(STATUS_ROW).contains("connecting")
+    });
+    carol.terminate();
+    assert!(
+        carol.exited_within(GONE_WITHIN),
+        "carol still runs {GONE_WITHIN:?} after SIGTERM:\n{}",
+        carol.snapshot().dump()
+    );
 }
 
 /// A server that sends what the real one refuses to relay, once the client
