@@ -242,6 +242,57 @@ fn rooms_are_separate_and_scripts_deliver_before_leaving() {
     );
 }
 
+/// The README's scripting example, `printf 'hello from a script\n' |
+/// chat-client --user bot --room kitchen`, run 20 times against one fresh
+/// server: every run prints its own message, as `[you]`, before it exits at
+/// the end of its input. The earlier runs' messages come back as history,
+/// under the name (someone of that name sent them, not this run), before
+/// the end-of-history line.
+#[test]
+fn a_script_prints_its_own_message_every_run() {
+    const RUNS: usize = 20;
+    const TEXT: &str = "hello from a script";
+    let port = free_port();
+    let _server = chat_server(port);
+    let address = format!("127.0.0.1:{port}");
+    for run in 0..RUNS {
+        let mut bot = Client::start(
+            "bot",
+            &["--address", &address, "--user", "bot", "--room", "kitchen"],
+        );
+        bot.say(TEXT);
+        bot.close_stdin();
+        assert!(bot.exit_status().success(), "run {run}: {}", bot.dump());
+        // The process is gone: everything it printed is in the pipe.
+        bot.expect(&format!("[you] {TEXT}"));
+        let lines = bot.all_stdout();
+        let own = lines.iter().filter(|l| l.starts_with("[you]")).count();
+        assert_eq!(own, 1, "run {run}: {lines:?}");
+        // Nothing replayed, no end-of-history line.
+        let replay_end = lines
+            .iter()
+            .position(|l| l.starts_with("-- end of history"))
+            .unwrap_or(0);
+        let history: Vec<&String> = lines[..replay_end]
+            .iter()
+            .filter(|l| l.starts_with('['))
+            .collect();
+        assert_eq!(
+            history,
+            vec![&format!("[bot] {TEXT}"); run],
+            "run {run}: the earlier runs as history: {lines:?}"
+        );
+        if run > 0 {
+            let end = format!("-- end of history ({run} messages) --");
+            let at = |want: &str| lines.iter().position(|l| l == want);
+            assert!(
+                at(&end) < at(&format!("[you] {TEXT}")),
+                "run {run}: history first: {lines:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn unreachable_server_is_a_clear_error() {
     let port = free_port();

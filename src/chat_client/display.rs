@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! [you] hello            own message (the server echoes it back)
-//! [alice] hello          someone else's message
+//! [alice] hello          someone else's message, or a replayed one of ours
+//!                        (history shows names; see `DisplayLine::replayed`)
 //! * alice waves          an action (`/me waves`, sent as the text "/me waves")
 //! * bob joined           a member joined
 //! * bob left             a member left
@@ -89,7 +90,18 @@ impl DisplayLine {
     /// A chat message from `username`; `me` is this client's user name.
     /// Messages starting with [`ACTION_PREFIX`] become actions.
     pub fn message(time: i64, username: &str, text: &str, me: &str) -> Self {
-        let own = same_name(username, me);
+        Self::chat(time, username, text, me, same_name(username, me))
+    }
+
+    /// A message replayed from the room's history: shown under its
+    /// sender's name even when that is ours (`[bot] hi`, not `[you] hi`),
+    /// since someone of the same name may have sent it before we came; only
+    /// the server's echo of what this client sent is `[you]`.
+    pub fn replayed(time: i64, username: &str, text: &str, me: &str) -> Self {
+        Self::chat(time, username, text, me, false)
+    }
+
+    fn chat(time: i64, username: &str, text: &str, me: &str, own: bool) -> Self {
         let name = sanitize(username).into_owned();
         let text = sanitize(text).into_owned();
         let mentions_you = !own && mentions(&text, me);

@@ -7,6 +7,21 @@
 //! [you] hello
 //! ```
 //!
+//! At the end of input (or `/quit`) the client leaves once the server has
+//! echoed every message it sent, so a script always sees its own lines
+//! (waiting at most [`FINISH_TIMEOUT`](super::session::FINISH_TIMEOUT) for
+//! them). The room's replayed history comes first, messages under their
+//! senders' names — ours too: `[you]` is only ever a live echo — then
+//! `-- end of history (N messages) --`, then what is live:
+//!
+//! ```text
+//! $ printf 'hello from a script\n' | chat-client --user bot --room kitchen
+//! [bot] hello from a script          <- an earlier run, replayed
+//! -- end of history (1 messages) --
+//! -- welcome to kitchen, bot: you are the only one here --
+//! [you] hello from a script
+//! ```
+//!
 //! The typing line is printed only when it changes to someone typing. Errors
 //! that end the session go to stderr, with a non-zero exit status.
 

@@ -36,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tracing::debug;
 
+use super::display::same_name;
 use super::typing::Signal;
 use crate::chat::history::{EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY};
 use crate::chat::{AUTHORIZATION_METADATA_KEY, ROOM_METADATA_KEY};
@@ -56,6 +57,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long leaving waits for the server to end the call, so the
 /// `USER_LEFT` is on the wire before the process exits.
 pub const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long [`Outgoing::Finish`] waits for the server to echo the messages
+/// sent on the call before leaving anyway (a message the server refused
+/// never comes back).
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Events buffered between the connection and the session task. When the
 /// UI falls this far behind, reading stops and HTTP/2 flow control pushes
 /// back on the server.
@@ -153,10 +158,12 @@ pub enum Outgoing {
     /// Leave now: `USER_LEFT`, half-close, then [`Update::Left`]. Before
     /// the first connection: stop trying, then [`Update::Left`].
     Leave,
-    /// Leave once everything sent so far is delivered (the end of a
-    /// script's input). Before the first connection the session keeps
+    /// Leave once everything sent so far is delivered and the server's
+    /// echo of it has been passed on (the end of a script's input: the
+    /// script sees its own lines). The wait for the echoes is bounded by
+    /// [`FINISH_TIMEOUT`]. Before the first connection the session keeps
     /// trying, delivers, then leaves; if it never connects the session ends
-    /// with [`Update::GaveUp`]. Once joined this is [`Outgoing::Leave`].
+    /// with [`Update::GaveUp`].
     Finish,
 }
 
@@ -318,6 +325,52 @@ struct Held {
     finish: bool,
 }
 
+/// Our own messages on the current call that the server has not echoed
+/// back yet, so that [`Outgoing::Finish`] leaves only once they are shown.
+///
+/// The server sends every message of a room to every member, the sender
+/// included; that copy is the only sign that it was accepted and the only
+/// way its id and time reach us. Messages from our own name that arrive in
+/// the replayed history (before `end_of_history`) are older ones, not
+/// echoes: someone of the same name sent them earlier.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Echoes {
+    /// Messages sent and not yet seen back.
+    awaiting: usize,
+    /// The replay is over: our own messages from now on are echoes.
+    live: bool,
+}
+
+impl Echoes {
+    /// A new call: nothing sent on it, the replay ahead.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// We sent a message.
+    pub fn sent(&mut self) {
+        self.awaiting += 1;
+    }
+
+    /// Takes note of an event from the server, for user `me`.
+    pub fn observe(&mut self, event: &ServerEvent, me: &str) {
+        match &event.event {
+            Some(server_event::Event::SystemEvent(s)) if s.end_of_history => self.live = true,
+            Some(server_event::Event::ChatMessage(m))
+                if self.live && same_name(&m.username, me) =>
+            {
+                self.awaiting = self.awaiting.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether every message sent has come back.
+    pub fn settled(&self) -> bool {
+        self.awaiting == 0
+    }
+}
+
 /// How a joined call ended.
 enum Ended {
     Left,
@@ -347,17 +400,28 @@ async fn run(
                     reconnected: ever_joined,
                 });
                 ever_joined = true;
-                forward(first, &mut resume, &updates);
+                let mut echoes = Echoes::new();
+                echoes.observe(&first, &config.user);
+                resume.observe(&first);
+                let _ = updates.send(Update::Event(first));
                 for text in held.messages.drain(..) {
                     let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
                         message: text,
                         ..Default::default()
                     }));
-                    if let Err(status) = joined.sink.send(&message).await {
-                        debug!(%status, "sending a held message failed");
+                    match joined.sink.send(&message).await {
+                        Ok(()) => echoes.sent(),
+                        Err(status) => debug!(%status, "sending a held message failed"),
                     }
                 }
-                match serve(&config, &mut joined, &mut outgoing, &updates, &mut resume).await {
+                let call = Call {
+                    resume: &mut resume,
+                    echoes,
+                    finish_by: held
+                        .finish
+                        .then(|| tokio::time::Instant::now() + FINISH_TIMEOUT),
+                };
+                match serve(&config, &mut joined, &mut outgoing, &updates, call).await {
                     Ended::Left => {
                         let _ = updates.send(Update::Left);
                         return;
@@ -580,10 +644,30 @@ async fn join(
         })
 }
 
-/// Passes a server event on, remembering where to resume from.
-fn forward(event: ServerEvent, resume: &mut Resume, updates: &mpsc::UnboundedSender<Update>) {
-    resume.observe(&event);
-    let _ = updates.send(Update::Event(event));
+/// What [`serve`] keeps track of on one call.
+struct Call<'a> {
+    /// Where to resume from, across calls.
+    resume: &'a mut Resume,
+    /// Our messages not echoed yet.
+    echoes: Echoes,
+    /// Set by [`Outgoing::Finish`]: leave once `echoes` settles, or at this
+    /// time.
+    finish_by: Option<tokio::time::Instant>,
+}
+
+impl Call<'_> {
+    /// Passes a server event on, remembering where to resume from and
+    /// which of our messages came back.
+    fn forward(&mut self, event: ServerEvent, me: &str, updates: &mpsc::UnboundedSender<Update>) {
+        self.resume.observe(&event);
+        self.echoes.observe(&event, me);
+        let _ = updates.send(Update::Event(event));
+    }
+
+    /// Whether a finish was asked for and nothing is left to wait for.
+    fn finished(&self) -> bool {
+        self.finish_by.is_some() && self.echoes.settled()
+    }
 }
 
 /// Runs a joined call until it breaks or the user leaves.
@@ -592,20 +676,36 @@ async fn serve(
     joined: &mut Joined,
     outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
     updates: &mpsc::UnboundedSender<Update>,
-    resume: &mut Resume,
+    mut call: Call<'_>,
 ) -> Ended {
     loop {
+        if call.finished() {
+            leave(config, joined, updates).await;
+            return Ended::Left;
+        }
+        // Only polled while finishing (the `if` below).
+        let finish_by = call.finish_by.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             item = joined.inbound.recv() => match item {
-                Some(Ok(event)) => forward(event, resume, updates),
+                Some(Ok(event)) => call.forward(event, &config.user, updates),
                 Some(Err(status)) => return Ended::Lost(status),
                 None => return Ended::Lost(Status::unavailable("connection lost")),
             },
+            () = tokio::time::sleep_until(finish_by), if call.finish_by.is_some() => {
+                debug!("leaving without every echo");
+                leave(config, joined, updates).await;
+                return Ended::Left;
+            }
             out = outgoing.recv() => {
                 let message = match out {
-                    None | Some(Outgoing::Leave | Outgoing::Finish) => {
-                        leave(config, joined).await;
+                    None | Some(Outgoing::Leave) => {
+                        leave(config, joined, updates).await;
                         return Ended::Left;
+                    }
+                    Some(Outgoing::Finish) => {
+                        call.finish_by
+                            .get_or_insert_with(|| tokio::time::Instant::now() + FINISH_TIMEOUT);
+                        continue;
                     }
                     Some(Outgoing::Who) => {
                         let client = joined.client.clone();
@@ -634,11 +734,16 @@ async fn serve(
                         }))
                     }
                 };
+                let is_message =
+                    matches!(message.event, Some(client_event::Event::ChatMessage(_)));
                 if let Err(status) = joined.sink.send(&message).await {
                     if let Some(client_event::Event::ChatMessage(m)) = message.event {
                         let _ = updates.send(Update::NotSent(m.message));
                     }
                     return Ended::Lost(status);
+                }
+                if is_message {
+                    call.echoes.sent();
                 }
             }
         }
@@ -646,15 +751,22 @@ async fn serve(
 }
 
 /// Sends `USER_LEFT`, half-closes, and waits (briefly) for the server to end
-/// the call, so the leave is delivered before the process exits.
-async fn leave(config: &SessionConfig, joined: &mut Joined) {
+/// the call, so the leave is delivered before the process exits. What the
+/// server sends meanwhile is still passed on.
+async fn leave(
+    config: &SessionConfig,
+    joined: &mut Joined,
+    updates: &mpsc::UnboundedSender<Update>,
+) {
     let _ = joined
         .sink
         .send(&user_event(UserEventType::UserLeft, &config.user))
         .await;
     let _ = joined.sink.close();
     let _ = timeout(LEAVE_TIMEOUT, async {
-        while let Some(Ok(_)) = joined.inbound.recv().await {}
+        while let Some(Ok(event)) = joined.inbound.recv().await {
+            let _ = updates.send(Update::Event(event));
+        }
     })
     .await;
 }
@@ -751,6 +863,35 @@ mod tests {
         r.new_call();
         r.observe(&epoch("d", true));
         assert_eq!((r.last_id, r.epoch.as_deref()), (None, Some("d")));
+    }
+
+    fn said(user: &str) -> ServerEvent {
+        ServerEvent {
+            event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                username: user.into(),
+                id: 7,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn echoes_count_only_live_messages_of_our_name() {
+        let mut e = Echoes::new();
+        assert!(e.settled(), "nothing sent");
+        e.sent();
+        e.sent();
+        // The replay: our name's older messages are not echoes.
+        e.observe(&said("bot"), "bot");
+        assert!(!e.settled());
+        e.observe(&epoch("a", true), "bot");
+        e.observe(&said("alice"), "bot");
+        e.observe(&said("BOT"), "bot");
+        assert!(!e.settled(), "one of two back");
+        e.observe(&said("bot"), "bot");
+        assert!(e.settled());
+        e.observe(&said("bot"), "bot");
+        assert!(e.settled(), "more echoes than sent never go negative");
     }
 
     #[test]

@@ -175,18 +175,19 @@ impl ChatView {
         };
         match event {
             server_event::Event::ChatMessage(m) => {
-                if let Some(n) = &mut self.replayed {
-                    *n += 1;
-                }
+                // Before the end of the replay, a message is history: ours
+                // only in name.
+                let line = match &mut self.replayed {
+                    Some(n) => {
+                        *n += 1;
+                        DisplayLine::replayed(m.timestamp, &m.username, &m.message, &self.me)
+                    }
+                    None => DisplayLine::message(m.timestamp, &m.username, &m.message, &self.me),
+                };
                 if self.typing.stop(&sanitize(&m.username)) {
                     changes.push(Change::Typing(self.typing.line()));
                 }
-                changes.push(Change::Line(DisplayLine::message(
-                    m.timestamp,
-                    &m.username,
-                    &m.message,
-                    &self.me,
-                )));
+                changes.push(Change::Line(line));
             }
             server_event::Event::TypingEvent(t) => {
                 if same_name(&t.username, &self.me) {
@@ -285,6 +286,7 @@ mod tests {
         let mut log = Vec::new();
         let steps = [
             Update::Connected { reconnected: false },
+            end_of_history(),
             user(UserEventType::UserJoined, "alice"),
             ev(server_event::Event::SystemEvent(SystemEvent {
                 message: "welcome to lobby, alice: you are the only one here".into(),
@@ -316,6 +318,40 @@ mod tests {
             ]
         );
         assert_eq!(v.connection(), &Connection::Connected);
+    }
+
+    fn end_of_history() -> Update {
+        ev(server_event::Event::SystemEvent(SystemEvent {
+            message: "end of history: 1 earlier messages".into(),
+            end_of_history: true,
+            epoch: "e".into(),
+            timestamp: 0,
+        }))
+    }
+
+    #[test]
+    fn replayed_messages_are_history_even_under_our_name() {
+        let t = Instant::now();
+        let mut v = ChatView::new("bot");
+        let mut log = Vec::new();
+        for step in [
+            Update::Connected { reconnected: false },
+            msg("bot", "hello from a script"),
+            msg("bot", "/me waves"),
+            end_of_history(),
+            msg("bot", "hello from a script"),
+        ] {
+            log.extend(plain(&v.update(&step, t)));
+        }
+        assert_eq!(
+            log,
+            [
+                "[bot] hello from a script",
+                "* bot waves",
+                "-- end of history (2 messages) --",
+                "[you] hello from a script",
+            ]
+        );
     }
 
     #[test]
