@@ -10,9 +10,23 @@
 //! chat-server --redis redis://127.0.0.1:6379   # history in Redis; servers on one Redis are one chat
 //! chat-server --web-addr 127.0.0.1:8080          # also the web page and gRPC-Web
 //! ```
+//!
+//! # Start-up failures
+//!
+//! Everything that can be wrong with the flags is found before the server
+//! says it is listening: settings are checked, files read and every listener
+//! bound first. A failure is one line on stderr naming the flag, its value
+//! and what to do, and the exit status is non-zero (2 for a flag clap
+//! rejects, 1 for the rest):
+//!
+//! ```text
+//! chat-server: --web-addr 127.0.0.1:8080: the address is already in use; stop what listens there or choose another port with --web-addr
+//! ```
 
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,10 +107,10 @@ struct Args {
     #[arg(long)]
     web_addr: Option<SocketAddr>,
     /// Serve TLS (ALPN h2) with this PEM certificate chain (needs --tls-key).
-    #[arg(long, requires = "tls_key")]
+    #[arg(long)]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long)]
     tls_key: Option<PathBuf>,
     /// Require a token on every chat call: a file of `<token> <user>` lines
     /// (`#` comments allowed); the token decides the user's name.
@@ -153,31 +167,272 @@ enum LogFormat {
     Json,
 }
 
-fn seconds(s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s).map_err(|e| format!("invalid duration {s}: {e}"))
+/// A start-up failure, as the one line the user sees after `chat-server: `:
+/// the flag, its value, what is wrong and what to do.
+#[derive(Debug)]
+struct StartupError(String);
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args = Args::parse();
+impl StartupError {
+    /// `FLAG VALUE: what`.
+    fn flag(flag: &str, value: impl fmt::Display, what: impl fmt::Display) -> Self {
+        StartupError(format!("{flag} {value}: {what}"))
+    }
+}
+
+/// A flag's seconds as a `Duration`: finite and not negative.
+fn seconds(flag: &str, s: f64) -> Result<Duration, StartupError> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| StartupError::flag(flag, s, "not a duration; give seconds, 0 or more"))
+}
+
+/// Why a listener could not be bound, and what to do about it.
+fn listen_error(flag: &str, addr: SocketAddr, e: &std::io::Error) -> StartupError {
+    use std::io::ErrorKind;
+    let what = match e.kind() {
+        ErrorKind::AddrInUse => format!(
+            "the address is already in use; stop what listens there or choose another port with {flag}"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "not allowed to listen there (ports below 1024 need privileges); choose a port above 1023 with {flag}"
+        ),
+        ErrorKind::AddrNotAvailable => format!(
+            "no interface of this machine has that address; use 0.0.0.0 (every interface), 127.0.0.1 (this machine only) or one of its addresses with {flag}"
+        ),
+        _ => format!("cannot listen there ({e}); choose another address with {flag}"),
+    };
+    StartupError::flag(flag, addr, what)
+}
+
+/// A PEM file named by `flag` that cannot be read at all.
+fn readable(flag: &str, path: &Path) -> Result<(), StartupError> {
+    std::fs::File::open(path).map(drop).map_err(|e| {
+        StartupError::flag(
+            flag,
+            path.display(),
+            format!("cannot read it ({e}); give a readable PEM file"),
+        )
+    })
+}
+
+/// The TLS configuration from `--tls-cert` and `--tls-key`, each file's
+/// problem reported under its own flag.
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, StartupError> {
+    readable("--tls-cert", cert)?;
+    readable("--tls-key", key)?;
+    // The TLS layer's messages start with the file's name, which the flag
+    // and value already say.
+    let detail = |path: &Path, e: &grpc_chat::tls::TlsError| {
+        let text = e.to_string();
+        let prefix = format!("{}: ", path.display());
+        text.strip_prefix(&prefix).unwrap_or(&text).to_owned()
+    };
+    grpc_chat::tls::load_certificates(cert).map_err(|e| {
+        StartupError::flag(
+            "--tls-cert",
+            cert.display(),
+            format!("{}; give the certificate chain in PEM", detail(cert, &e)),
+        )
+    })?;
+    grpc_chat::tls::load_private_key(key).map_err(|e| {
+        StartupError::flag(
+            "--tls-key",
+            key.display(),
+            format!(
+                "{}; give the certificate's private key in PEM",
+                detail(key, &e)
+            ),
+        )
+    })?;
+    grpc_chat::tls::server_config(cert, key).map_err(|e| {
+        let both = format!("{} and {}: ", cert.display(), key.display());
+        let text = e.to_string();
+        let why = text.strip_prefix(&both).unwrap_or(&text);
+        StartupError(format!(
+            "--tls-cert {} with --tls-key {}: {why}; give the key that belongs to the certificate",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+/// The token table of `--auth-tokens`.
+fn tokens(path: &Path, limits: &Limits) -> Result<TokenTable, StartupError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        StartupError::flag(
+            "--auth-tokens",
+            path.display(),
+            format!("cannot read it ({e}); give a readable file of `<token> <user>` lines"),
+        )
+    })?;
+    TokenTable::parse(&text, limits).map_err(|e| {
+        StartupError::flag(
+            "--auth-tokens",
+            path.display(),
+            format!("{e}; each line is `<token> <user>` (`#` starts a comment)"),
+        )
+    })
+}
+
+/// Flags that make sense alone but not together.
+fn check_combinations(args: &Args) -> Result<(), StartupError> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), None) => {
+            return Err(StartupError::flag(
+                "--tls-cert",
+                cert.display(),
+                "needs --tls-key, the certificate's private key",
+            ));
+        }
+        (None, Some(key)) => {
+            return Err(StartupError::flag(
+                "--tls-key",
+                key.display(),
+                "needs --tls-cert, the certificate it is the key of",
+            ));
+        }
+        _ => {}
+    }
+    // Two listeners on one address: the second bind would fail with "in
+    // use", which does not say that it is this very server.
+    let listeners = [
+        ("--addr", Some(args.addr)),
+        ("--web-addr", args.web_addr),
+        ("--metrics-addr", args.metrics_addr),
+    ];
+    for (i, (flag, addr)) in listeners.iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        if addr.port() == 0 {
+            continue; // any free port: never the same
+        }
+        if let Some((other, _)) = listeners[..i].iter().find(|(_, a)| *a == Some(*addr)) {
+            return Err(StartupError::flag(
+                flag,
+                addr,
+                format!("is also {other}; give each listener its own port"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's first line names the flag and the value; the rest is
+            // usage the one-line rule leaves to --help.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("chat-server: {first}; see chat-server --help");
+            return ExitCode::from(2);
+        }
+    };
     if let Some(mode) = args.trace_wire {
         grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
     }
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()?,
+            .build(),
         n => {
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if n > 0 {
                 builder.worker_threads(n);
             }
-            builder.enable_all().build()?
+            builder.enable_all().build()
         }
     };
-    runtime.block_on(serve(args))
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!(
+                "chat-server: --worker-threads {}: cannot start the runtime ({e})",
+                args.worker_threads
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// Every listener, bound before anything is announced.
+struct Listeners {
+    /// `--addr`: gRPC.
+    grpc: TcpListener,
+    /// `--metrics-addr`.
+    metrics: Option<TcpListener>,
+    /// `--web-addr`, and the loopback port of the server it forwards to.
+    web: Option<WebListeners>,
+}
+
+/// The web front's two listeners.
+struct WebListeners {
+    /// `--web-addr`: the page and gRPC-Web.
+    page: TcpListener,
+    /// Loopback: the native server the gateway forwards to.
+    inner: TcpListener,
+    /// `inner`'s address.
+    inner_addr: SocketAddr,
+}
+
+/// Binds `--addr`, `--metrics-addr` and `--web-addr` (with the web
+/// gateway's loopback port), naming the flag of the one that fails.
+async fn bind_all(args: &Args) -> Result<Listeners, StartupError> {
+    let grpc = grpc_chat::server::bind(args.addr, args.listen_backlog)
+        .map_err(|e| listen_error("--addr", args.addr, &e))?;
+    let metrics = match args.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| listen_error("--metrics-addr", addr, &e))?,
+        ),
+        None => None,
+    };
+    let web = match args.web_addr {
+        Some(addr) => {
+            let web = TcpListener::bind(addr)
+                .await
+                .map_err(|e| listen_error("--web-addr", addr, &e))?;
+            let loopback = |e: std::io::Error| {
+                StartupError::flag(
+                    "--web-addr",
+                    addr,
+                    format!("cannot open the gateway's loopback port ({e})"),
+                )
+            };
+            let inner = TcpListener::bind("127.0.0.1:0").await.map_err(loopback)?;
+            let inner_addr = inner.local_addr().map_err(loopback)?;
+            Some(WebListeners {
+                page: web,
+                inner,
+                inner_addr,
+            })
+        }
+        None => None,
+    };
+    Ok(Listeners { grpc, metrics, web })
+}
+
+/// An error while serving (after start-up), as one line.
+fn serving_error(e: impl fmt::Display) -> StartupError {
+    StartupError(format!("stopped: {e}"))
+}
+
+async fn serve(args: Args) -> Result<(), StartupError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     match args.log_format {
@@ -188,10 +443,11 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .init(),
     }
 
+    check_combinations(&args)?;
     let config = ChatConfig {
         max_queue_bytes: args.max_queue_bytes,
-        slow_grace: seconds(args.slow_grace_secs)?,
-        typing_timeout: seconds(args.typing_timeout_secs)?,
+        slow_grace: seconds("--slow-grace-secs", args.slow_grace_secs)?,
+        typing_timeout: seconds("--typing-timeout-secs", args.typing_timeout_secs)?,
         rate_limit: RateLimit {
             rate: args.rate_limit,
             burst: args.rate_burst,
@@ -205,14 +461,54 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         history_len: args.history_len,
     };
     let limits = config.limits;
-    let chat = match &args.redis {
-        None => ChatService::new(config),
+    let grace = seconds("--shutdown-grace-secs", args.shutdown_grace_secs)?;
+    let mut builder = Server::builder();
+    configure(&mut builder, &args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+        _ => None,
+    };
+    let tokens = match &args.auth_tokens {
+        Some(path) => Some(tokens(path, &limits)?),
+        None => None,
+    };
+    let redis = match &args.redis {
         Some(url) => {
             let options = RedisOptions {
                 history_len: args.history_len,
                 outage_queue: args.history_queue,
             };
-            let redis = Arc::new(RedisHistory::new(url, options)?);
+            let redis = RedisHistory::new(url, options).map_err(|e| {
+                let e = e.to_string();
+                // "redis url: <why>": the flag says which URL.
+                let why = e.strip_prefix("redis url: ").unwrap_or(&e).to_owned();
+                StartupError::flag(
+                    "--redis",
+                    url,
+                    format!("not a Redis URL ({why}); give redis://HOST[:PORT][/DB]"),
+                )
+            })?;
+            Some(Arc::new(redis))
+        }
+        None => None,
+    };
+    let reflection = ReflectionService::new(
+        grpc_chat::pb::FILE_DESCRIPTOR_SET,
+        [
+            ChatServiceServer::<ChatService>::NAME,
+            HealthServer::<grpc_chat::health::HealthService>::NAME,
+            grpc_chat::reflection::V1_SERVICE,
+            grpc_chat::reflection::V1ALPHA_SERVICE,
+        ],
+    )
+    .map_err(|e| StartupError(format!("reflection: {e}")))?;
+    // Every flag is good: now the ports, all before any is announced.
+    let listeners = bind_all(&args).await?;
+
+    let chat = match redis {
+        None => ChatService::new(config),
+        Some(redis) => {
+            let url = args.redis.as_deref().unwrap_or_default();
             let chat = ChatService::with_history(config, redis.clone());
             // Start in the normal mode when Redis is there; when it is not,
             // serve anyway (live chat only) and keep trying in the background.
@@ -228,20 +524,14 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let mut chat = chat;
-    if let Some(path) = &args.auth_tokens {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--auth-tokens {}: {e}", path.display()))?;
-        let tokens = TokenTable::parse(&text, &limits)
-            .map_err(|e| format!("--auth-tokens {}: {e}", path.display()))?;
+    if let Some(tokens) = tokens {
         info!(tokens = tokens.len(), "tokens required");
         chat = chat.with_tokens(tokens);
     }
-    let mut builder = Server::builder();
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        builder.tls(grpc_chat::tls::server_config(cert, key)?);
+    if let Some(tls) = tls {
+        builder.tls(tls);
         info!("serving TLS");
     }
-    configure(&mut builder, &args)?;
     let hub = std::sync::Arc::clone(chat.hub());
     let history = Arc::clone(hub.history());
     let health = HealthReporter::new();
@@ -249,29 +539,19 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     health.set_serving("");
     health.set_serving(ChatServiceServer::<ChatService>::NAME);
     let health_service = health.service();
-    let reflection = ReflectionService::new(
-        grpc_chat::pb::FILE_DESCRIPTOR_SET,
-        [
-            ChatServiceServer::<ChatService>::NAME,
-            HealthServer::<grpc_chat::health::HealthService>::NAME,
-            grpc_chat::reflection::V1_SERVICE,
-            grpc_chat::reflection::V1ALPHA_SERVICE,
-        ],
-    )?;
 
-    // Metrics first: once the gRPC port answers, so does the metrics port.
-    if let Some(addr) = args.metrics_addr {
-        let metrics = TcpListener::bind(addr).await?;
+    if let Some(metrics) = listeners.metrics {
+        if let Ok(addr) = metrics.local_addr() {
+            info!(%addr, "metrics listening");
+        }
         // Scrapes keep working while the chat server drains; the task ends
         // with the process.
         tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
     }
-    let listener = grpc_chat::server::bind(args.addr, args.listen_backlog)?;
-    info!(addr = %listener.local_addr()?, "chat-server listening");
     // The web gateway stops with the server (see `serve_web`).
     let (stop_web, web_stopped) = tokio::sync::watch::channel(());
-    let web = match args.web_addr {
-        Some(addr) => {
+    let web = match listeners.web {
+        Some(listeners) => {
             // The server the gateway forwards to: configured as the public
             // one (TLS aside: it is on loopback), with the same services.
             let mut inner = Server::builder();
@@ -281,18 +561,20 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .add_service(HealthServer::new(health.service()))
                 .add_service(reflection.v1())
                 .add_service(reflection.v1alpha());
-            let grace = seconds(args.shutdown_grace_secs)?;
-            let web = serve_web(
-                addr,
+            Some(serve_web(
+                listeners,
                 inner.build(),
                 grace,
                 args.max_connections,
                 web_stopped,
-            );
-            Some(web.await?)
+            ))
         }
         None => None,
     };
+    let listener = listeners.grpc;
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "chat-server listening");
+    }
     let shutdown = async move {
         shutdown_signal().await;
         drop(stop_web);
@@ -317,64 +599,78 @@ async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .add_service(reflection.v1alpha())
         .build()
         .serve(listener, shutdown)
-        .await?;
+        .await
+        .map_err(serving_error)?;
     // Batches still on their way to the history store are written before
     // the process exits, so resuming clients find them.
     history.flush(Duration::from_secs(3)).await;
     if let Some(web) = web {
-        web.await??;
+        web.await.map_err(serving_error)?.map_err(serving_error)?;
     }
     Ok(())
 }
 
 /// Settings shared by the public server and the web gateway's inner one.
-fn configure(builder: &mut Builder, args: &Args) -> Result<(), Box<dyn std::error::Error>> {
-    let keepalive = seconds(args.keepalive_interval_secs)?;
+fn configure(builder: &mut Builder, args: &Args) -> Result<(), StartupError> {
+    let keepalive = seconds("--keepalive-interval-secs", args.keepalive_interval_secs)?;
     builder
         .keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
-        .keepalive_timeout(seconds(args.keepalive_timeout_secs)?)
-        .min_ping_interval(seconds(args.min_ping_interval_secs)?)
+        .keepalive_timeout(seconds(
+            "--keepalive-timeout-secs",
+            args.keepalive_timeout_secs,
+        )?)
+        .min_ping_interval(seconds(
+            "--min-ping-interval-secs",
+            args.min_ping_interval_secs,
+        )?)
         .max_concurrent_streams(args.max_concurrent_streams)
         .max_recv_message_size(args.max_recv_message_size)
         .max_send_message_size(args.max_send_message_size)
         .max_connections(args.max_connections)
         .max_header_list_size(args.max_header_list_size)
-        .handshake_timeout(seconds(args.handshake_timeout_secs)?)
-        .shutdown_grace(seconds(args.shutdown_grace_secs)?);
+        .handshake_timeout(seconds(
+            "--handshake-timeout-secs",
+            args.handshake_timeout_secs,
+        )?)
+        .shutdown_grace(seconds("--shutdown-grace-secs", args.shutdown_grace_secs)?);
     Ok(())
 }
 
-/// Starts the web front: the gRPC-Web gateway and the page on `addr`,
-/// forwarding calls to `inner`, a native server of its own on a loopback
-/// port.
+/// Starts the web front on bound listeners: the gRPC-Web gateway and the
+/// page on `listeners.page`, forwarding calls to `inner`, a native server of
+/// its own on the loopback listener `listeners.inner`.
 ///
 /// `inner` is built like the public server, with the same services (clones
 /// share the chat's rooms), so web calls meet the same routing, limits and
 /// tokens; being plain HTTP/2 on loopback, it is independent of whether the
 /// public port uses TLS.
-async fn serve_web(
-    addr: SocketAddr,
+fn serve_web(
+    listeners: WebListeners,
     inner: Server,
     grace: Duration,
     max_connections: usize,
     stopped: tokio::sync::watch::Receiver<()>,
-) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, Box<dyn std::error::Error>> {
-    let web_listener = TcpListener::bind(addr).await?;
-    let inner_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let inner_addr = inner_listener.local_addr()?;
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    let WebListeners {
+        page: web_listener,
+        inner: inner_listener,
+        inner_addr,
+    } = listeners;
     let gateway = grpc_chat::web::Gateway::builder(inner_addr)
         .shutdown_grace(grace)
         .max_connections(max_connections)
         .build();
-    info!(addr = %web_listener.local_addr()?, "chat-server web page and gRPC-Web listening");
+    if let Ok(addr) = web_listener.local_addr() {
+        info!(%addr, "chat-server web page and gRPC-Web listening");
+    }
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<()>| async move {
         // Err: the sender was dropped, which is the signal.
         while stopped.changed().await.is_ok() {}
     };
     let inner_stopped = until_stopped(stopped.clone());
     let inner_task = tokio::spawn(async move { inner.serve(inner_listener, inner_stopped).await });
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         gateway.serve(web_listener, until_stopped(stopped)).await?;
         inner_task.await.map_err(std::io::Error::other)?
-    }))
+    })
 }
