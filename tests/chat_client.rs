@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::hostile::{Hostile, message, notice};
+use common::tls::TestPki;
 use common::{Server, chat_server_on, free_port};
 
 /// How long any single expected thing may take.
@@ -58,6 +59,7 @@ impl Client {
     fn start(name: &str, args: &[&str]) -> Client {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
             .args(args)
+            .env_remove("CHAT_TOKEN")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -328,6 +330,94 @@ fn unreachable_server_is_a_clear_error() {
         "says it retries: {}",
         client.dump()
     );
+}
+
+/// `--address HOST` means the default port, 50053 (before, it was retried
+/// as if the server were down, and failed as "invalid socket address"); an
+/// address that cannot work fails at once, naming the flag.
+#[test]
+fn an_address_without_a_port_means_the_default_port() {
+    let mut bad = Client::start("bad", &["--address", "127.0.0.1:http", "--user", "x"]);
+    assert_eq!(bad.exit_status().code(), Some(2), "{}", bad.dump());
+    assert_eq!(
+        *bad.stderr.lock().unwrap(),
+        [
+            r#"chat-client: --address 127.0.0.1:http: the port "http" is not a number from 1 to 65535 (without a port, 50053 is used)"#
+        ],
+    );
+    assert!(bad.all_stdout().is_empty(), "{}", bad.dump());
+
+    // Only where the default port is free can this test own it.
+    if std::net::TcpListener::bind("127.0.0.1:50053").is_err() {
+        eprintln!("port 50053 is in use here: the connecting half is skipped");
+        return;
+    }
+    let _server = chat_server(50053);
+    let mut alice = Client::start("alice", &["--address", "127.0.0.1", "--user", "alice"]);
+    alice.expect_by("the welcome", |l| {
+        l.starts_with("-- welcome to lobby, alice")
+    });
+    alice.say("/quit");
+    assert!(alice.exit_status().success(), "{}", alice.dump());
+}
+
+/// A client set up differently from its server fails at once (no retries:
+/// nothing would change) with one line naming the likely cause and the
+/// flag that fixes it.
+#[test]
+fn mismatched_clients_are_told_what_to_change() {
+    // `may_retry`: the failure that reveals the cause can come second,
+    // after a plain "broken pipe" on the first attempt.
+    let expect_error = |args: &[&str], line: &str, may_retry: bool| {
+        let mut client = Client::start("client", args);
+        client.close_stdin();
+        assert_eq!(client.exit_status().code(), Some(1), "{}", client.dump());
+        assert_eq!(*client.stderr.lock().unwrap(), [line], "{}", client.dump());
+        assert!(
+            may_retry || !client.all_stdout().iter().any(|l| l.contains("retrying")),
+            "retried: {}",
+            client.dump()
+        );
+    };
+
+    // Plaintext to a TLS port (before: "frame with invalid size", after
+    // three retries).
+    let pki = TestPki::generate();
+    let tls_port = free_port();
+    let _tls_server = chat_server_on(
+        tls_port,
+        &[
+            "--tls-cert",
+            &TestPki::arg(&pki.cert),
+            "--tls-key",
+            &TestPki::arg(&pki.key),
+        ],
+    );
+    let tls_address = format!("127.0.0.1:{tls_port}");
+    expect_error(
+        &["--address", &tls_address, "--user", "alice"],
+        "chat-client: the server does not answer in plaintext HTTP/2; it probably expects TLS: \
+         add --tls (and --ca FILE for a private CA) (this client's HTTP/2 layer (h2) detected \
+         a protocol violation by the server and sent GOAWAY FRAME_SIZE_ERROR (h2: connection \
+         error detected: frame with invalid size))",
+        true,
+    );
+
+    // No token for a server that requires one (before: "send
+    // `authorization: Bearer <token>` metadata").
+    let tokens = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("chat-client-tokens-{}", std::process::id()));
+    std::fs::write(&tokens, "sekrit alice\n").unwrap();
+    let port = free_port();
+    let _server = chat_server_on(port, &["--auth-tokens", &TestPki::arg(&tokens)]);
+    let address = format!("127.0.0.1:{port}");
+    expect_error(
+        &["--address", &address, "--user", "alice"],
+        "chat-client: the server requires a token: give it with --token TOKEN or in the \
+         CHAT_TOKEN environment variable",
+        false,
+    );
+    let _ = std::fs::remove_file(&tokens);
 }
 
 #[test]

@@ -26,7 +26,7 @@ use grpc_chat::tls;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server address, HOST:PORT.
+    /// Server address, HOST[:PORT] (port 50053 when not given).
     #[arg(long, default_value = DEFAULT_ADDRESS)]
     address: String,
     /// Your name (asked for when missing; in line mode the first input line).
@@ -76,6 +76,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let address = match chat_client::address::with_default_port(&args.address) {
+        Ok(address) => address,
+        Err(why) => {
+            eprintln!("chat-client: --address {}: {why}", args.address);
+            return ExitCode::from(2);
+        }
+    };
     if let Some(mode) = args.trace_wire {
         grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
     }
@@ -114,7 +121,7 @@ async fn main() -> ExitCode {
         }
     }
     chat_client::run(Options {
-        address: args.address,
+        address,
         user: args.user,
         room: args.room,
         connect_retries: args.connect_retries,

@@ -6,6 +6,8 @@
 //!
 //! Pure logic (no I/O, time passed in), unit-tested in place:
 //!
+//! * [`address`] — `--address` as `host:port`, the default port when none
+//!   is given.
 //! * [`sanitize`] — neutralising control characters and escape sequences in
 //!   peer text before it reaches a terminal.
 //! * [`display`] — a [`DisplayLine`](display::DisplayLine) per event and its
@@ -28,6 +30,7 @@
 //! * [`line`](mod@line) — line mode (stdin/stdout are not a terminal).
 //! * [`tui`] — terminal setup and restore, the TUI event loop.
 
+pub mod address;
 pub mod app;
 pub mod command;
 pub mod display;
@@ -43,7 +46,7 @@ pub mod view;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-/// The default server address.
+/// The default server address (its port is [`address::DEFAULT_PORT`]).
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:50053";
 /// Default for [`Options::connect_retries`].
 pub const DEFAULT_CONNECT_RETRIES: u32 = 3;

@@ -270,6 +270,66 @@ pub fn reason(status: &Status) -> String {
     }
 }
 
+/// A mismatch between how this client connects and what the server speaks,
+/// recognised from the failure it causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// We speak plaintext HTTP/2 to a TLS port: the server's TLS records
+    /// read as an HTTP/2 frame header with an impossible length (a TLS
+    /// alert `15 03 03 …` is a 1.3 MB frame), so h2 reports a frame size
+    /// error before anything else.
+    PlaintextToTls,
+    /// We start TLS on a plaintext port: the server's HTTP/2 SETTINGS is
+    /// not a TLS record.
+    TlsToPlaintext,
+    /// The server requires a token and we sent none.
+    NoToken,
+    /// The server refused the token we sent.
+    BadToken,
+}
+
+/// Which [`Mismatch`], if any, explains a failure to join.
+pub fn mismatch(status: &Status, transport: &Transport) -> Option<Mismatch> {
+    let message = status.message();
+    match (status.code(), &transport.tls, &transport.token) {
+        (Code::Unauthenticated, _, None) => Some(Mismatch::NoToken),
+        (Code::Unauthenticated, _, Some(_)) => Some(Mismatch::BadToken),
+        (_, None, _) if message.contains("frame with invalid size") => {
+            Some(Mismatch::PlaintextToTls)
+        }
+        (_, Some(_), _)
+            if message.contains("TLS handshake") && message.contains("InvalidContentType") =>
+        {
+            Some(Mismatch::TlsToPlaintext)
+        }
+        _ => None,
+    }
+}
+
+/// A failure to join as one phrase for the user: for a [`Mismatch`], its
+/// likely cause and the flag that changes it; otherwise [`reason`].
+pub fn explain(status: &Status, transport: &Transport) -> String {
+    match mismatch(status, transport) {
+        Some(Mismatch::PlaintextToTls) => format!(
+            "the server does not answer in plaintext HTTP/2; it probably expects TLS: add --tls \
+             (and --ca FILE for a private CA) ({})",
+            reason(status)
+        ),
+        Some(Mismatch::TlsToPlaintext) => format!(
+            "the server does not answer TLS; it probably speaks plaintext: leave out --tls ({})",
+            reason(status)
+        ),
+        Some(Mismatch::NoToken) => "the server requires a token: give it with --token TOKEN \
+             or in the CHAT_TOKEN environment variable"
+            .to_owned(),
+        Some(Mismatch::BadToken) => format!(
+            "the server refused the token ({}): check --token or CHAT_TOKEN",
+            reason(status)
+        ),
+        None => reason(status),
+    }
+}
+
 /// Whether a failure to join should end the session rather than be retried:
 /// the server understood us and said no.
 fn is_refusal(status: &Status, reconnecting: bool) -> bool {
@@ -429,8 +489,12 @@ async fn run(
                     Ended::Lost(status) => Cause::Lost(status),
                 }
             }
-            Err(status) if is_refusal(&status, ever_joined) => {
-                let _ = updates.send(Update::GaveUp(reason(&status)));
+            Err(status)
+                if is_refusal(&status, ever_joined)
+                    || mismatch(&status, &config.transport).is_some() =>
+            {
+                // Trying again changes nothing: say what to change.
+                let _ = updates.send(Update::GaveUp(explain(&status, &config.transport)));
                 return;
             }
             Err(status) => {
@@ -440,7 +504,7 @@ async fn run(
                         .startup_attempts
                         .is_some_and(|most| failed_attempts >= most)
                 {
-                    let _ = updates.send(Update::GaveUp(reason(&status)));
+                    let _ = updates.send(Update::GaveUp(explain(&status, &config.transport)));
                     return;
                 }
                 Cause::ConnectFailed(status)
@@ -892,6 +956,27 @@ mod tests {
         assert!(e.settled());
         e.observe(&said("bot"), "bot");
         assert!(e.settled(), "more echoes than sent never go negative");
+    }
+
+    #[test]
+    fn mismatches_name_the_flag_to_change() {
+        let plain = Transport::default();
+        let with_token = Transport {
+            token: Some("t".into()),
+            ..Transport::default()
+        };
+        let frame = Status::unavailable(
+            "this client's HTTP/2 layer (h2) detected a protocol violation by the server and \
+             sent GOAWAY FRAME_SIZE_ERROR (h2: connection error detected: frame with invalid size)",
+        );
+        assert_eq!(mismatch(&frame, &plain), Some(Mismatch::PlaintextToTls));
+        assert!(explain(&frame, &plain).contains("add --tls"));
+        let who = Status::unauthenticated("this server requires a token");
+        assert_eq!(mismatch(&who, &plain), Some(Mismatch::NoToken));
+        assert!(explain(&who, &plain).contains("--token TOKEN"));
+        assert_eq!(mismatch(&who, &with_token), Some(Mismatch::BadToken));
+        assert_eq!(mismatch(&Status::unavailable("refused"), &plain), None);
+        assert_eq!(explain(&Status::unavailable("refused"), &plain), "refused");
     }
 
     #[test]
