@@ -2,7 +2,7 @@
 //! terminal user expects (Ctrl-W, Ctrl-U, Home/End, word-at-cursor for name
 //! completion). Pure; the cursor is a byte index on a `char` boundary.
 
-use unicode_width::UnicodeWidthStr;
+use unicode_width::UnicodeWidthChar;
 
 /// An editable line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -176,24 +176,37 @@ impl Input {
 
     /// What to show in `width` columns so the cursor stays visible: the
     /// visible text and the cursor's column within it.
+    ///
+    /// Runs on every redraw, so after every key: it walks only the
+    /// characters that can be shown — back from the cursor until the
+    /// columns are used up, then forward — never the whole line, and never
+    /// measures the same text twice (an earlier version re-measured the text
+    /// from each candidate start, which made typing quadratic in the line's
+    /// length).
     pub fn window(&self, width: usize) -> (&str, usize) {
         let width = width.max(1);
-        let mut start = 0;
-        // Drop characters from the left until the cursor fits (with one
-        // column for the cursor itself at the end).
-        while self.text[start..self.cursor].width() + 1 > width {
-            match self.text[start..].chars().next() {
-                Some(c) => start += c.len_utf8(),
-                None => break,
-            }
-        }
-        let column = self.text[start..self.cursor].width();
-        let mut end = start;
-        for (i, c) in self.text[start..].char_indices() {
-            if self.text[start..start + i + c.len_utf8()].width() > width {
+        // Back from the cursor: keep characters while they fit, leaving one
+        // column for the cursor itself at the end.
+        let mut start = self.cursor;
+        let mut column = 0;
+        for (i, c) in self.text[..self.cursor].char_indices().rev() {
+            let w = c.width().unwrap_or(0);
+            if column + w + 1 > width {
                 break;
             }
-            end = start + i + c.len_utf8();
+            column += w;
+            start = i;
+        }
+        // Forward from the cursor: as much as still fits.
+        let mut end = self.cursor;
+        let mut used = column;
+        for (i, c) in self.text[self.cursor..].char_indices() {
+            let w = c.width().unwrap_or(0);
+            if used + w > width {
+                break;
+            }
+            used += w;
+            end = self.cursor + i + c.len_utf8();
         }
         (&self.text[start..end], column)
     }
@@ -278,5 +291,19 @@ mod tests {
         // Wide characters count two columns.
         let i = typed("漢字漢字");
         assert_eq!(i.window(5), ("漢字", 4));
+        let mut i = typed("漢字漢字");
+        i.home();
+        assert_eq!(i.window(5), ("漢字", 0));
+        // The cursor mid-line: what is before it, then what still fits.
+        let mut i = typed("0123456789");
+        for _ in 0..3 {
+            i.left();
+        }
+        assert_eq!(i.window(5), ("34567", 4));
+        assert_eq!(
+            i.window(1),
+            ("7", 0),
+            "only the cursor and what is under it"
+        );
     }
 }
