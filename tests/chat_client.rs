@@ -12,6 +12,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,17 +32,27 @@ fn chat_server(port: u16) -> Server {
 
 /// Collects a pipe's lines on a thread.
 fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    collect_until_eof(pipe).0
+}
+
+/// Collects a pipe's lines on a thread; the flag is set at end of file.
+fn collect_until_eof(
+    pipe: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<String>>>, Arc<AtomicBool>) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&lines);
+    let eof = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&eof);
     thread::spawn(move || {
         for line in BufReader::new(pipe).lines() {
             match line {
                 Ok(line) => sink.lock().unwrap().push(line),
-                Err(_) => return,
+                Err(_) => break,
             }
         }
+        done.store(true, Ordering::Release);
     });
-    lines
+    (lines, eof)
 }
 
 /// A `chat-client` process in line mode.
@@ -51,6 +62,8 @@ struct Client {
     stdin: Option<ChildStdin>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
+    /// Set once stderr is closed (the process is gone) and read to its end.
+    stderr_eof: Arc<AtomicBool>,
     /// Lines of stdout already matched by `expect`.
     seen: usize,
 }
@@ -66,13 +79,14 @@ impl Client {
             .spawn()
             .expect("cannot start chat-client");
         let stdout = collect(child.stdout.take().unwrap());
-        let stderr = collect(child.stderr.take().unwrap());
+        let (stderr, stderr_eof) = collect_until_eof(child.stderr.take().unwrap());
         Client {
             name: name.to_owned(),
             stdin: child.stdin.take(),
             child,
             stdout,
             stderr,
+            stderr_eof,
             seen: 0,
         }
     }
@@ -129,6 +143,22 @@ impl Client {
     /// Waits for exactly this stdout line.
     fn expect(&mut self, line: &str) {
         self.expect_by(&format!("{line:?}"), |l| l == line);
+    }
+
+    /// Everything the process wrote to stderr, once it has exited (waits
+    /// for both, within [`WAIT`]).
+    fn stderr_after_exit(&mut self) -> Vec<String> {
+        self.exit_status();
+        let deadline = Instant::now() + WAIT;
+        while !self.stderr_eof.load(Ordering::Acquire) {
+            assert!(
+                Instant::now() < deadline,
+                "{}'s stderr never closed",
+                self.name
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.stderr.lock().unwrap().clone()
     }
 
     fn all_stdout(&self) -> Vec<String> {
@@ -192,7 +222,7 @@ fn two_clients_chat_in_a_room() {
     // A name in use is refused with a clear message and a failure status.
     let mut impostor = Client::join(port, "alice", "tea");
     assert!(!impostor.exit_status().success());
-    let err = impostor.stderr.lock().unwrap().join("\n");
+    let err = impostor.stderr_after_exit().join("\n");
     assert!(err.contains("in use"), "{err}");
 
     alice.say("/quit");
@@ -315,7 +345,7 @@ fn unreachable_server_is_a_clear_error() {
     let status = client.exit_status();
     assert!(!status.success(), "{}", client.dump());
     assert!(started.elapsed() < Duration::from_secs(10));
-    let stderr = client.stderr.lock().unwrap().clone();
+    let stderr = client.stderr_after_exit();
     assert_eq!(stderr.len(), 1, "one line: {stderr:?}");
     assert!(
         stderr[0].starts_with("chat-client: cannot connect to 127.0.0.1:"),
@@ -340,7 +370,7 @@ fn an_address_without_a_port_means_the_default_port() {
     let mut bad = Client::start("bad", &["--address", "127.0.0.1:http", "--user", "x"]);
     assert_eq!(bad.exit_status().code(), Some(2), "{}", bad.dump());
     assert_eq!(
-        *bad.stderr.lock().unwrap(),
+        bad.stderr_after_exit(),
         [
             r#"chat-client: --address 127.0.0.1:http: the port "http" is not a number from 1 to 65535 (without a port, 50053 is used)"#
         ],
@@ -372,7 +402,8 @@ fn mismatched_clients_are_told_what_to_change() {
         let mut client = Client::start("client", args);
         client.close_stdin();
         assert_eq!(client.exit_status().code(), Some(1), "{}", client.dump());
-        assert_eq!(*client.stderr.lock().unwrap(), [line], "{}", client.dump());
+        let stderr = client.stderr_after_exit();
+        assert_eq!(stderr, [line], "{}", client.dump());
         assert!(
             may_retry || !client.all_stdout().iter().any(|l| l.contains("retrying")),
             "retried: {}",

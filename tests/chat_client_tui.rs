@@ -515,6 +515,63 @@ fn incoming_message_keeps_a_half_typed_line() {
     alice.quit();
 }
 
+/// While the server is down, the status bar follows the attempts (one line
+/// in the pane per reason, not one per retry), and lines typed meanwhile
+/// show as pending, then go out in the order typed once the client is back.
+#[test]
+fn lines_typed_while_the_server_is_down_are_pending_then_sent_in_order() {
+    let port = free_port();
+    let server = chat_server(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+
+    drop(server); // killed: no goodbye
+    // Lost (retry in 0.5s), then three refused attempts (1s, 2s, 4s).
+    let screen = alice.wait_for("the fourth retry in the status bar", |s| {
+        s.row(STATUS_ROW)
+            .contains("reconnecting… · retry in 4s · cannot connect")
+    });
+    let count = |s: &Snapshot, what: &str| s.pane().iter().filter(|r| r.contains(what)).count();
+    assert_eq!(count(&screen, "connection lost"), 1, "{}", screen.dump());
+    assert_eq!(count(&screen, "cannot connect"), 1, "{}", screen.dump());
+
+    alice.type_keys("one\r");
+    alice.type_keys("two\r");
+    let screen = alice.wait_for("two pending lines", |s| {
+        let pane = s.pane();
+        pane.contains(&"--:-- [you] one (pending)") && pane.contains(&"--:-- [you] two (pending)")
+    });
+    assert!(
+        screen.row(STATUS_ROW).contains("2 pending"),
+        "{}",
+        screen.dump()
+    );
+
+    let _server = chat_server(port, &[]);
+    let screen = alice.wait_for("both sent, nothing pending", |s| {
+        s.has_line("[you] one") && s.has_line("[you] two") && !s.row(STATUS_ROW).contains("pending")
+    });
+    assert!(
+        !screen.pane().iter().any(|r| r.contains("(pending)")),
+        "{}",
+        screen.dump()
+    );
+    assert!(
+        screen.pane_row("[you] one") < screen.pane_row("[you] two"),
+        "{}",
+        screen.dump()
+    );
+    let screen = bob.wait_for("alice's lines", |s| {
+        s.has_line("[alice] one") && s.has_line("[alice] two")
+    });
+    assert!(
+        screen.pane_row("[alice] one") < screen.pane_row("[alice] two"),
+        "in the order typed:\n{}",
+        screen.dump()
+    );
+    bob.quit();
+    alice.quit();
+}
+
 /// A terminal that goes away (a killed tmux server, a dropped SSH session)
 /// ends the client promptly, and it leaves the room as on `/quit`. Here the
 /// hangup also sends the client SIGHUP, as it does to a shell's foreground

@@ -2,16 +2,18 @@
 //! `crossterm` events, what to send goes out as [`Outgoing`], and the time is
 //! passed in, so the whole keyboard behaviour is unit-testable.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::command::{self, Command};
-use super::display::{DisplayLine, Entry, now_unix};
+use super::display::{DisplayLine, Entry, Speaker, now_unix};
 use super::input::Input;
+use super::sanitize::sanitize;
 use super::session::{Outgoing, Update};
 use super::typing::TypingSender;
-use super::view::{Change, ChatView};
+use super::view::{Change, ChatView, Connection};
 
 /// Lines kept in the message pane; older ones are dropped.
 pub const MAX_LINES: usize = 5_000;
@@ -25,6 +27,10 @@ pub struct App {
     pub lines: Vec<DisplayLine>,
     /// The typing line, if anyone is typing.
     pub typing_line: Option<String>,
+    /// Messages typed while not connected, oldest first: shown below the
+    /// conversation marked pending until the server's echo of each arrives
+    /// (the session sends them, in order, once it is back in the room).
+    pub pending: VecDeque<String>,
     /// The input line.
     pub input: Input,
     /// Rows scrolled up from the bottom (0: following new messages).
@@ -50,6 +56,7 @@ impl App {
             view: ChatView::new(user),
             lines: Vec::new(),
             typing_line: None,
+            pending: VecDeque::new(),
             input: Input::new(),
             scroll: 0,
             unread: 0,
@@ -76,14 +83,41 @@ impl App {
     fn apply(&mut self, changes: Vec<Change>) {
         for change in changes {
             match change {
-                Change::Line(line) => self.push(line),
+                Change::Line(line) => {
+                    self.delivered(&line);
+                    self.push(line);
+                }
                 Change::Typing(line) => self.typing_line = line,
             }
         }
     }
 
+    /// A line of ours came back from the server: the pending message it is
+    /// (the first with its text) is pending no more. A message the session
+    /// gave up on ([`Update::NotSent`]) is not pending either.
+    fn delivered(&mut self, line: &DisplayLine) {
+        let text = match &line.entry {
+            Entry::Message {
+                from: Speaker::You,
+                text,
+            } => text.clone(),
+            Entry::Action {
+                own: true, text, ..
+            } => format!("{}{text}", super::display::ACTION_PREFIX),
+            _ => return,
+        };
+        if let Some(at) = self.pending.iter().position(|p| sanitize(p) == text) {
+            self.pending.remove(at);
+        }
+    }
+
     /// Applies an update from the session.
     pub fn update(&mut self, update: &Update, now: Instant) {
+        if let Update::NotSent(text) = update {
+            if let Some(at) = self.pending.iter().position(|p| p == text) {
+                self.pending.remove(at);
+            }
+        }
         if let Update::Disconnected { .. } = update {
             // The indicator belonged to the lost call.
             self.typing.reset();
@@ -226,6 +260,9 @@ impl App {
         let stop = self.typing.stop();
         match command::parse(&line) {
             Command::Say(text) => {
+                if *self.view.connection() != Connection::Connected {
+                    self.pending.push_back(text.clone());
+                }
                 out.push(Outgoing::Message(text));
                 // Back to the bottom to see it arrive.
                 self.scroll_down(usize::MAX);
@@ -391,6 +428,45 @@ mod tests {
         type_str(&mut app, "b", t);
         app.key(key(KeyCode::Tab), t);
         assert_eq!(app.input.text(), "bob: ");
+    }
+
+    #[test]
+    fn lines_typed_while_not_connected_are_pending_until_echoed() {
+        use crate::pb::chat::{ChatMessageEvent, ServerEvent, SystemEvent, server_event};
+        let t = Instant::now();
+        let mut app = App::new("alice", "lobby", "x");
+        type_str(&mut app, "one", t);
+        app.key(key(KeyCode::Enter), t);
+        type_str(&mut app, "/me waves", t);
+        app.key(key(KeyCode::Enter), t);
+        assert_eq!(app.pending, ["one", "/me waves"]);
+        let echo = |text: &str| {
+            Update::Event(ServerEvent {
+                event: Some(server_event::Event::ChatMessage(ChatMessageEvent {
+                    username: "alice".into(),
+                    message: text.into(),
+                    ..Default::default()
+                })),
+            })
+        };
+        app.update(&Update::Connected { reconnected: false }, t);
+        app.update(
+            &Update::Event(ServerEvent {
+                event: Some(server_event::Event::SystemEvent(SystemEvent {
+                    end_of_history: true,
+                    ..Default::default()
+                })),
+            }),
+            t,
+        );
+        app.update(&echo("one"), t);
+        assert_eq!(app.pending, ["/me waves"]);
+        app.update(&echo("/me waves"), t);
+        assert!(app.pending.is_empty());
+        // Connected: nothing is pending.
+        type_str(&mut app, "two", t);
+        app.key(key(KeyCode::Enter), t);
+        assert!(app.pending.is_empty());
     }
 
     #[test]

@@ -8,10 +8,16 @@
 //! │12:02 [bob] hi!                                            │ message pane
 //! │12:02 [you] hello                                          │ (scrolls)
 //! │12:03 * carol joined                                       │
+//! │--:-- [you] are you there? (pending)                       │ (not sent yet)
 //! │* bob typing...                                            │ typing line
 //! │> what's up_                                               │ input line
 //! └───────────────────────────────────────────────────────────┘
 //! ```
+//!
+//! While the connection is down, the status bar says so and follows each
+//! attempt (`#lobby · alice · reconnecting… · retry in 4s · cannot connect
+//! to …`), and messages typed meanwhile show at the bottom of the pane,
+//! marked pending, until the server's echo replaces them.
 //!
 //! Long lines wrap, with continuation rows indented under the text; the
 //! wrapping is done here ([`wrap`]) rather than by `ratatui` so that the
@@ -26,6 +32,8 @@ use unicode_width::UnicodeWidthChar;
 
 use super::app::App;
 use super::display::{DisplayLine, Entry, Speaker, color_index};
+use super::sanitize::sanitize;
+use super::session::short_duration;
 use super::view::Connection;
 
 /// Name colours; a name's slot is [`color_index`] of it.
@@ -182,13 +190,34 @@ pub fn wrap(spans: &[Span<'static>], width: usize, indent: usize) -> Vec<Line<'s
         .collect()
 }
 
+/// A message typed while not connected, waiting to be sent:
+/// `--:-- [you] text (pending)`, dim.
+pub fn pending_spans(text: &str, me: &str) -> Vec<Span<'static>> {
+    vec![
+        Span::styled("--:-- ", dim()),
+        Span::styled(
+            "[you] ",
+            Style::default()
+                .fg(name_color(me))
+                .add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(sanitize(text).into_owned(), dim()),
+        Span::styled(" (pending)", dim().add_modifier(Modifier::ITALIC)),
+    ]
+}
+
 /// The rows to show in a pane `height` rows tall, scrolled `scroll` rows up
-/// from the bottom. Only the lines needed are wrapped. Clamps `scroll` to
-/// the top.
+/// from the bottom: the conversation, then the pending messages. Only the
+/// lines needed are wrapped. Clamps `scroll` to the top.
 pub fn visible_rows(app: &mut App, width: usize, height: usize) -> Vec<Line<'static>> {
     let me = app.view.me().to_owned();
     let want = height.saturating_add(app.scroll);
     let mut rows: Vec<Line<'static>> = Vec::new();
+    for text in app.pending.iter().rev() {
+        let mut wrapped = wrap(&pending_spans(text, &me), width, TIME_WIDTH);
+        wrapped.reverse();
+        rows.extend(wrapped);
+    }
     for line in app.lines.iter().rev() {
         let mut wrapped = wrap(&spans(line, &me), width, TIME_WIDTH);
         wrapped.reverse();
@@ -230,13 +259,43 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     };
     let here = app.view.members().count() + 1;
     let bar = Style::default().bg(Color::DarkGray).fg(Color::White);
-    let mut status_spans = vec![
-        Span::styled(format!(" #{} ", app.room), bar.add_modifier(Modifier::BOLD)),
-        Span::styled(format!("· {} · {} · ", app.view.me(), app.address), bar),
-        Span::styled(state, bar.fg(state_color)),
-    ];
+    let mut status_spans = vec![Span::styled(
+        format!(" #{} ", app.room),
+        bar.add_modifier(Modifier::BOLD),
+    )];
+    match app.view.disconnect() {
+        // Not connected: the one place that follows each attempt, its
+        // reason last (it names the address, and may be cut).
+        Some((why, retry_in)) if *app.view.connection() != Connection::Connected => {
+            status_spans.push(Span::styled(format!("· {} · ", app.view.me()), bar));
+            status_spans.push(Span::styled(state, bar.fg(state_color)));
+            if !app.pending.is_empty() {
+                status_spans.push(Span::styled(
+                    format!(" · {} pending", app.pending.len()),
+                    bar.fg(Color::LightYellow),
+                ));
+            }
+            status_spans.push(Span::styled(
+                format!(" · retry in {} · {why}", short_duration(retry_in)),
+                bar,
+            ));
+        }
+        _ => {
+            status_spans.push(Span::styled(
+                format!("· {} · {} · ", app.view.me(), app.address),
+                bar,
+            ));
+            status_spans.push(Span::styled(state, bar.fg(state_color)));
+        }
+    }
     if *app.view.connection() == Connection::Connected {
         status_spans.push(Span::styled(format!(" · {here} here"), bar));
+    }
+    if !app.pending.is_empty() && app.view.disconnect().is_none() {
+        status_spans.push(Span::styled(
+            format!(" · {} pending", app.pending.len()),
+            bar.fg(Color::LightYellow),
+        ));
     }
     if app.scroll > 0 {
         let more = if app.unread > 0 {

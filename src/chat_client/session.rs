@@ -183,8 +183,14 @@ pub enum Update {
     Disconnected {
         /// For the user, e.g. "connection lost, reconnecting in 2s".
         notice: String,
+        /// Why, without the when: the same from one failed attempt to the
+        /// next while nothing changes ("connection lost", "cannot connect
+        /// to h:1: connection refused").
+        reason: String,
+        /// When the next attempt starts.
+        retry_in: Duration,
     },
-    /// A message could not be sent (not connected).
+    /// A message was dropped unsent: the user left while not connected.
     NotSent(String),
     /// The session ended without the user asking: cannot connect, or the
     /// server refused us (name in use, invalid room...). Says why.
@@ -258,6 +264,16 @@ pub fn disconnect_notice(cause: &Cause, retry_in: Duration) -> String {
         Cause::ConnectFailed(status) => {
             format!("{}; retrying in {when}", reason(status))
         }
+    }
+}
+
+/// Why we are not connected, without when the next attempt is: what stays
+/// the same over failed attempts while nothing changes.
+pub fn disconnect_reason(cause: &Cause) -> String {
+    match cause {
+        Cause::Lost(status) if status.code() == Code::Unavailable => "connection lost".to_owned(),
+        Cause::Lost(status) => format!("disconnected: {}", reason(status)),
+        Cause::ConnectFailed(status) => reason(status),
     }
 }
 
@@ -376,7 +392,8 @@ impl Drop for Joined {
     }
 }
 
-/// Requests made before the first connection, carried out once joined.
+/// Requests made while not connected, carried out once joined: messages
+/// are sent in the order they were typed, before anything typed later.
 #[derive(Debug, Default)]
 struct Held {
     /// Messages to send.
@@ -448,8 +465,9 @@ async fn run(
     let mut failed_attempts = 0u32;
     // Where to resume from on the next connection.
     let mut resume = Resume::default();
-    // What was asked before the first connection: done once joined (a
-    // script's input usually arrives before the server answers).
+    // What was asked while not connected: done once joined (a script's
+    // input usually arrives before the server answers; a person types on
+    // while the connection is down).
     let mut held = Held::default();
     loop {
         let cause = match join(&config, &mut resume).await {
@@ -464,29 +482,33 @@ async fn run(
                 echoes.observe(&first, &config.user);
                 resume.observe(&first);
                 let _ = updates.send(Update::Event(first));
-                for text in held.messages.drain(..) {
-                    let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
-                        message: text,
-                        ..Default::default()
-                    }));
-                    match joined.sink.send(&message).await {
-                        Ok(()) => echoes.sent(),
-                        Err(status) => debug!(%status, "sending a held message failed"),
+                match send_held(&mut joined, &mut held, &mut echoes).await {
+                    Err(status) => Cause::Lost(status),
+                    Ok(()) => {
+                        let call = Call {
+                            resume: &mut resume,
+                            echoes,
+                            finish_by: held
+                                .finish
+                                .then(|| tokio::time::Instant::now() + FINISH_TIMEOUT),
+                        };
+                        match serve(
+                            &config,
+                            &mut joined,
+                            &mut outgoing,
+                            &updates,
+                            call,
+                            &mut held,
+                        )
+                        .await
+                        {
+                            Ended::Left => {
+                                let _ = updates.send(Update::Left);
+                                return;
+                            }
+                            Ended::Lost(status) => Cause::Lost(status),
+                        }
                     }
-                }
-                let call = Call {
-                    resume: &mut resume,
-                    echoes,
-                    finish_by: held
-                        .finish
-                        .then(|| tokio::time::Instant::now() + FINISH_TIMEOUT),
-                };
-                match serve(&config, &mut joined, &mut outgoing, &updates, call).await {
-                    Ended::Left => {
-                        let _ = updates.send(Update::Left);
-                        return;
-                    }
-                    Ended::Lost(status) => Cause::Lost(status),
                 }
             }
             Err(status)
@@ -514,24 +536,58 @@ async fn run(
         debug!(?cause, ?delay, "not connected");
         let _ = updates.send(Update::Disconnected {
             notice: disconnect_notice(&cause, delay),
+            reason: disconnect_reason(&cause),
+            retry_in: delay,
         });
-        let hold = (!ever_joined).then_some(&mut held);
-        if wait(delay, &mut outgoing, &updates, hold).await.is_break() {
+        if wait(delay, &mut outgoing, &updates, &mut held, ever_joined)
+            .await
+            .is_break()
+        {
+            // Leaving while messages wait: say which were dropped.
+            for text in held.messages.drain(..) {
+                let _ = updates.send(Update::NotSent(text));
+            }
             let _ = updates.send(Update::Left);
             return;
         }
     }
 }
 
-/// Waits out a backoff delay, answering the UI meanwhile: messages and
-/// [`Outgoing::Finish`] go to `hold` when given (before the first
-/// connection); otherwise messages are reported not sent and `Finish` leaves.
-/// `Break` when the user left.
+/// Sends the held messages, in order, on a new call. On failure the unsent
+/// ones (the failed one first) stay held for the next call.
+async fn send_held(
+    joined: &mut Joined,
+    held: &mut Held,
+    echoes: &mut Echoes,
+) -> Result<(), Status> {
+    while !held.messages.is_empty() {
+        let text = held.messages.remove(0);
+        let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
+            message: text,
+            ..Default::default()
+        }));
+        if let Err(status) = joined.sink.send(&message).await {
+            if let Some(client_event::Event::ChatMessage(m)) = message.event {
+                held.messages.insert(0, m.message);
+            }
+            return Err(status);
+        }
+        echoes.sent();
+    }
+    Ok(())
+}
+
+/// Waits out a backoff delay, answering the UI meanwhile: messages go to
+/// `held`, sent in order once joined. [`Outgoing::Finish`] before the first
+/// connection is held too (a script's input can end before the server is
+/// reached); after it, a finish leaves at once (then the held messages are
+/// reported [`Update::NotSent`]). `Break` when the user left.
 async fn wait(
     delay: Duration,
     outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
     updates: &mpsc::UnboundedSender<Update>,
-    mut hold: Option<&mut Held>,
+    held: &mut Held,
+    ever_joined: bool,
 ) -> std::ops::ControlFlow<()> {
     let sleep = tokio::time::sleep(delay);
     tokio::pin!(sleep);
@@ -540,16 +596,11 @@ async fn wait(
             () = &mut sleep => return std::ops::ControlFlow::Continue(()),
             out = outgoing.recv() => match out {
                 None | Some(Outgoing::Leave) => return std::ops::ControlFlow::Break(()),
-                Some(Outgoing::Finish) => match hold.as_deref_mut() {
-                    Some(held) => held.finish = true,
-                    None => return std::ops::ControlFlow::Break(()),
-                },
-                Some(Outgoing::Message(text)) => match hold.as_deref_mut() {
-                    Some(held) => held.messages.push(text),
-                    None => {
-                        let _ = updates.send(Update::NotSent(text));
-                    }
-                },
+                Some(Outgoing::Finish) if ever_joined => {
+                    return std::ops::ControlFlow::Break(());
+                }
+                Some(Outgoing::Finish) => held.finish = true,
+                Some(Outgoing::Message(text)) => held.messages.push(text),
                 Some(Outgoing::Who) => {
                     let _ = updates.send(Update::Who(Err("not connected".to_owned())));
                 }
@@ -734,13 +785,15 @@ impl Call<'_> {
     }
 }
 
-/// Runs a joined call until it breaks or the user leaves.
+/// Runs a joined call until it breaks or the user leaves. A message that
+/// cannot be sent goes to `held`, for the next call.
 async fn serve(
     config: &SessionConfig,
     joined: &mut Joined,
     outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
     updates: &mpsc::UnboundedSender<Update>,
     mut call: Call<'_>,
+    held: &mut Held,
 ) -> Ended {
     loop {
         if call.finished() {
@@ -802,7 +855,7 @@ async fn serve(
                     matches!(message.event, Some(client_event::Event::ChatMessage(_)));
                 if let Err(status) = joined.sink.send(&message).await {
                     if let Some(client_event::Event::ChatMessage(m)) = message.event {
-                        let _ = updates.send(Update::NotSent(m.message));
+                        held.messages.push(m.message);
                     }
                     return Ended::Lost(status);
                 }

@@ -4,7 +4,7 @@
 //! what it returns; it does no I/O and is told the time.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::display::{DisplayLine, now_unix, same_name};
 use super::sanitize::sanitize;
@@ -52,6 +52,12 @@ pub struct ChatView {
     /// Messages replayed from history on the current connection, until the
     /// end-of-history notice (`None` once it came).
     replayed: Option<usize>,
+    /// While not connected: why, and the delay before the next attempt.
+    disconnect: Option<(String, Duration)>,
+    /// The reason last shown as a line since we were connected: the same
+    /// reason on the next failed attempt is not shown again (the TUI's
+    /// status bar, and nothing else, follows each attempt).
+    shown_reason: Option<String>,
 }
 
 impl ChatView {
@@ -64,7 +70,17 @@ impl ChatView {
             silent_who: 0,
             connection: Connection::Connecting,
             replayed: None,
+            disconnect: None,
+            shown_reason: None,
         }
+    }
+
+    /// While not connected after a failed attempt: why, and the delay
+    /// before the next one.
+    pub fn disconnect(&self) -> Option<(&str, Duration)> {
+        self.disconnect
+            .as_ref()
+            .map(|(why, delay)| (why.as_str(), *delay))
     }
 
     /// This client's user name.
@@ -105,17 +121,29 @@ impl ChatView {
             Update::Connected { reconnected } => {
                 self.connection = Connection::Connected;
                 self.replayed = Some(0);
+                self.disconnect = None;
+                self.shown_reason = None;
                 if *reconnected {
                     changes.push(Change::Line(self.local("reconnected")));
                 }
             }
-            Update::Disconnected { notice } => {
-                self.connection = Connection::Reconnecting;
+            Update::Disconnected {
+                notice,
+                reason,
+                retry_in,
+            } => {
+                if self.connection == Connection::Connected {
+                    self.connection = Connection::Reconnecting;
+                }
                 self.members.clear();
                 if self.typing.clear() {
                     changes.push(Change::Typing(None));
                 }
-                changes.push(Change::Line(self.local(notice)));
+                self.disconnect = Some((reason.clone(), *retry_in));
+                if self.shown_reason.as_ref() != Some(reason) {
+                    self.shown_reason = Some(reason.clone());
+                    changes.push(Change::Line(self.local(notice)));
+                }
             }
             Update::Who(answer) => {
                 let silent = self.silent_who > 0;
@@ -366,27 +394,52 @@ mod tests {
         assert_eq!(v.members().count(), 0);
     }
 
+    fn down(notice: &str, reason: &str, secs: u64) -> Update {
+        Update::Disconnected {
+            notice: notice.into(),
+            reason: reason.into(),
+            retry_in: Duration::from_secs(secs),
+        }
+    }
+
     #[test]
     fn connection_notices() {
         let t = Instant::now();
         let mut v = ChatView::new("alice");
+        v.update(&Update::Connected { reconnected: false }, t);
         v.update(&typing(TypingEventType::TypingStart, "bob"), t);
         let changes = v.update(
-            &Update::Disconnected {
-                notice: "connection lost, reconnecting in 0.5s".into(),
-            },
+            &down("connection lost, reconnecting in 1s", "connection lost", 1),
             t,
         );
         assert_eq!(
             plain(&changes),
-            [
-                "typing: None",
-                "-- connection lost, reconnecting in 0.5s --"
-            ]
+            ["typing: None", "-- connection lost, reconnecting in 1s --"]
         );
         assert_eq!(v.connection(), &Connection::Reconnecting);
+        // Each failed attempt: a line for a new reason, none for a repeat;
+        // the latest is always there for a status bar.
+        let refused = "cannot connect to h:1: refused";
+        let changes = v.update(&down(&format!("{refused}; retrying in 2s"), refused, 2), t);
+        assert_eq!(
+            plain(&changes),
+            [format!("-- {refused}; retrying in 2s --")]
+        );
+        let changes = v.update(&down(&format!("{refused}; retrying in 4s"), refused, 4), t);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(v.disconnect(), Some((refused, Duration::from_secs(4))));
         let changes = v.update(&Update::Connected { reconnected: true }, t);
         assert_eq!(plain(&changes), ["-- reconnected --"]);
+        assert_eq!(v.disconnect(), None);
+        // Lost again: the reasons count afresh.
+        let changes = v.update(
+            &down("connection lost, reconnecting in 1s", "connection lost", 1),
+            t,
+        );
+        assert_eq!(
+            plain(&changes),
+            ["-- connection lost, reconnecting in 1s --"]
+        );
     }
 
     #[test]
