@@ -26,7 +26,7 @@ use grpc_chat::tls;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Server address, HOST[:PORT] (port 50053 when not given).
+    /// Server address: HOST:PORT, or HOST for port 50053.
     #[arg(long, default_value = DEFAULT_ADDRESS)]
     address: String,
     /// Your name (asked for when missing; in line mode the first input line).
