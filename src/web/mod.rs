@@ -52,6 +52,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// takes ([`server::DEFAULT_MAX_CONNECTIONS`](crate::server::DEFAULT_MAX_CONNECTIONS)).
 pub const DEFAULT_MAX_CONNECTIONS: usize = crate::server::DEFAULT_MAX_CONNECTIONS;
 
+/// How long a TLS client gets to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The body type of every gateway response.
 pub(crate) type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -70,6 +73,7 @@ pub struct Builder {
     upstream: SocketAddr,
     shutdown_grace: Duration,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Builder {
@@ -87,12 +91,25 @@ impl Builder {
         self
     }
 
+    /// Serves browsers over TLS with `config`'s certificate instead of
+    /// plaintext. The gateway speaks HTTP/1.1 and HTTP/2, so it offers both
+    /// by ALPN (`h2`, then `http/1.1`), replacing the list in `config`: a
+    /// browser's `fetch` over HTTPS negotiates one of them, and a TLS client
+    /// that offers no ALPN at all gets HTTP/1.1.
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        let mut config = rustls::ServerConfig::clone(&config);
+        config.alpn_protocols = vec![crate::tls::ALPN_H2.to_vec(), b"http/1.1".to_vec()];
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
     /// The gateway.
     pub fn build(&mut self) -> Gateway {
         Gateway {
             upstream: self.upstream,
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -103,6 +120,7 @@ pub struct Gateway {
     upstream: SocketAddr,
     shutdown_grace: Duration,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Gateway {
@@ -113,6 +131,7 @@ impl Gateway {
             upstream,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
 
@@ -157,8 +176,23 @@ impl Gateway {
                     at_limit = false;
                     let upstream = self.upstream;
                     let stopped = stopped.clone();
+                    let tls = self.tls.clone();
                     connections.spawn(async move {
-                        serve_connection(tcp, peer, upstream, stopped).await;
+                        let _ = tcp.set_nodelay(true);
+                        match tls {
+                            None => serve_connection(tcp, peer, upstream, stopped).await,
+                            Some(config) => {
+                                // The handshake runs in the connection's own
+                                // task, bounded like the wait for request
+                                // headers, so a silent client holds only itself.
+                                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                    Ok(Ok(tls)) => serve_connection(tls, peer, upstream, stopped).await,
+                                    Ok(Err(error)) => debug!(%peer, %error, "web: TLS handshake failed"),
+                                    Err(_) => debug!(%peer, "web: TLS handshake timed out"),
+                                }
+                            }
+                        }
                         drop(slot);
                     });
                 }
@@ -234,13 +268,16 @@ impl Upstream {
     }
 }
 
-async fn serve_connection(
-    tcp: TcpStream,
+/// Serves one browser connection (plain TCP or TLS) until it closes or
+/// shutdown has let its last response finish.
+async fn serve_connection<IO>(
+    io: IO,
     peer: SocketAddr,
     upstream_addr: SocketAddr,
     mut stopped: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let upstream = Arc::new(Upstream::new(peer));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let upstream = Arc::clone(&upstream);
@@ -258,7 +295,7 @@ async fn serve_connection(
         // A slow or silent client must not hold a connection forever
         // before it has even sent its request headers.
         .header_read_timeout(Duration::from_secs(30));
-    let connection = builder.serve_connection(TokioIo::new(tcp), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
