@@ -38,6 +38,9 @@ pub const MAX_PIPE_MESSAGE: usize = 64 * 1024 * 1024;
 /// The `Any` type-URL prefix the suite uses.
 pub const TYPE_URL_PREFIX: &str = "type.googleapis.com/";
 
+/// The suite's protobuf package.
+pub const PACKAGE: &str = "connectrpc.conformance.v1";
+
 /// Reads one length-prefixed message from `input`; `Ok(None)` at a clean EOF
 /// (before the first byte of a prefix).
 pub async fn read_message<M: prost::Message + Default>(
@@ -93,7 +96,7 @@ pub async fn write_message<M: prost::Message>(
 /// Packs `message` into an `Any` named `connectrpc.conformance.v1.<name>`.
 pub fn pack<M: prost::Message>(name: &str, message: &M) -> prost_types::Any {
     prost_types::Any {
-        type_url: format!("{TYPE_URL_PREFIX}{name}"),
+        type_url: format!("{TYPE_URL_PREFIX}{PACKAGE}.{name}"),
         value: message.encode_to_vec(),
     }
 }
