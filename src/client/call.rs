@@ -14,6 +14,8 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -180,9 +182,14 @@ async fn read_response<Out: prost::Message + Default>(
     })?;
     let (parts, recv) = response.into_parts();
 
-    // A trailers-only response carries grpc-status in its only HEADERS frame.
+    // A trailers-only response carries grpc-status in its only HEADERS frame
+    // — the one that ends the stream. PROTOCOL-HTTP2.md: "Trailers-Only →
+    // HTTP-Status Content-Type Trailers", sent as one HEADERS with
+    // END_STREAM. A grpc-status in headers that do *not* end the stream is
+    // not a status at all: the real one comes in the trailers (or, if none
+    // come, the call has no status and fails as such).
     if let Some(status) = Status::from_trailers(&parts.headers) {
-        if recv.is_end_stream() || status.code() != Code::Ok {
+        if recv.is_end_stream() {
             let end = if status.code() == Code::Ok {
                 Ok(status.metadata().clone())
             } else {
@@ -194,10 +201,11 @@ async fn read_response<Out: prost::Message + Default>(
                 deadline: None,
             };
             // The stream yields no message and then this end: a non-OK
-            // status surfaces on the first read.
-            let metadata = MetadataMap::from_headers(&parts.headers);
+            // status surfaces on the first read. The frame's metadata is
+            // trailing metadata (carried by `end`): the call has no initial
+            // metadata, as grpc-go's client reports it too.
             return Ok((
-                metadata,
+                MetadataMap::new(),
                 Streaming::new(Box::new(body), Encoding::Identity, 0),
             ));
         }
@@ -251,21 +259,38 @@ async fn single_response<Out: prost::Message + Default>(
     metadata: MetadataMap,
     mut stream: Streaming<Out>,
 ) -> Result<Response<Out>, Status> {
-    let Some(message) = stream.message().await? else {
-        return Err(Status::internal("the server sent no response message"));
-    };
-    if stream.message().await?.is_some() {
-        return Err(Status::internal(
-            "the server sent more than one message for a unary response",
-        ));
-    }
+    let message = single_message(&mut stream).await?;
     let trailers = stream.trailers().cloned().unwrap_or_default();
     Ok(Response::from_parts(metadata, message, trailers))
+}
+
+/// Reads exactly one message and the clean end after it.
+///
+/// gRPC's status code table (doc/statuscodes.md) gives a client that gets
+/// none or several UNIMPLEMENTED: "Response cardinality violation (method
+/// requires exactly one response but server sent some other number of
+/// responses)". A non-OK status from the server wins over the count.
+async fn single_message<Out: prost::Message + Default>(
+    stream: &mut Streaming<Out>,
+) -> Result<Out, Status> {
+    let Some(message) = stream.message().await? else {
+        return Err(Status::unimplemented(
+            "response cardinality violation: the server sent no response message",
+        ));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::unimplemented(
+            "response cardinality violation: the server sent more than one response message",
+        ));
+    }
+    Ok(message)
 }
 
 /// The sending half of a streaming call: request messages of type `In`.
 pub struct RequestSink<In> {
     stream: SendStream<Bytes>,
+    /// Shared with the call's [`ResponseStream`]: set by [`RequestSink::cancel`].
+    cancelled: Arc<AtomicBool>,
     compression: Option<Encoding>,
     max_send_message_size: usize,
     closed: bool,
@@ -319,9 +344,13 @@ impl<In: prost::Message> RequestSink<In> {
         Ok(())
     }
 
-    /// Cancels the whole call with RST_STREAM(CANCEL).
+    /// Cancels the whole call with RST_STREAM(CANCEL). The response side
+    /// reports `CANCELLED` from its next read on, even if messages had
+    /// already arrived: after a cancel, nothing more of the call is
+    /// delivered (as grpc-go's client behaves).
     pub fn cancel(&mut self) {
         self.closed = true;
+        self.cancelled.store(true, Ordering::Release);
         self.stream.send_reset(Reason::CANCEL);
     }
 }
@@ -331,6 +360,8 @@ impl<In: prost::Message> RequestSink<In> {
 pub struct ResponseStream<Out> {
     state: ResponseState<Out>,
     options: ReadOptions,
+    /// Set when the client cancelled the call (see [`RequestSink::cancel`]).
+    cancelled: Arc<AtomicBool>,
 }
 
 enum ResponseState<Out> {
@@ -349,7 +380,16 @@ impl<Out> std::fmt::Debug for ResponseStream<Out> {
 }
 
 impl<Out: prost::Message + Default> ResponseStream<Out> {
+    /// `CANCELLED` once the client has cancelled the call.
+    fn check_cancelled(&self) -> Result<(), Status> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(Status::cancelled("the call was cancelled by the client"));
+        }
+        Ok(())
+    }
+
     async fn ready(&mut self) -> Result<(), Status> {
+        self.check_cancelled()?;
         if let ResponseState::Waiting(_) = self.state {
             let ResponseState::Waiting(future) =
                 std::mem::replace(&mut self.state, ResponseState::Failed)
@@ -359,7 +399,7 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
             let (metadata, stream) = read_response(future, &self.options).await?;
             self.state = ResponseState::Reading(metadata, Box::new(stream));
         }
-        Ok(())
+        self.check_cancelled()
     }
 
     /// The response headers' custom metadata (waits for the headers).
@@ -375,10 +415,13 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
     /// `Err` with the server's status otherwise.
     pub async fn message(&mut self) -> Result<Option<Out>, Status> {
         self.ready().await?;
-        match &mut self.state {
+        let message = match &mut self.state {
             ResponseState::Reading(_, stream) => stream.message().await,
             _ => Err(Status::internal("the response headers failed")),
-        }
+        };
+        // A cancel that came while this read waited wins over what it read.
+        self.check_cancelled()?;
+        message
     }
 
     /// Trailing metadata, after the stream ended with OK.
@@ -387,6 +430,21 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
             ResponseState::Reading(_, stream) => stream.trailers(),
             _ => None,
         }
+    }
+
+    /// The one message of a call whose method returns exactly one (unary,
+    /// client-streaming), read to the end of the call: none or more than
+    /// one is `UNIMPLEMENTED`, as gRPC's status codes ask. The headers stay
+    /// readable with [`ResponseStream::headers`], the trailers with
+    /// [`ResponseStream::trailers`].
+    pub async fn single(&mut self) -> Result<Out, Status> {
+        self.ready().await?;
+        let message = match &mut self.state {
+            ResponseState::Reading(_, stream) => single_message(stream).await,
+            _ => Err(Status::internal("the response headers failed")),
+        };
+        self.check_cancelled()?;
+        message
     }
 }
 
@@ -489,6 +547,7 @@ impl Channel {
         request: &Request<()>,
     ) -> Result<(RequestSink<In>, ResponseStream<Out>), Status> {
         let options = self.read_options(request.timeout());
+        let cancelled = Arc::new(AtomicBool::new(false));
         let (future, stream) = self
             .open(
                 path,
@@ -500,6 +559,7 @@ impl Channel {
         Ok((
             RequestSink {
                 stream,
+                cancelled: Arc::clone(&cancelled),
                 compression: request.compression().filter(|e| *e != Encoding::Identity),
                 max_send_message_size: self.config().max_send_message_size,
                 closed: false,
@@ -508,6 +568,7 @@ impl Channel {
             ResponseStream {
                 state: ResponseState::Waiting(future),
                 options,
+                cancelled,
             },
         ))
     }

@@ -209,6 +209,8 @@ struct Observed {
     /// Cancel once this many responses arrived.
     cancel_after: Option<usize>,
     cancelled: bool,
+    /// The method returns exactly one response (unary, client stream).
+    single: bool,
 }
 
 impl Observed {
@@ -255,6 +257,10 @@ where
             _ => None,
         },
         cancelled: false,
+        single: matches!(
+            method,
+            "Unary" | "IdempotentUnary" | "Unimplemented" | "ClientStream"
+        ),
     };
     let call = match channel
         .bidi_streaming::<In, Out>(&path, opening)
@@ -417,5 +423,24 @@ async fn read_rest<Out: prost::Message + Default>(
     if observed.cancel_after == Some(0) {
         cancel(tx, observed);
     }
-    while !read_one(rx, tx, observed, payload).await {}
+    if !observed.single {
+        while !read_one(rx, tx, observed, payload).await {}
+        return;
+    }
+    // A method with exactly one response: the client layer checks the
+    // count, as it does for its own unary calls.
+    if !headers(rx, observed).await {
+        return;
+    }
+    match rx.single().await {
+        Ok(message) => {
+            observed
+                .result
+                .payloads
+                .push(payload(message).unwrap_or_default());
+            observed.result.response_trailers =
+                rx.trailers().map(headers_from_metadata).unwrap_or_default();
+        }
+        Err(status) => observed.fail(&status),
+    }
 }
