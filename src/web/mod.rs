@@ -330,6 +330,12 @@ async fn route(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(WebContentType::parse);
+    let is_call = request.method() == Method::POST && matches!(content_type, Some(Ok(Some(_))));
+    let request = if is_call {
+        request
+    } else {
+        drain_body(request).await
+    };
     let mut response = match (request.method(), content_type) {
         (&Method::OPTIONS, _) => preflight(),
         (&Method::POST, Some(Ok(Some(web)))) => {
@@ -357,6 +363,39 @@ async fn route(
     };
     add_cors(response.headers_mut(), origin);
     response
+}
+
+/// How much of a refused request's body is read (and dropped) before the
+/// refusal is sent, and for how long at most.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads and drops a small request body before it is refused.
+///
+/// Over HTTP/1.1 a server that answers without reading the body must close
+/// the connection after the answer; the client, still writing its body
+/// into a socket closed on it, then gets a connection reset ("broken pipe")
+/// instead of the answer. Reading a small body first lets the refusal (405,
+/// 415, the page's 404) arrive intact and the connection live on; a large
+/// or slow one is not waited for.
+async fn drain_body(request: Request<Incoming>) -> Request<Incoming> {
+    let (parts, mut body) = request.into_parts();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len();
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        debug!("web: refused request's body not drained in time");
+    }
+    Request::from_parts(parts, body)
 }
 
 /// Lets a page from another origin call us.
