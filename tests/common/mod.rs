@@ -96,6 +96,43 @@ pub fn ensure_interop_setup() {
     }
 }
 
+/// Runs `scripts/setup-conformance.sh` once per test process: installs the
+/// pinned Connect conformance runner (`connectconformance`) from the Go
+/// module proxy into `tests/conformance/bin/` (quick when up to date).
+/// Returns the runner's path; panics with the script's output if it fails.
+pub fn conformance_runner() -> PathBuf {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        let script = repo_root().join("scripts/setup-conformance.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            eprint!("{text}");
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}); it needs Go and the Go module proxy reachable on the \
+                 first run. Output:\n{text}",
+                script.display(),
+                out.status
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    repo_root().join("tests/conformance/bin/connectconformance")
+}
+
 /// Path of a peer built by `scripts/setup-interop.sh` (`go-interop-client`,
 /// `go-interop-server`, `go-compression-client`, `go-compression-server`,
 /// `ghz`, `grpc-health-probe`, ...). Runs the script first (once per process).
