@@ -110,7 +110,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 /// [`server_config`] from PEM text in memory rather than files: for
 /// programs handed their certificate by another process (the conformance
 /// runner writes it to `conformance-server`'s stdin).
-pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+pub fn server_config_from_pem(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::new(format!("invalid PEM certificate: {e}")))?;
@@ -124,7 +127,11 @@ pub fn server_config_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<rustls::Ser
         .map_err(|e| TlsError::new(format!("TLS versions: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| TlsError::new(format!("certificate and key do not make a usable pair: {e}")))?;
+        .map_err(|e| {
+            TlsError::new(format!(
+                "certificate and key do not make a usable pair: {e}"
+            ))
+        })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }

@@ -61,7 +61,10 @@ fn summary(output: &str) -> Option<(u32, u32)> {
         .ok()?;
     let passed = output
         .lines()
-        .find_map(|l| l.strip_suffix(" failed").and_then(|l| l.split_once(" passed, ")))?
+        .find_map(|l| {
+            l.strip_suffix(" failed")
+                .and_then(|l| l.split_once(" passed, "))
+        })?
         .0
         .trim()
         .parse()

@@ -10,7 +10,7 @@ use clap::Parser;
 /// (ClientCompatRequest) and reports each result on stdout
 /// (ClientCompatResponse); exits at EOF once every call has ended.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {}
 
 #[tokio::main]

@@ -11,7 +11,7 @@ use clap::Parser;
 /// conformance runner: reads a ServerCompatRequest on stdin, writes a
 /// ServerCompatResponse on stdout, serves until SIGTERM.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {}
 
 #[tokio::main]

@@ -160,23 +160,64 @@ async fn call(request: pb::ClientCompatRequest) -> Outcome {
     match method.as_str() {
         "Unary" => {
             let messages = requests::<pb::UnaryRequest>(&request, "UnaryRequest")?;
-            drive(&channel, &request, &method, messages, Shape::Unary, |r: pb::UnaryResponse| r.payload).await
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                Shape::Unary,
+                |r: pb::UnaryResponse| r.payload,
+            )
+            .await
         }
         "IdempotentUnary" => {
-            let messages = requests::<pb::IdempotentUnaryRequest>(&request, "IdempotentUnaryRequest")?;
-            drive(&channel, &request, &method, messages, Shape::Unary, |r: pb::IdempotentUnaryResponse| r.payload).await
+            let messages =
+                requests::<pb::IdempotentUnaryRequest>(&request, "IdempotentUnaryRequest")?;
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                Shape::Unary,
+                |r: pb::IdempotentUnaryResponse| r.payload,
+            )
+            .await
         }
         "Unimplemented" => {
             let messages = requests::<pb::UnimplementedRequest>(&request, "UnimplementedRequest")?;
-            drive(&channel, &request, &method, messages, Shape::Unary, |_: pb::UnimplementedResponse| None).await
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                Shape::Unary,
+                |_: pb::UnimplementedResponse| None,
+            )
+            .await
         }
         "ServerStream" => {
             let messages = requests::<pb::ServerStreamRequest>(&request, "ServerStreamRequest")?;
-            drive(&channel, &request, &method, messages, Shape::Unary, |r: pb::ServerStreamResponse| r.payload).await
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                Shape::Unary,
+                |r: pb::ServerStreamResponse| r.payload,
+            )
+            .await
         }
         "ClientStream" => {
             let messages = requests::<pb::ClientStreamRequest>(&request, "ClientStreamRequest")?;
-            drive(&channel, &request, &method, messages, Shape::ClientStream, |r: pb::ClientStreamResponse| r.payload).await
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                Shape::ClientStream,
+                |r: pb::ClientStreamResponse| r.payload,
+            )
+            .await
         }
         "BidiStream" => {
             let messages = requests::<pb::BidiStreamRequest>(&request, "BidiStreamRequest")?;
@@ -185,7 +226,15 @@ async fn call(request: pb::ClientCompatRequest) -> Outcome {
             } else {
                 Shape::ClientStream
             };
-            drive(&channel, &request, &method, messages, shape, |r: pb::BidiStreamResponse| r.payload).await
+            drive(
+                &channel,
+                &request,
+                &method,
+                messages,
+                shape,
+                |r: pb::BidiStreamResponse| r.payload,
+            )
+            .await
         }
         other => Err(format!("unknown method {other}")),
     }
@@ -249,7 +298,7 @@ where
     let timing = request
         .cancel
         .as_ref()
-        .and_then(|c| c.cancel_timing.clone());
+        .and_then(|c| c.cancel_timing);
     let mut observed = Observed {
         result: pb::ClientResponseResult::default(),
         cancel_after: match &timing {
@@ -262,10 +311,7 @@ where
             "Unary" | "IdempotentUnary" | "Unimplemented" | "ClientStream"
         ),
     };
-    let call = match channel
-        .bidi_streaming::<In, Out>(&path, opening)
-        .await
-    {
+    let call = match channel.bidi_streaming::<In, Out>(&path, opening).await {
         Ok(call) => call,
         Err(status) => {
             observed.fail(&status);

@@ -214,6 +214,9 @@ mod tests {
         assert_eq!(headers[0].name, "x-test");
         assert_eq!(headers[0].value, vec!["a", "b"]);
         assert_eq!(headers[1].name, "x-data-bin");
-        assert_eq!(metadata.get_bin("x-data-bin").as_deref(), Some(&[0u8, 1][..]));
+        assert_eq!(
+            metadata.get_bin("x-data-bin").as_deref(),
+            Some(&[0u8, 1][..])
+        );
     }
 }

@@ -130,7 +130,10 @@ async fn unary_answer(
 }
 
 /// Sets a streaming response's defined headers and trailers.
-fn set_stream_metadata<T: prost::Message>(sink: &mut ResponseSink<T>, definition: &pb::StreamResponseDefinition) {
+fn set_stream_metadata<T: prost::Message>(
+    sink: &mut ResponseSink<T>,
+    definition: &pb::StreamResponseDefinition,
+) {
     let mut headers = MetadataMap::new();
     append_headers(&mut headers, &definition.response_headers);
     sink.set_header_metadata(headers);

@@ -455,9 +455,9 @@ impl Body for DownstreamBody {
                 Some(Err(error)) => match this.failure.lock().take() {
                     // Our own request body failed, and reset the call.
                     Some(status) => status_trailers(&status),
-                    None => status_trailers(&Status::internal(format!(
-                        "the call was reset: {error}"
-                    ))),
+                    None => {
+                        status_trailers(&Status::internal(format!("the call was reset: {error}")))
+                    }
                 },
             };
             this.inner = None;
