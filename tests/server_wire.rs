@@ -390,8 +390,14 @@ async fn initial_metadata_set_before_an_error_is_sent_as_headers() {
     )
     .await;
     assert_eq!(answer.headers["x-grpc-test-echo-initial"], "hello");
-    assert!(answer.headers.get("grpc-status").is_none(), "not trailers-only");
-    let trailers = answer.trailers.as_ref().expect("trailers after the headers");
+    assert!(
+        answer.headers.get("grpc-status").is_none(),
+        "not trailers-only"
+    );
+    let trailers = answer
+        .trailers
+        .as_ref()
+        .expect("trailers after the headers");
     assert_eq!(trailers["grpc-status"], "2");
     assert!(trailers.get("x-grpc-test-echo-initial").is_none());
 }

@@ -295,10 +295,7 @@ where
     if request.compression == pb::Compression::Gzip as i32 {
         opening.set_compression(Encoding::Gzip);
     }
-    let timing = request
-        .cancel
-        .as_ref()
-        .and_then(|c| c.cancel_timing);
+    let timing = request.cancel.as_ref().and_then(|c| c.cancel_timing);
     let mut observed = Observed {
         result: pb::ClientResponseResult::default(),
         cancel_after: match &timing {
