@@ -19,6 +19,10 @@
 //! So routing, services, deadlines, limits and error statuses are the
 //! native ones by construction, and a fix there is a fix here.
 //!
+//! Browsers reach it over HTTP/1.1; other gRPC-Web clients may use HTTP/2
+//! (h2c, or TLS with [`Builder::tls`]), where request bodies stream and
+//! calls can be full-duplex (see `translate.rs`).
+//!
 //! Each browser connection gets its own upstream HTTP/2 connection, opened
 //! at its first call: per-connection limits (concurrent streams, flow
 //! control) then apply per browser connection, as they would to a native

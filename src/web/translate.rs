@@ -154,15 +154,16 @@ impl Body for StreamingBody {
     }
 }
 
-/// Largest request body accepted, before decoding: a message the native
+/// Largest HTTP/1.1 request body accepted, before decoding: a message the native
 /// server would accept, plus its prefix, in base64 (4 characters per 3
 /// bytes) with room for whitespace. Anything larger is refused here rather
 /// than buffered.
 pub const MAX_REQUEST_BODY: usize = (DEFAULT_MAX_RECV_MESSAGE_SIZE + PREFIX_LEN) / 3 * 4 + 1024;
 
-/// How long a client may take to send its request body. gRPC-Web request
-/// bodies are one message, sent at once; a client trickling one in is
-/// holding a connection for nothing.
+/// How long an HTTP/1.1 client may take to send its request body. A
+/// browser's gRPC-Web request body is one message, sent at once; a client
+/// trickling one in is holding a connection for nothing. (Over HTTP/2 the
+/// body streams, bounded by the call's own deadline.)
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Request headers that belong to the browser's HTTP/1.1 exchange, not to
