@@ -294,10 +294,18 @@ impl Channel {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let address = &self.inner.address;
+        // Reads yield to the calls after a run of small DATA frames, so
+        // they keep up with a server that cuts its responses small.
+        let io = crate::http2::Paced::from_server(io);
         let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)
+            // A server may cut a response into DATA frames as small as it
+            // likes (grpc's HTTP/2 tests use 5 bytes): see `http2::pace`.
+            .data_frame_budget(crate::http2::data_frame_budget(
+                self.inner.config.initial_connection_window_size,
+            ))
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| {

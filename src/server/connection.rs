@@ -95,6 +95,10 @@ pub(crate) fn h2_builder(config: &Config) -> h2::server::Builder {
         .header_table_size(config.header_table_size)
         .initial_window_size(config.initial_stream_window_size)
         .initial_connection_window_size(config.initial_connection_window_size)
+        // Small DATA frames are legal however small: see `http2::pace`.
+        .data_frame_budget(config.data_frame_budget.unwrap_or_else(|| {
+            crate::http2::data_frame_budget(config.initial_connection_window_size)
+        }))
         .max_frame_size(config.max_frame_size)
         .max_send_buffer_size(config.max_send_buffer_size)
         // Bound what a peer can make us hold: streams it resets before we
@@ -220,8 +224,6 @@ pub(crate) fn serve(
         let mut idle_since = Some(Instant::now());
         let mut grace_deadline: Option<Instant> = None;
         let mut calmed = false;
-        // Whether no stream has arrived on this connection yet.
-        let mut first_call = true;
         let far_future = Instant::now() + Duration::from_secs(86400 * 365);
         // One timer serves the idle check, the keepalive and the end of a
         // grace period, reset to whichever comes first: every connection
@@ -255,7 +257,6 @@ pub(crate) fn serve(
                             &server,
                             peer,
                             state.call_started(),
-                            std::mem::replace(&mut first_call, false),
                         ) {
                             tokio::spawn(dispatch);
                         }

@@ -11,6 +11,8 @@
 //! The watch sits above TLS, so it sees HTTP/2 frames, not TLS records. It
 //! never changes a byte: when the policy is broken it only tells the
 //! connection's driver, which sends GOAWAY `ENHANCE_YOUR_CALM` through `h2`.
+//! It also paces reads: after a read full of small DATA frames, the next
+//! read yields to the calls first ([`crate::http2::pace`] says why).
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,7 +26,8 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::connection::ConnectionState;
-use super::ping_policy::{FrameScanner, PingPolicy, Verdict};
+use super::ping_policy::{PingPolicy, Verdict};
+use crate::http2::{FrameScanner, ReadPacer};
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
 pub(crate) enum Transport {
@@ -98,6 +101,9 @@ pub(crate) struct Watched {
     inbound: FrameScanner,
     outbound: FrameScanner,
     policy: PingPolicy,
+    /// Lets the calls read what `h2` has queued for them after a read full
+    /// of small DATA frames (see [`crate::http2::pace`]).
+    pacer: ReadPacer,
     /// Told once when the policy is broken.
     state: Arc<ConnectionState>,
     tripped: bool,
@@ -117,6 +123,7 @@ impl Watched {
             inbound: FrameScanner::from_client(),
             outbound: FrameScanner::from_server(),
             policy,
+            pacer: ReadPacer::default(),
             state,
             tripped: false,
             peer,
@@ -127,12 +134,14 @@ impl Watched {
         let Watched {
             inbound,
             policy,
+            pacer,
             state,
             tripped,
             peer,
             ..
         } = self;
         inbound.scan(bytes, |head| {
+            pacer.saw(head);
             if head.is_ping()
                 && policy.on_ping(Instant::now()) == Verdict::TooMany
                 && !std::mem::replace(tripped, true)
@@ -163,6 +172,9 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(yielded) = this.pacer.poll_yield(cx) {
+            return yielded;
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {

@@ -1,0 +1,16 @@
+//! HTTP/2 plumbing the server and the client share, below `h2`: following
+//! the frames that cross a socket, and keeping `h2`'s DATA-frame budget
+//! from mistaking a peer that cuts its data small for an attacker.
+//!
+//! * [`scan`] — [`FrameScanner`]: frame headers out of a byte stream, pure.
+//! * [`pace`] — [`ReadPacer`] and [`Paced`]: yield to the calls after a
+//!   read full of small DATA frames; [`data_frame_budget`].
+//!
+//! Nothing here knows `h2`'s types: `server` and `client` put these under
+//! their `h2` connections and hand the budget to their `h2` builders.
+
+pub mod pace;
+pub mod scan;
+
+pub use pace::{Paced, ReadPacer, SMALL_DATA_FRAME, data_frame_budget};
+pub use scan::{FrameHead, FrameScanner};
