@@ -79,6 +79,17 @@ async fn send_all(
 /// connection that ends (GOAWAY, I/O error) fails its calls with
 /// UNAVAILABLE, as grpc-go's client does, except that ENHANCE_YOUR_CALM
 /// keeps its meaning there too.
+///
+/// Two codes follow grpc-go's client (`http2ErrConvTab` in its
+/// `internal/transport/http_util.go`) rather than that table, when the
+/// server sent them in a RST_STREAM: FLOW_CONTROL_ERROR is
+/// RESOURCE_EXHAUSTED, and a code RFC 9113 §7 does not define is UNKNOWN
+/// (PROTOCOL-HTTP2.md has no row for it; RFC 9113 §7: "Unknown or
+/// unsupported error codes MUST NOT trigger any special behavior. These
+/// MAY be treated by an implementation as being equivalent to
+/// INTERNAL_ERROR" — a MAY, which grpc-go does not take). The same bytes
+/// then give the same status from either client. `tests/client_h2_edge.rs`
+/// checks every code.
 pub(crate) fn stream_error(e: &h2::Error) -> Status {
     let who = if e.is_remote() {
         "the server sent"
@@ -108,9 +119,14 @@ pub(crate) fn stream_error(e: &h2::Error) -> Status {
         _ if e.is_go_away() => Status::unavailable(text),
         Reason::REFUSED_STREAM => Status::unavailable(text),
         Reason::CANCEL => Status::cancelled(text),
+        Reason::FLOW_CONTROL_ERROR if e.is_remote() => Status::resource_exhausted(text),
+        _ if e.is_remote() && u32::from(reason) > LAST_DEFINED_ERROR_CODE => Status::unknown(text),
         _ => Status::internal(text),
     }
 }
+
+/// The highest HTTP/2 error code RFC 9113 §7 defines (HTTP_1_1_REQUIRED).
+const LAST_DEFINED_ERROR_CODE: u32 = 0xd;
 
 /// The response of a call, up to and including its headers, as a body we
 /// can decode messages from.
