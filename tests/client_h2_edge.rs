@@ -60,6 +60,7 @@ const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 /// RST_STREAM / GOAWAY error codes (RFC 9113 §7).
 const NO_ERROR: u32 = 0x0;
 const REFUSED_STREAM: u32 = 0x7;
+const CANCEL: u32 = 0x8;
 
 /// HTTP/2's initial flow-control window, before SETTINGS or WINDOW_UPDATE.
 const DEFAULT_WINDOW: i64 = 65_535;
@@ -107,6 +108,11 @@ enum Misbehaviour {
     Padded,
     /// The message in DATA frames of at most 5 bytes.
     TinyFrames,
+    /// Holds the first call; on the second, RST_STREAM(CANCEL) and then a
+    /// trailers-only response anyway (what grpc-java's Netty server was
+    /// seen doing when a deadline expired); then answers the first
+    /// properly.
+    TrailersAfterReset,
 }
 
 /// PINGs per burst in [`Misbehaviour::PingStorm`] (four bursts a call).
@@ -197,6 +203,8 @@ struct Conn {
     /// Payloads of PINGs sent and not yet acknowledged.
     pings_out: HashSet<[u8; 8]>,
     next_ping: u64,
+    /// [`Misbehaviour::TrailersAfterReset`]: the call kept waiting.
+    held: Option<(u32, Vec<u8>)>,
 }
 
 impl Conn {
@@ -212,6 +220,7 @@ impl Conn {
             ready: VecDeque::new(),
             pings_out: HashSet::new(),
             next_ping: 0,
+            held: None,
         }
     }
 
@@ -462,6 +471,25 @@ impl Conn {
     /// Answers the UnaryCall on `id`, whose request body is `body`, the way
     /// the misbehaviour says.
     async fn answer(&mut self, id: u32, body: &[u8]) -> std::io::Result<()> {
+        if self.misbehaviour == Misbehaviour::TrailersAfterReset {
+            let Some((first, first_body)) = self.held.take() else {
+                self.held = Some((id, body.to_vec()));
+                return Ok(());
+            };
+            // RST_STREAM(CANCEL), then a trailers-only response:
+            // :status 200, content-type, grpc-status 1, END_STREAM.
+            let mut frames = frame_rst(id, CANCEL);
+            frames.extend(header_frame(id, &cancelled_trailers_only(), true));
+            self.streams.remove(&id);
+            self.send(&frames).await?;
+            return self.answer_properly(first, &first_body).await;
+        }
+        self.answer_properly(id, body).await
+    }
+
+    /// [`Conn::answer`] for every misbehaviour but the one that holds
+    /// calls.
+    async fn answer_properly(&mut self, id: u32, body: &[u8]) -> std::io::Result<()> {
         let message = grpc_message(&response_for(body));
         let storm = self.misbehaviour == Misbehaviour::PingStorm;
         if storm {
@@ -549,6 +577,14 @@ fn response_headers() -> Vec<u8> {
 fn ok_trailers() -> Vec<u8> {
     let mut block = Vec::new();
     push_header(&mut block, "grpc-status", "0");
+    block
+}
+
+/// A trailers-only response of a cancelled call: the response headers
+/// and `grpc-status: 1` in one block.
+fn cancelled_trailers_only() -> Vec<u8> {
+    let mut block = response_headers();
+    push_header(&mut block, "grpc-status", "1");
     block
 }
 
@@ -716,4 +752,35 @@ async fn tiny_data_frames() {
     let server = EdgeServer::start(Misbehaviour::TinyFrames).await;
     let channel = server.channel().await;
     assert_eq!(large_unary(&channel).await.unwrap(), RESPONSE_SIZE);
+}
+
+/// A server that resets a stream and then sends a trailers-only response
+/// on it anyway, while another call is in flight on the connection. RFC
+/// 9113 §5.1 (closed state): "An endpoint that receives any frame other
+/// than PRIORITY after receiving a RST_STREAM MUST treat that as a stream
+/// error (Section 5.4.2) of type STREAM_CLOSED": a *stream* error, so the
+/// reset call ends CANCELLED (the RST_STREAM's code, as grpc-go's client
+/// gives) and the other call does not notice.
+///
+/// grpc-java's Netty `TestServiceServer` sends this pair when a 1 ms
+/// deadline expires (`timeout_on_sleeping_server`); see
+/// tests/interop_grpc_java.rs for what it did there once our own reset of
+/// that stream was still queued.
+#[tokio::test]
+async fn trailers_after_reset() {
+    let server = EdgeServer::start(Misbehaviour::TrailersAfterReset).await;
+    let channel = server.channel().await;
+    let held = {
+        let channel = channel.clone();
+        tokio::spawn(async move { large_unary(&channel).await })
+    };
+    let stats = Arc::clone(&server.stats);
+    wait_until("the server holds the first call", || {
+        Stats::get(&stats.streams) == 1
+    })
+    .await;
+    let reset = large_unary(&channel).await.unwrap_err();
+    assert_eq!(reset.code(), Code::Cancelled, "{reset}");
+    assert_eq!(held.await.unwrap().unwrap(), RESPONSE_SIZE);
+    assert_eq!(Stats::get(&server.stats.connections), 1);
 }
