@@ -58,7 +58,19 @@ const JAVA_CLIENT_CASES: &[&str] = &[
 ];
 
 /// Our client's cases that grpc-java's server can pass: all of them but
-/// [`PROBE_CASES`].
+/// [`PROBE_CASES`], over one channel.
+///
+/// `timeout_on_sleeping_server` comes last. When its 1 ms deadline expires,
+/// grpc-java's server sends RST_STREAM(CANCEL) and then a trailers-only
+/// HEADERS on the same stream. If that RST_STREAM arrives while our own
+/// reset of the stream is still queued in `h2` (state
+/// `Closed(ScheduledLibraryReset)` with request data buffered), `h2` 0.4
+/// lets the received reset overwrite the state and then treats the HEADERS
+/// as a connection error (`recv_close: in unexpected state`, GOAWAY
+/// PROTOCOL_ERROR), where RFC 9113 §5.1 asks for a stream error
+/// (STREAM_CLOSED). The timeout case itself still passes, but the next case
+/// on the connection fails with UNAVAILABLE, about one run in five. Last,
+/// nothing follows it on the connection.
 const OURS_AGAINST_JAVA: &[&str] = &[
     "empty_unary",
     "large_unary",
@@ -73,11 +85,11 @@ const OURS_AGAINST_JAVA: &[&str] = &[
     "unimplemented_service",
     "cancel_after_begin",
     "cancel_after_first_response",
-    "timeout_on_sleeping_server",
     "client_compressed_unary_noprobe",
     "server_compressed_unary",
     "client_compressed_streaming_noprobe",
     "server_compressed_streaming",
+    "timeout_on_sleeping_server",
 ];
 
 /// The cases that open with a probe: an *uncompressed* request carrying
