@@ -97,3 +97,87 @@ async fn a_deadline_ends_a_server_streaming_call_mid_stream() {
     };
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
 }
+
+/// A one-connection HTTP/2 "server" of hand-written frames: it answers the
+/// preface with an empty SETTINGS and an ACK of the client's, waits for the
+/// first request's HEADERS, then writes `then` and holds the socket open.
+async fn scripted_server(then: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // SETTINGS (empty) | SETTINGS ACK: 9-octet headers, no payload.
+        socket
+            .write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0, 0, 0, 0, 0x4, 0x1, 0, 0, 0, 0])
+            .await
+            .unwrap();
+        // Read until a HEADERS frame (type 0x1) has arrived: skip the
+        // 24-octet preface, then walk frame headers.
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        'read: loop {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed before its request");
+            seen.extend_from_slice(&chunk[..n]);
+            let mut at = 24;
+            while seen.len() >= at + 9 {
+                let len = u32::from_be_bytes([0, seen[at], seen[at + 1], seen[at + 2]]) as usize;
+                if seen[at + 3] == 0x1 {
+                    break 'read;
+                }
+                at += 9 + len;
+            }
+        }
+        socket.write_all(&then).await.unwrap();
+        // Held open: the client must act on what it was sent, not on EOF.
+        let _ = socket.read(&mut chunk).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    address
+}
+
+/// A status caused by the server says so: the server's GOAWAY
+/// ENHANCE_YOUR_CALM (debug data "too_many_pings", as grpc-go sends) ends
+/// the call UNAVAILABLE, as in grpc-go's client (a GOAWAY ends the
+/// connection, not the call's meaning), and its message names the server
+/// as the sender, the code and the debug data.
+#[tokio::test]
+async fn a_goaway_from_the_server_is_reported_as_the_servers() {
+    // GOAWAY: length 22 | type 0x7 | flags 0 | stream 0 | last stream 0 |
+    // error 0xb ENHANCE_YOUR_CALM | "too_many_pings"
+    let mut goaway = vec![0, 0, 22, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xb];
+    goaway.extend_from_slice(b"too_many_pings");
+    let address = scripted_server(goaway).await;
+    let client = TestServiceClient::new(Channel::connect(address).await.unwrap());
+    let status = client.empty_call(Request::new(Empty {})).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status
+            .message()
+            .starts_with("the server sent GOAWAY ENHANCE_YOUR_CALM"),
+        "{status:?}"
+    );
+    assert!(status.message().contains("too_many_pings"), "{status:?}");
+}
+
+/// A status caused by our own `h2` detecting a broken rule says that too:
+/// a DATA frame on stream 0 is a connection error (RFC 9113 §6.1: "If a
+/// DATA frame is received whose Stream Identifier field is 0x00, the
+/// recipient MUST respond with a connection error of type
+/// PROTOCOL_ERROR"), which our side raises and sends.
+#[tokio::test]
+async fn a_protocol_error_our_h2_detects_is_reported_as_ours() {
+    // DATA: length 1 | type 0x0 | flags 0 | stream 0 | one octet.
+    let address = scripted_server(vec![0, 0, 1, 0x0, 0, 0, 0, 0, 0, b'x']).await;
+    let client = TestServiceClient::new(Channel::connect(address).await.unwrap());
+    let status = client.empty_call(Request::new(Empty {})).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with(
+            "this client's HTTP/2 layer (h2) detected a protocol violation by the server \
+             and sent GOAWAY PROTOCOL_ERROR"
+        ),
+        "{status:?}"
+    );
+}

@@ -75,10 +75,11 @@ async fn send_all(
 /// → INTERNAL; "REFUSED_STREAM → UNAVAILABLE - Indicates that no
 /// processing occurred and the request can be retried"; "CANCEL →
 /// Mapped to CANCELLED when sent by a server"; "ENHANCE_YOUR_CALM →
-/// RESOURCE_EXHAUSTED"; "INADEQUATE_SECURITY → PERMISSION_DENIED". A
-/// connection that ends (GOAWAY, I/O error) fails its calls with
-/// UNAVAILABLE, as grpc-go's client does, except that ENHANCE_YOUR_CALM
-/// keeps its meaning there too.
+/// RESOURCE_EXHAUSTED"; "INADEQUATE_SECURITY → PERMISSION_DENIED". That
+/// table is for RST_STREAM. A connection that ends (GOAWAY, whatever its
+/// code, or an I/O error) fails its calls with UNAVAILABLE, as grpc-go's
+/// client does: the call may be retried on a new connection, and the
+/// message still carries the code (a server's `too_many_pings`, say).
 ///
 /// Two codes follow grpc-go's client (`http2ErrConvTab` in its
 /// `internal/transport/http_util.go`) rather than that table, when the
@@ -114,9 +115,9 @@ pub(crate) fn stream_error(e: &h2::Error) -> Status {
     };
     let text = format!("{who} {frame} {reason:?} (h2: {e})");
     match reason {
+        _ if e.is_go_away() => Status::unavailable(text),
         Reason::ENHANCE_YOUR_CALM => Status::resource_exhausted(text),
         Reason::INADEQUATE_SECURITY => Status::permission_denied(text),
-        _ if e.is_go_away() => Status::unavailable(text),
         Reason::REFUSED_STREAM => Status::unavailable(text),
         Reason::CANCEL => Status::cancelled(text),
         Reason::FLOW_CONTROL_ERROR if e.is_remote() => Status::resource_exhausted(text),
