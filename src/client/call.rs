@@ -80,6 +80,17 @@ async fn send_all(
 /// code, or an I/O error) fails its calls with UNAVAILABLE, as grpc-go's
 /// client does: the call may be retried on a new connection, and the
 /// message still carries the code (a server's `too_many_pings`, say).
+///
+/// Two codes follow grpc-go's client (`http2ErrConvTab` in its
+/// `internal/transport/http_util.go`) rather than that table, when the
+/// server sent them in a RST_STREAM: FLOW_CONTROL_ERROR is
+/// RESOURCE_EXHAUSTED, and a code RFC 9113 §7 does not define is UNKNOWN
+/// (PROTOCOL-HTTP2.md has no row for it; RFC 9113 §7: "Unknown or
+/// unsupported error codes MUST NOT trigger any special behavior. These
+/// MAY be treated by an implementation as being equivalent to
+/// INTERNAL_ERROR" — a MAY, which grpc-go does not take). The same bytes
+/// then give the same status from either client. `tests/client_h2_edge.rs`
+/// checks every code.
 pub(crate) fn stream_error(e: &h2::Error) -> Status {
     let who = if e.is_remote() {
         "the server sent"
@@ -109,9 +120,14 @@ pub(crate) fn stream_error(e: &h2::Error) -> Status {
         Reason::INADEQUATE_SECURITY => Status::permission_denied(text),
         Reason::REFUSED_STREAM => Status::unavailable(text),
         Reason::CANCEL => Status::cancelled(text),
+        Reason::FLOW_CONTROL_ERROR if e.is_remote() => Status::resource_exhausted(text),
+        _ if e.is_remote() && u32::from(reason) > LAST_DEFINED_ERROR_CODE => Status::unknown(text),
         _ => Status::internal(text),
     }
 }
+
+/// The highest HTTP/2 error code RFC 9113 §7 defines (HTTP_1_1_REQUIRED).
+const LAST_DEFINED_ERROR_CODE: u32 = 0xd;
 
 /// The response of a call, up to and including its headers, as a body we
 /// can decode messages from.
