@@ -408,10 +408,11 @@ fn document(steps: &[String]) -> String {
              `te: trailers`; `chat-room` is our own metadata. The server answers \
              with response headers at once, without END_STREAM: the call is open \
              both ways. Its `88` is static entry 8, `:status: 200`. Its other \
-             fields are \"never indexed\": HPACK tables live as long as the \
-             connection, and most connections to a chat server carry one call, \
-             so the server indexes its response headers only from a \
-             connection's second call on (step 6).",
+             fields are \"never indexed\", on every call of the connection: \
+             grpc-java's OkHttp transport (Android's) sizes its own decoder by \
+             the server's `HEADER_TABLE_SIZE = 0`, so any reference to an entry \
+             the server had indexed would break it, and a chat connection \
+             carries one call anyway.",
         ),
         (
             "3. Alice sends a message",

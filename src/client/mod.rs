@@ -294,10 +294,20 @@ impl Channel {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let address = &self.inner.address;
+        // The wire trace sees the frames as the server sent them; above it,
+        // runs of DATA frames are joined and reads paced on their way to h2,
+        // so a server that cuts its responses small is read as fast as it
+        // writes (see `http2::pace`).
         let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
+        let io = crate::http2::Paced::from_server(io);
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)
+            // A server may cut a response into DATA frames as small as it
+            // likes (grpc's HTTP/2 tests use 5 bytes): see `http2::pace`.
+            .data_frame_budget(crate::http2::data_frame_budget(
+                self.inner.config.initial_connection_window_size,
+            ))
             .handshake::<_, Bytes>(io)
             .await
             .map_err(|e| {

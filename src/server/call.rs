@@ -136,7 +136,6 @@ pub(crate) fn serve_stream(
     server: &Inner,
     peer: SocketAddr,
     call: ActiveCall,
-    first_call: bool,
 ) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
     // Every refusal below is the peer's doing: logged once per connection.
@@ -200,9 +199,6 @@ pub(crate) fn serve_stream(
         respond,
         accepts_gzip(&parts.headers),
         server.config.max_send_message_size,
-        // See `sink::response_headers`: index only once a connection has
-        // shown it carries more than one call.
-        !first_call,
     );
 
     // PROTOCOL-HTTP2.md: "Path → ":path" "/" Service-Name "/" {method name}".
@@ -338,6 +334,7 @@ fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'
     // A gRPC client that reached us by mistake still gets a readable status.
     headers.insert("grpc-status", HeaderValue::from_static("13"));
     headers.insert("grpc-message", HeaderValue::from_static(message));
+    super::sink::never_indexed(headers);
     if let Err(e) = respond.send_response(response, true) {
         debug!(error = %e, "could not send HTTP error");
     }

@@ -115,11 +115,16 @@ pub const DEFAULT_INITIAL_CONNECTION_WINDOW_SIZE: u32 = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16 * 1024;
 /// Default for [`Builder::max_send_buffer_size`]: 32 KiB per stream.
 pub const DEFAULT_MAX_SEND_BUFFER_SIZE: usize = 32 * 1024;
-/// Default for [`Builder::header_table_size`]: 0, no HPACK dynamic table
-/// for request headers. Chat calls are few and long-lived, so indexing
-/// their headers saves next to nothing on the wire, while the table costs
-/// every connection its entries (about 0.5 KiB each, measured in
-/// docs/benchmarks.md).
+/// Default for [`Builder::header_table_size`]: 0, asking clients to keep no
+/// HPACK dynamic table of the request headers they send us. Chat calls are
+/// few and long-lived, so indexing their headers saves next to nothing on
+/// the wire, while every entry would be held for the connection's life
+/// (about 0.5 KiB per idle member, measured in docs/benchmarks.md §7).
+/// Clients that honour it (grpc-go's and `h2`'s do) index nothing. `h2`
+/// does not enforce it, though: a client that indexes anyway is still
+/// decoded, with a table of at most 4,096 bytes (HTTP/2's default size,
+/// which `h2`'s decoder keeps until the client announces a smaller one).
+/// What we send is never indexed at all (see `sink::never_indexed`).
 pub const DEFAULT_HEADER_TABLE_SIZE: u32 = 0;
 /// Default for [`Builder::keepalive_interval`].
 pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
@@ -173,6 +178,9 @@ pub(crate) struct Config {
     pub(crate) min_ping_interval: Duration,
     pub(crate) max_ping_strikes: u32,
     pub(crate) header_table_size: u32,
+    /// `None`: derived from the connection window
+    /// ([`crate::http2::data_frame_budget`]).
+    pub(crate) data_frame_budget: Option<usize>,
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
     pub(crate) max_connections: usize,
     pub(crate) max_pending_accept_reset_streams: usize,
@@ -200,6 +208,7 @@ impl Default for Config {
             min_ping_interval: DEFAULT_MIN_PING_INTERVAL,
             max_ping_strikes: DEFAULT_MAX_PING_STRIKES,
             header_table_size: DEFAULT_HEADER_TABLE_SIZE,
+            data_frame_budget: None,
             tls: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_pending_accept_reset_streams: DEFAULT_MAX_PENDING_ACCEPT_RESET_STREAMS,
@@ -317,6 +326,17 @@ impl Builder {
     /// [`DEFAULT_HEADER_TABLE_SIZE`]; HTTP/2's own default is 4096.
     pub fn header_table_size(&mut self, n: u32) -> &mut Self {
         self.config.header_table_size = n;
+        self
+    }
+
+    /// How much framing overhead of small DATA frames a connection may make
+    /// us hold unread before `h2` closes it with `GOAWAY(ENHANCE_YOUR_CALM)`
+    /// (each frame under 256 bytes costs `256 - its length` until its call
+    /// reads it). Default: twice the connection window
+    /// ([`crate::http2::data_frame_budget`]; [`crate::http2::pace`] says
+    /// why that serves peers that cut their data small, and what it bounds).
+    pub fn data_frame_budget(&mut self, budget: usize) -> &mut Self {
+        self.config.data_frame_budget = Some(budget);
         self
     }
 

@@ -55,9 +55,6 @@ pub(crate) struct Shared {
     encoding: Option<Encoding>,
     /// Whether the client said it accepts gzip (`grpc-accept-encoding`).
     client_accepts_gzip: bool,
-    /// Whether the response headers may enter the connection's HPACK
-    /// dynamic table (see [`response_headers`]).
-    index_headers: bool,
     max_send_message_size: usize,
 }
 
@@ -72,7 +69,6 @@ impl Responder {
         respond: SendResponse<Bytes>,
         client_accepts_gzip: bool,
         max_send_message_size: usize,
-        index_headers: bool,
     ) -> Self {
         Responder {
             shared: Arc::new(Mutex::new(Shared {
@@ -81,7 +77,6 @@ impl Responder {
                 trailers: None,
                 encoding: None,
                 client_accepts_gzip,
-                index_headers,
                 max_send_message_size,
             })),
         }
@@ -252,7 +247,7 @@ impl Responder {
                 // Nothing sent yet: one HEADERS frame carries everything.
                 let mut response = http::Response::new(());
                 let headers = response.headers_mut();
-                response_headers(headers, None, shared.index_headers);
+                response_headers(headers, None);
                 if let Some(metadata) = &shared.headers {
                     metadata.write_headers(headers);
                 }
@@ -260,6 +255,7 @@ impl Responder {
                     metadata.write_headers(headers);
                 }
                 status.write_trailers(headers);
+                never_indexed(headers);
                 respond.send_response(response, true).map(drop)
             }
             Phase::Streaming(mut stream) => {
@@ -268,6 +264,7 @@ impl Responder {
                     metadata.write_headers(&mut trailers);
                 }
                 status.write_trailers(&mut trailers);
+                never_indexed(&mut trailers);
                 stream.send_trailers(trailers)
             }
             Phase::Done => Ok(()),
@@ -298,13 +295,14 @@ impl Shared {
             };
         };
         let mut response = http::Response::new(());
-        response_headers(response.headers_mut(), self.encoding, self.index_headers);
+        response_headers(response.headers_mut(), self.encoding);
         // Taken, not copied: once the headers are out they are never needed
         // again, and a long-lived call (a chat member) would otherwise keep
         // its header map for its whole life.
         if let Some(metadata) = self.headers.take() {
             metadata.write_headers(response.headers_mut());
         }
+        never_indexed(response.headers_mut());
         let stream = respond
             .send_response(response, false)
             .map_err(|e| h2_error_to_status(&e))?;
@@ -319,28 +317,41 @@ fn boxed(metadata: MetadataMap) -> Option<Box<MetadataMap>> {
 }
 
 /// The headers every response starts with.
-///
-/// HPACK lets each side keep a dynamic table of headers it has sent, so that
-/// a header repeated on a later stream of the connection costs one or two
-/// bytes. The table is per connection, and held for the connection's life.
-/// That pays when a connection carries many calls, and is pure cost when it
-/// carries one long call, as a chat member's does: then the entries for
-/// `content-type` and `grpc-accept-encoding` are never used again, yet every
-/// idle member's connection would keep them (about 0.7 KiB each, counting
-/// `h2`'s bookkeeping). So the first response of a connection sends them
-/// without indexing (`index` false) and later ones index them. `h2` offers
-/// "never indexed" (RFC 7541 §6.2.3, via `set_sensitive`) as its only way
-/// to keep a header out of the table.
-fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>, index: bool) {
-    let value = |text: &'static str| {
-        let mut value = HeaderValue::from_static(text);
-        value.set_sensitive(!index);
-        value
-    };
-    headers.insert(http::header::CONTENT_TYPE, value("application/grpc"));
-    headers.insert("grpc-accept-encoding", value(ACCEPT_ENCODING));
+fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(ACCEPT_ENCODING),
+    );
     if let Some(encoding) = encoding {
-        headers.insert("grpc-encoding", value(encoding.as_str()));
+        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+    }
+}
+
+/// Marks every header we are about to send "never indexed" (RFC 7541
+/// §6.2.3; `h2`'s only way to keep a header out of its HPACK encoder's
+/// dynamic table is `set_sensitive`), so no header block we send refers to
+/// a dynamic-table entry.
+///
+/// Why: HPACK gives each direction of a connection its own dynamic table.
+/// Ours, for what we send, is sized by the *client's*
+/// SETTINGS_HEADER_TABLE_SIZE (4096 unless it says otherwise); the one for
+/// what clients send us is sized by ours, which is 0
+/// ([`super::DEFAULT_HEADER_TABLE_SIZE`]). grpc-java's OkHttp transport
+/// (the one Android apps use) mixes the two up: it shrinks its own
+/// *decoder* to our 0, so a response that refers to an entry an earlier
+/// response added fails there with "Header index too large" — on every
+/// connection's second call. Never indexing costs a few dozen bytes per
+/// response (`content-type` and friends spelled out each time) and keeps
+/// every client working; it also means our encoder holds no table for any
+/// connection. (`h2` itself still indexes a `:status` outside HPACK's
+/// static table, such as 415 or 405, which only non-gRPC requests get.)
+pub(crate) fn never_indexed(headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        value.set_sensitive(true);
     }
 }
 
@@ -472,15 +483,14 @@ mod tests {
     const TWO: &[u8] = &[0, 0, 0, 0, 2, b'h', b'i', 0, 0, 0, 0, 3, b'a', b'b', b'c'];
 
     #[test]
-    fn response_headers_are_indexed_only_when_asked() {
-        let mut first = HeaderMap::new();
-        response_headers(&mut first, Some(Encoding::Gzip), false);
-        assert_eq!(first.len(), 3);
-        assert!(first.values().all(HeaderValue::is_sensitive));
-        let mut later = HeaderMap::new();
-        response_headers(&mut later, None, true);
-        assert_eq!(later["content-type"], "application/grpc");
-        assert!(!later.values().any(HeaderValue::is_sensitive));
+    fn every_header_we_send_is_never_indexed() {
+        let mut headers = HeaderMap::new();
+        response_headers(&mut headers, Some(Encoding::Gzip));
+        headers.insert("x-custom", HeaderValue::from_static("value"));
+        never_indexed(&mut headers);
+        assert_eq!(headers.len(), 4);
+        assert_eq!(headers["content-type"], "application/grpc");
+        assert!(headers.values().all(HeaderValue::is_sensitive));
     }
 
     #[test]

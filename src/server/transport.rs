@@ -11,6 +11,8 @@
 //! The watch sits above TLS, so it sees HTTP/2 frames, not TLS records. It
 //! never changes a byte: when the policy is broken it only tells the
 //! connection's driver, which sends GOAWAY `ENHANCE_YOUR_CALM` through `h2`.
+//! It also paces reads: after a read full of small DATA frames, the next
+//! read yields to the calls first ([`crate::http2::pace`] says why).
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,7 +26,9 @@ use tokio::net::TcpStream;
 use tracing::warn;
 
 use super::connection::ConnectionState;
-use super::ping_policy::{FrameScanner, PingPolicy, Verdict};
+use super::ping_policy::{PingPolicy, Verdict};
+use crate::http2::{FrameHead, FrameScanner, ReadPacer, join_new_bytes};
+use crate::wire_trace::Tap;
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
 pub(crate) enum Transport {
@@ -94,10 +98,14 @@ impl AsyncWrite for Transport {
 
 /// A [`Transport`] whose frames are watched for the PING policy.
 pub(crate) struct Watched {
-    io: Transport,
+    /// The socket, tapped for `--trace-wire` (which sees what the peer sent).
+    io: Tap<Transport>,
     inbound: FrameScanner,
     outbound: FrameScanner,
     policy: PingPolicy,
+    /// Lets the calls read what `h2` has queued for them after a read full
+    /// of small DATA frames (see [`crate::http2::pace`]).
+    pacer: ReadPacer,
     /// Told once when the policy is broken.
     state: Arc<ConnectionState>,
     tripped: bool,
@@ -107,7 +115,7 @@ pub(crate) struct Watched {
 impl Watched {
     /// Watches `io`; `state` is told when the peer breaks `policy`.
     pub(crate) fn new(
-        io: Transport,
+        io: Tap<Transport>,
         policy: PingPolicy,
         state: Arc<ConnectionState>,
         peer: SocketAddr,
@@ -117,31 +125,33 @@ impl Watched {
             inbound: FrameScanner::from_client(),
             outbound: FrameScanner::from_server(),
             policy,
+            pacer: ReadPacer::default(),
             state,
             tripped: false,
             peer,
         }
     }
 
-    fn saw_inbound(&mut self, bytes: &[u8]) {
-        let Watched {
-            inbound,
-            policy,
-            state,
-            tripped,
-            peer,
-            ..
-        } = self;
-        inbound.scan(bytes, |head| {
-            if head.is_ping()
-                && policy.on_ping(Instant::now()) == Verdict::TooMany
-                && !std::mem::replace(tripped, true)
-            {
-                // Logged once per connection, not per PING.
-                warn!(%peer, "client PINGs too often: GOAWAY ENHANCE_YOUR_CALM");
-                state.too_many_pings();
-            }
-        });
+    /// A frame header the client sent: the pacer counts it, the PING
+    /// policy judges it. (A function of the fields it needs, so that the
+    /// scanner, another field, can call it while it walks the bytes.)
+    fn saw_inbound(
+        head: FrameHead,
+        policy: &mut PingPolicy,
+        pacer: &mut ReadPacer,
+        state: &ConnectionState,
+        tripped: &mut bool,
+        peer: SocketAddr,
+    ) {
+        pacer.saw(head);
+        if head.is_ping()
+            && policy.on_ping(Instant::now()) == Verdict::TooMany
+            && !std::mem::replace(tripped, true)
+        {
+            // Logged once per connection, not per PING.
+            warn!(%peer, "client PINGs too often: GOAWAY ENHANCE_YOUR_CALM");
+            state.too_many_pings();
+        }
     }
 
     fn saw_outbound(&mut self, bytes: &[u8]) {
@@ -163,12 +173,29 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(yielded) = this.pacer.poll_yield(cx) {
+            return yielded;
+        }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Watched {
+            io,
+            inbound,
+            policy,
+            pacer,
+            state,
+            tripped,
+            peer,
+            ..
+        } = this;
+        let polled = Pin::new(io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            if let Some(new) = buf.filled().get(before..) {
-                this.saw_inbound(new);
-            }
+            // Runs of DATA frames are joined on their way to `h2`
+            // (`http2::coalesce`); the PING policy and the pacer still see
+            // every frame as the client sent it.
+            let kept = join_new_bytes(inbound, buf, before, |head| {
+                Watched::saw_inbound(head, policy, pacer, state, tripped, *peer)
+            });
+            buf.set_filled(before + kept);
         }
         polled
     }

@@ -19,6 +19,8 @@
 //! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
 //! * [`Collected`] holds what a reader thread received, and waits for it.
 //! * [`chat_stream`] opens named ChatStream members on our client.
+//! * [`java`] runs grpc-java's interop client and server (after
+//!   `scripts/setup-java.sh`).
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
 //!   our services in this process; [`hostile`] is a chat server that sends
 //!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
@@ -31,6 +33,7 @@
 pub mod chat_stream;
 pub mod hostile;
 pub mod in_process;
+pub mod java;
 pub mod json;
 pub mod member;
 pub mod raw;
