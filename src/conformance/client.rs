@@ -9,9 +9,10 @@
 //!                                          requests left unsent)
 //! ```
 //!
-//! Calls run concurrently (the runner's cases sleep a lot: delays,
-//! timeouts); each result is written whole, under a lock, as its call ends,
-//! in whatever order that is — the runner matches them by test name.
+//! Calls run concurrently, up to [`MAX_CONCURRENT_CALLS`] at once (the
+//! runner's cases sleep a lot: delays, timeouts); each result is written
+//! whole, under a lock, as its call ends, in whatever order that is — the
+//! runner matches them by test name.
 //!
 //! Every shape of call is driven through the two halves of a streaming call
 //! ([`RequestSink`], [`ResponseStream`]): that is what lets the program
@@ -41,6 +42,13 @@ const SERVICE: &str = "connectrpc.conformance.v1.ConformanceService";
 /// How long a call may take to connect: the runner's servers are local.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Calls in flight at once. The runner sends every case at once; most of
+/// them sleep (delays, deadlines), so running them together is what makes
+/// the suite fast — but each also dials its own connection, and hundreds of
+/// TLS handshakes at once can keep a two-core machine busy long enough to
+/// make a "cancel 5 ms after half-close" fire after a 200 ms server delay.
+pub const MAX_CONCURRENT_CALLS: usize = 24;
+
 /// The outcome of one call, as the runner wants it.
 type Outcome = Result<pb::ClientResponseResult, String>;
 
@@ -55,10 +63,14 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let output = Arc::new(Mutex::new(output));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS));
     let mut calls = tokio::task::JoinSet::new();
     while let Some(request) = super::read_message::<pb::ClientCompatRequest>(input).await? {
         let output = Arc::clone(&output);
+        let slots = Arc::clone(&slots);
         calls.spawn(async move {
+            // The semaphore is never closed, so acquiring cannot fail.
+            let _slot = slots.acquire_owned().await;
             let test_name = request.test_name.clone();
             let result = match call(request).await {
                 Ok(response) => pb::client_compat_response::Result::Response(response),
