@@ -367,6 +367,12 @@ pub async fn start(
     if request.message_receive_limit > 0 {
         builder.max_recv_message_size(request.message_receive_limit as usize);
     }
+    if !request.client_tls_cert.is_empty() {
+        // Our configs say `supports_tls_client_certs: false`, so the runner
+        // never asks; a request that does gets a clear refusal rather than
+        // a server that silently lets every client in.
+        return Err("TLS client certificates are not supported".into());
+    }
     let tls = if request.use_tls {
         let creds = request
             .server_creds
