@@ -151,7 +151,7 @@ if ((passed + $(grep -c '^FAIL ' "$logs/interop-client.log" || true) != ${#ours_
   cat "$logs/interop-client.log" >&2
 fi
 result "interop-client → its server (TestServiceServer)" "${#ours_cases[@]}" "$passed" \
-  "the ${#expected_fail_against_java[@]} failures are expected: its server ignores expect_compressed, so the compression probes cannot pass (their _noprobe variants do)"
+  "the ${#expected_fail_against_java[@]} failures are expected: its server ignores expect_compressed, so the compression probes cannot pass; their _noprobe variants do"
 
 if ((unexpected > 0)); then
   log "$unexpected unexpected failure(s)"
