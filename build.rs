@@ -31,6 +31,11 @@ const PROTOS: &[&str] = &[
     "grpc/health/v1/health.proto",
     "grpc/reflection/v1/reflection.proto",
     "grpc/reflection/v1alpha/reflection.proto",
+    "google/rpc/status.proto",
+    "connectrpc/conformance/v1/config.proto",
+    "connectrpc/conformance/v1/service.proto",
+    "connectrpc/conformance/v1/server_compat.proto",
+    "connectrpc/conformance/v1/client_compat.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

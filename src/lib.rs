@@ -37,6 +37,9 @@
 //! * [`interop`] — the `grpc.testing.TestService` implementation and the
 //!   standard interop test cases, used by the `interop-server` and
 //!   `interop-client` binaries.
+//! * [`conformance`] — the Connect conformance suite's server and client
+//!   programs (`conformance-server`, `conformance-client`), on the server,
+//!   gateway and client layers above.
 //! * [`web`] — the browser front: a gRPC-Web gateway (HTTP/1.1, hyper) that
 //!   turns each call into a native call to our own server, and the chat page.
 //! * [`chat_client`] — the `chat-client` terminal app: TUI and line mode,
@@ -51,6 +54,7 @@ pub mod chat;
 pub mod chat_client;
 pub mod client;
 pub mod codec;
+pub mod conformance;
 pub mod framing;
 pub mod health;
 pub mod http2;

@@ -31,5 +31,17 @@ pub mod grpc_reflection_v1alpha {
     include!(concat!(env!("OUT_DIR"), "/grpc.reflection.v1alpha.rs"));
 }
 
+/// `package google.rpc;` — `google.rpc.Status`, the error model sent in
+/// `grpc-status-details-bin`.
+pub mod google_rpc {
+    include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+}
+
+/// `package connectrpc.conformance.v1;` — the Connect conformance suite's
+/// service and the runner's messages (see [`crate::conformance`]).
+pub mod connectrpc_conformance_v1 {
+    include!(concat!(env!("OUT_DIR"), "/connectrpc.conformance.v1.rs"));
+}
+
 /// The encoded `FileDescriptorSet` of every `.proto` file, for reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptors.bin"));

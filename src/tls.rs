@@ -107,6 +107,56 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
+/// [`server_config`] from PEM text in memory rather than files: for
+/// programs handed their certificate by another process (the conformance
+/// runner writes it to `conformance-server`'s stdin).
+pub fn server_config_from_pem(
+    cert: &[u8],
+    key: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::new(format!("invalid PEM certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::new("no certificate in the PEM text"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key)
+        .map_err(|e| TlsError::new(format!("no usable private key in the PEM text: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::new(format!("TLS versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            TlsError::new(format!(
+                "certificate and key do not make a usable pair: {e}"
+            ))
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// [`client_config`] trusting the certificates in PEM text in memory.
+pub fn client_config_from_pem(ca: &[u8]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        let cert = cert.map_err(|e| TlsError::new(format!("invalid PEM certificate: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::new(format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::new("no certificate in the PEM text"));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::new(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A client configuration that trusts the certificates in the PEM file `ca`,
 /// or the system's trusted roots when `ca` is `None`, and offers `h2` by ALPN.
 pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {

@@ -16,6 +16,14 @@ const BINARIES: &[(&str, &str)] = &[
     ("chat-bench", env!("CARGO_BIN_EXE_chat-bench")),
     ("interop-server", env!("CARGO_BIN_EXE_interop-server")),
     ("interop-client", env!("CARGO_BIN_EXE_interop-client")),
+    (
+        "conformance-server",
+        env!("CARGO_BIN_EXE_conformance-server"),
+    ),
+    (
+        "conformance-client",
+        env!("CARGO_BIN_EXE_conformance-client"),
+    ),
 ];
 
 /// One binary's `--help` output.
@@ -60,7 +68,11 @@ fn readme_flags() -> String {
             .iter()
             .map(|f| format!("`{f}`"))
             .collect();
-        block.push_str(&format!("- `{name}`: {}\n", flags.join(", ")));
+        if flags.is_empty() {
+            block.push_str(&format!("- `{name}`: no flags\n"));
+        } else {
+            block.push_str(&format!("- `{name}`: {}\n", flags.join(", ")));
+        }
     }
     block.push_str(README_END);
     block

@@ -1085,7 +1085,7 @@ async fn chat_control_characters_and_terminal_escapes_are_refused() {
         "\u{1b}]52;c;aGFja2Vk\u{7}", // OSC 52: write the clipboard
         "\u{1b}]0;pwned\u{7}",       // OSC 0: set the window title
         "\u{9b}31mred",              // C1 CSI: colour without ESC
-        "tab\there",                 // any C0 control
+        "bell\u{7}here",             // any C0 control (TAB excepted: a space)
         "bidi\u{85}next line",       // C1 NEL
         "del\u{7f}",                 // DEL
     ];
@@ -1097,6 +1097,9 @@ async fn chat_control_characters_and_terminal_escapes_are_refused() {
     }
     talker.send(&say("talker", "plain")).await.unwrap();
     assert_eq!(next_said(&mut witness).await.message, "plain");
+    // TAB is whitespace (pasted tab-separated text): delivered as a space.
+    talker.send(&say("talker", "name\tscore")).await.unwrap();
+    assert_eq!(next_said(&mut witness).await.message, "name score");
     t.finish().await;
 }
 

@@ -314,12 +314,14 @@ impl grpc_chat::server::Service for NeverReads {
 }
 
 /// The flood the DATA-frame budget is for: one-byte DATA frames, each
-/// within flow control, to a call that never reads them. Each would be
-/// held (about 200 bytes apiece) until the window's 2 MiB of them, 400 MB;
-/// the budget (twice the window) stops the connection at about 16,000
-/// frames with GOAWAY ENHANCE_YOUR_CALM, and the server serves the next.
+/// within flow control, to calls that never read them, interleaved over
+/// two streams (so no two in a row can be joined into one, as the server
+/// does with a run on one stream). Each would be held (about 200 bytes
+/// apiece) until the window's 2 MiB of them, 400 MB; the budget (twice the
+/// window) stops the connection at about 16,000 frames with GOAWAY
+/// ENHANCE_YOUR_CALM, and the server serves the next connection.
 #[tokio::test]
-async fn one_byte_frames_to_a_call_that_never_reads_end_with_enhance_your_calm() {
+async fn one_byte_frames_to_calls_that_never_read_end_with_enhance_your_calm() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let server = Server::builder()
@@ -331,17 +333,20 @@ async fn one_byte_frames_to_a_call_that_never_reads_end_with_enhance_your_calm()
     let (mut socket, mut reader, _) = handshake(&address).await;
     let mut block = header_block(Some("/test.NeverReads/Hold"));
     push_header(&mut block, "te", "trailers");
-    socket
-        .write_all(&frame(HEADERS, END_HEADERS, 1, &block))
-        .await
-        .unwrap();
-    // 20,000 one-byte frames (200 kB on the wire, 20,000 bytes of window).
-    let one = frame(DATA, 0, 1, b"x");
-    let flood: Vec<u8> = one
+    for stream in [1, 3] {
+        socket
+            .write_all(&frame(HEADERS, END_HEADERS, stream, &block))
+            .await
+            .unwrap();
+    }
+    // 20,000 one-byte frames, streams 1 and 3 in turn (200 kB on the wire,
+    // 10,000 bytes of each stream's window).
+    let pair = [frame(DATA, 0, 1, b"x"), frame(DATA, 0, 3, b"x")].concat();
+    let flood: Vec<u8> = pair
         .iter()
         .copied()
         .cycle()
-        .take(one.len() * 20_000)
+        .take(pair.len() * 10_000)
         .collect();
     // The server may close while we are still writing.
     let _ = socket.write_all(&flood).await;
@@ -360,4 +365,48 @@ async fn one_byte_frames_to_a_call_that_never_reads_end_with_enhance_your_calm()
         large_unary_in_frames_of(&address, 16 * 1024, 1000).await,
         "0"
     );
+}
+
+/// A run of one-byte frames on one stream, to a call that never reads: the
+/// server joins each read's run into one frame on its way to `h2`, so what
+/// is held is the bytes, and the connection stays up (the flood above needs
+/// interleaved streams to get past the joining).
+#[tokio::test]
+async fn a_run_of_one_byte_frames_on_one_stream_is_joined_not_refused() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = Server::builder()
+        .add_service(NeverReads)
+        .add_service(TestServiceServer::new(InteropService))
+        .build();
+    tokio::spawn(server.serve(listener, std::future::pending()));
+
+    let (mut socket, mut reader, _) = handshake(&address).await;
+    let mut block = header_block(Some("/test.NeverReads/Hold"));
+    push_header(&mut block, "te", "trailers");
+    socket
+        .write_all(&frame(HEADERS, END_HEADERS, 1, &block))
+        .await
+        .unwrap();
+    let one = frame(DATA, 0, 1, b"x");
+    let run: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 20_000)
+        .collect();
+    socket.write_all(&run).await.unwrap();
+    // A PING after the run: its ACK shows the server read all of it and
+    // kept the connection.
+    socket
+        .write_all(&frame(common::raw::PING, 0, 0, b"run done"))
+        .await
+        .unwrap();
+    loop {
+        let got = reader.next(&mut socket).await.expect("connection kept");
+        assert_ne!(got.kind, common::raw::GOAWAY, "{got:?}");
+        if got.kind == common::raw::PING && got.payload == b"run done" {
+            break;
+        }
+    }
 }

@@ -318,3 +318,86 @@ async fn shutdown_drains_calls_in_flight_and_refuses_new_ones() {
         "no new connections after shutdown"
     );
 }
+
+/// `message` as one uncompressed gRPC message: flag 0 | length | payload.
+fn framed(message: &impl prost::Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+#[tokio::test]
+async fn a_unary_call_with_no_or_two_requests_is_unimplemented() {
+    // statuscodes.md: UNIMPLEMENTED for a "Request cardinality violation
+    // (method requires exactly one request but client sent some other
+    // number of requests)".
+    let address = start().await;
+    let two = [EMPTY_MESSAGE, EMPTY_MESSAGE].concat();
+    for body in [&b""[..], &two[..]] {
+        let answer = call(&address, Method::POST, EMPTY_CALL, GRPC, body).await;
+        assert_eq!(answer.grpc_status(), Some("12"), "{} bytes", body.len());
+    }
+}
+
+#[tokio::test]
+async fn a_codec_other_than_proto_is_refused_with_415() {
+    let address = start().await;
+    for content_type in ["application/grpc+json", "application/grpc+foo"] {
+        let headers = [("content-type", content_type), ("te", "trailers")];
+        let answer = call(&address, Method::POST, EMPTY_CALL, &headers, EMPTY_MESSAGE).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}"
+        );
+    }
+    let headers = [
+        ("content-type", "application/grpc+proto"),
+        ("te", "trailers"),
+    ];
+    let answer = call(&address, Method::POST, EMPTY_CALL, &headers, EMPTY_MESSAGE).await;
+    assert_eq!(answer.grpc_status(), Some("0"));
+}
+
+#[tokio::test]
+async fn initial_metadata_set_before_an_error_is_sent_as_headers() {
+    // The handler sets initial metadata (the echoed header), then fails
+    // before any message: the metadata must arrive as headers, then the
+    // status as trailers — not folded into one trailers-only frame, where a
+    // client would find it among the trailers.
+    use grpc_chat::pb::grpc_testing::{EchoStatus, StreamingOutputCallRequest};
+    let address = start().await;
+    let request = StreamingOutputCallRequest {
+        response_status: Some(EchoStatus {
+            code: 2,
+            message: "boom".into(),
+        }),
+        ..Default::default()
+    };
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("x-grpc-test-echo-initial", "hello"),
+    ];
+    let answer = call(
+        &address,
+        Method::POST,
+        "/grpc.testing.TestService/FullDuplexCall",
+        &headers,
+        &framed(&request),
+    )
+    .await;
+    assert_eq!(answer.headers["x-grpc-test-echo-initial"], "hello");
+    assert!(
+        answer.headers.get("grpc-status").is_none(),
+        "not trailers-only"
+    );
+    let trailers = answer
+        .trailers
+        .as_ref()
+        .expect("trailers after the headers");
+    assert_eq!(trailers["grpc-status"], "2");
+    assert!(trailers.get("x-grpc-test-echo-initial").is_none());
+}

@@ -1100,3 +1100,134 @@ async fn bearer_tokens_rule_sessions_as_they_rule_chat() {
     );
     client.send_message(send(Some("tok-alice"))).await.unwrap();
 }
+
+/// The interop `TestService` behind a gateway; returns the gateway's address.
+async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>, oneshot::Sender<()>) {
+    use grpc_chat::interop::server::InteropService;
+    use grpc_chat::pb::grpc_testing::TestServiceServer;
+    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native = native_listener.local_addr().unwrap();
+    let stop_native =
+        common::in_process::serve(native_listener, TestServiceServer::new(InteropService));
+    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = web_listener.local_addr().unwrap();
+    let (stop_web, web_stopped) = oneshot::channel::<()>();
+    let gateway = Gateway::builder(native)
+        .shutdown_grace(Duration::from_millis(200))
+        .build();
+    tokio::spawn(async move {
+        gateway
+            .serve(web_listener, async {
+                let _ = web_stopped.await;
+            })
+            .await
+    });
+    (web, stop_native, stop_web)
+}
+
+/// `message` as one uncompressed gRPC message: flag 0 | length | payload.
+fn framed(message: &impl prost::Message) -> bytes::Bytes {
+    let payload = message.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
+    out.into()
+}
+
+#[tokio::test]
+async fn grpc_web_over_h2c_is_full_duplex() {
+    // Over HTTP/2 a gRPC-Web client may stream its requests: the first
+    // response must come back while the request stream is still open, so
+    // the gateway may not wait for the whole body before calling upstream.
+    use grpc_chat::pb::grpc_testing::{ResponseParameters, StreamingOutputCallRequest};
+    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let tcp = TcpStream::connect(web).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::post(format!(
+        "http://{web}/grpc.testing.TestService/FullDuplexCall"
+    ))
+    .header("content-type", "application/grpc-web+proto")
+    .header("x-grpc-web", "1")
+    .body(())
+    .unwrap();
+    let (response, mut send) = client.send_request(request, false).unwrap();
+    let ask = |size| StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters {
+            size,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    send.send_data(framed(&ask(3)), false).unwrap();
+    let response = timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/grpc-web+proto"
+    );
+    let mut body = response.into_body();
+    let first = timeout(WAIT, body.data())
+        .await
+        .expect("the first response before the request stream ends")
+        .unwrap()
+        .unwrap();
+    // flag 0 | length 7 | payload { body: 3 zero bytes } (field 1, then
+    // its field 2 with 3 bytes: 0a 05 12 03 00 00 00)
+    assert_eq!(&first[..5], &[0, 0, 0, 0, 7]);
+    let _ = body.flow_control().release_capacity(first.len());
+    send.send_data(framed(&ask(1)), true).unwrap();
+    let mut rest = Vec::new();
+    while let Some(chunk) = timeout(WAIT, body.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        rest.extend_from_slice(&chunk);
+    }
+    let mut buf = bytes::BytesMut::from(&rest[..]);
+    let second = Frame::parse(&mut buf).unwrap().unwrap();
+    assert!(matches!(second, Frame::Data { .. }), "{second:?}");
+    let end = Frame::parse(&mut buf).unwrap().unwrap();
+    let Frame::Trailers(trailers) = end else {
+        panic!("expected the trailers frame, got {end:?}");
+    };
+    assert!(
+        trailers.iter().any(|(k, v)| k == "grpc-status" && v == "0"),
+        "{trailers:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_request_with_a_body_leaves_the_connection_usable() {
+    // The gateway reads a small body before refusing the request, so an
+    // HTTP/1.1 client reads the refusal and can go on with the connection.
+    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let mut tcp = TcpStream::connect(web).await.unwrap();
+    let body = [0u8; 1000];
+    let head = format!(
+        "DELETE /grpc.testing.TestService/EmptyCall HTTP/1.1\r\nhost: t\r\n\
+         content-type: application/grpc-web\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // The body comes a moment after the head, as from a client that
+    // streams it: a server that answers without reading it closes the
+    // connection on it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = tcp.write_all(&body).await;
+    // Without the drain, this write fails: the server closed the
+    // connection on the unread body ("broken pipe").
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    timeout(WAIT, tcp.read_to_end(&mut raw))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(
+        text.contains("HTTP/1.1 200"),
+        "the second request was not answered: {text}"
+    );
+}

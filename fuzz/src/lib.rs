@@ -197,6 +197,6 @@ pub fn chat_validation(data: &[u8]) {
         assert!(!message.trim().is_empty());
         assert!(message.chars().count() <= limits.max_message_chars);
         assert!(!message.chars().any(char::is_control), "{message:?}");
-        assert_eq!(validate::message(message, &limits), Ok(message));
+        assert_eq!(validate::message(&message, &limits), Ok(message.clone()));
     }
 }

@@ -4,9 +4,15 @@
 //! ```text
 //! interop-client --server_host 127.0.0.1 --server_port 10000 --test_case large_unary
 //! interop-client --server_port 10000 --test_case all
+//! interop-client --server_port 10000 --test_case empty_unary,large_unary,ping_pong
 //! interop-client --server_port 10000 --use_tls --use_test_ca --ca_file ca.pem \
 //!     --server_host_override foo.test.google.fr --test_case all
 //! ```
+//!
+//! Every case of one run goes over one `Channel`, so one connection carries
+//! them in turn (and a later case finds the connection as the earlier ones
+//! left it); each prints `PASS <case>` or `FAIL <case>: <why>`, and the exit
+//! status is non-zero if any failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +32,8 @@ struct Args {
     /// Server port.
     #[arg(long = "server_port", default_value_t = 10000)]
     server_port: u16,
-    /// The case to run, or `all`.
+    /// The cases to run, comma-separated (`empty_unary,large_unary`), or
+    /// `all`; all of them over one channel, in the order given.
     #[arg(long = "test_case", default_value = "large_unary")]
     test_case: String,
     /// Print every HTTP/2 frame to stderr, decoded: headers, gRPC messages as
@@ -96,11 +103,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let cases: Vec<&str> = if args.test_case == "all" {
-        test_cases().collect()
-    } else {
-        vec![args.test_case.as_str()]
-    };
+    let cases = selected_cases(&args.test_case);
+    if cases.is_empty() {
+        eprintln!("--test_case names no case");
+        return ExitCode::from(2);
+    }
     let mut failed = 0;
     for case in &cases {
         match run_case(&channel, case).await {
@@ -116,4 +123,16 @@ async fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The cases `--test_case` names: `all`, or a comma-separated list (blank
+/// items skipped, so a trailing comma is harmless).
+fn selected_cases(flag: &str) -> Vec<&str> {
+    if flag.trim() == "all" {
+        return test_cases().collect();
+    }
+    flag.split(',')
+        .map(str::trim)
+        .filter(|case| !case.is_empty())
+        .collect()
 }

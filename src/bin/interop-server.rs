@@ -5,12 +5,17 @@
 //! ```text
 //! interop-server --port 10000
 //! interop-server --port 10000 --use_tls --tls_cert_file cert.pem --tls_key_file key.pem
+//! interop-server --port 10000 --max_receive_message_size=16777216
 //! ```
+//!
+//! `--max_receive_message_size` exists for grpc-java's `very_large_request`
+//! case, which sends a 10 MiB request: more than the library's 4 MiB default.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::Parser;
+use grpc_chat::framing::DEFAULT_MAX_RECV_MESSAGE_SIZE;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
 use grpc_chat::reflection::{ReflectionService, V1_SERVICE, V1ALPHA_SERVICE};
@@ -43,6 +48,12 @@ struct Args {
     /// PEM private key (with --use_tls).
     #[arg(long = "tls_key_file")]
     tls_key_file: Option<PathBuf>,
+    /// The largest request message accepted, in bytes (after
+    /// decompression); a larger one fails with RESOURCE_EXHAUSTED. The
+    /// default is the library's (4 MiB).
+    #[arg(long = "max_receive_message_size", value_name = "BYTES",
+          default_value_t = DEFAULT_MAX_RECV_MESSAGE_SIZE)]
+    max_receive_message_size: usize,
 }
 
 #[tokio::main]
@@ -55,6 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let mut builder = Server::builder();
+    builder.max_recv_message_size(args.max_receive_message_size);
     if let Some(mode) = args.trace_wire {
         grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
     }

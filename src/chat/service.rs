@@ -561,7 +561,7 @@ fn accept_message(
                     "message refused (further refusals for this member are not logged)"
                 );
             }
-            membership.notify(&format!("message not delivered: it is {why}"));
+            membership.notify(&format!("message not delivered: it {why}"));
             return None;
         }
     };
@@ -583,7 +583,7 @@ fn accept_message(
         ));
         return None;
     }
-    Some(text.to_owned())
+    Some(text.into_owned())
 }
 
 impl ChatService {

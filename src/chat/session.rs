@@ -256,7 +256,7 @@ impl ChatService {
             Err(validate::Invalid::Empty) => return Ok(Response::new(SendMessageResponse {})),
             Err(why) => {
                 return Err(Status::invalid_argument(format!(
-                    "message not delivered: it is {why}"
+                    "message not delivered: it {why}"
                 )));
             }
         };
@@ -275,7 +275,7 @@ impl ChatService {
             events.push(Event::Typing { started: false });
         }
         events.push(Event::Message {
-            text: text.to_owned(),
+            text: text.into_owned(),
         });
         session.membership.publish(&events);
         drop(typing);

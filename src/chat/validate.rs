@@ -9,8 +9,11 @@
 //! member could draw on everyone's screen. So every C0 and C1 control
 //! character (and DEL) is refused, in names and in messages. Trailing CR/LF is
 //! trimmed first, because the original Go client sent each line with its
-//! newline.
+//! newline. TAB is the one control character a person types on purpose
+//! (pasted tab-separated text): in a message it becomes a space, which moves
+//! no cursor anywhere; in a name it is refused like the rest.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Default for [`Limits::max_name_chars`].
@@ -40,7 +43,8 @@ impl Default for Limits {
 }
 
 /// Why a name or message was refused. The `Display` text is shown to the
-/// member who sent it.
+/// member who sent it, after its subject: "user name …", "room name …",
+/// "message not delivered: it …".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invalid {
     /// Nothing left after trimming.
@@ -56,15 +60,15 @@ pub enum Invalid {
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Invalid::Empty => f.write_str("empty"),
+            Invalid::Empty => f.write_str("is empty"),
             Invalid::TooLong { chars, limit } => {
-                write!(f, "too long ({chars} characters, at most {limit})")
+                write!(f, "is too long ({chars} characters, at most {limit})")
             }
             Invalid::ControlCharacter { position } => write!(
                 f,
                 "contains a control character at position {position} (terminal escapes are not allowed)"
             ),
-            Invalid::Reserved => f.write_str("reserved for the server"),
+            Invalid::Reserved => f.write_str("is reserved for the server"),
         }
     }
 }
@@ -102,15 +106,20 @@ pub fn name<'a>(raw: &'a str, limits: &Limits) -> Result<&'a str, Invalid> {
     Ok(name)
 }
 
-/// A chat message: trailing CR/LF trimmed, then 1 to `max_message_chars`
-/// characters without control characters. Inner spacing is kept: it may be
-/// deliberate.
-pub fn message<'a>(raw: &'a str, limits: &Limits) -> Result<&'a str, Invalid> {
+/// A chat message: trailing CR/LF trimmed, each TAB made a space, then 1 to
+/// `max_message_chars` characters without control characters. Inner spacing
+/// is kept: it may be deliberate. Borrowed unless a TAB had to be replaced.
+pub fn message<'a>(raw: &'a str, limits: &Limits) -> Result<Cow<'a, str>, Invalid> {
     let text = trim_line_end(raw);
     if text.trim().is_empty() {
         return Err(Invalid::Empty);
     }
-    check_text(text, limits.max_message_chars)?;
+    let text = if text.contains('\t') {
+        Cow::Owned(text.replace('\t', " "))
+    } else {
+        Cow::Borrowed(text)
+    };
+    check_text(&text, limits.max_message_chars)?;
     Ok(text)
 }
 
@@ -150,9 +159,9 @@ mod tests {
     #[test]
     fn messages() {
         // The original Go client sent "text\n" (and Windows users "text\r\n").
-        assert_eq!(message("hi there\r\n", &L), Ok("hi there"));
-        assert_eq!(message("hi\n\n", &L), Ok("hi"));
-        assert_eq!(message("  indented", &L), Ok("  indented"));
+        assert_eq!(message("hi there\r\n", &L).as_deref(), Ok("hi there"));
+        assert_eq!(message("hi\n\n", &L).as_deref(), Ok("hi"));
+        assert_eq!(message("  indented", &L).as_deref(), Ok("  indented"));
         assert_eq!(message("\r\n", &L), Err(Invalid::Empty));
         assert_eq!(message("   ", &L), Err(Invalid::Empty));
         assert_eq!(
@@ -163,11 +172,11 @@ mod tests {
             })
         );
         // Ten characters of four bytes each are still ten characters.
-        assert_eq!(message("😀😀😀😀😀😀😀😀😀😀", &L).map(str::len), Ok(40));
-        assert_eq!(
-            message("a\tb", &L),
-            Err(Invalid::ControlCharacter { position: 1 })
-        );
+        assert_eq!(message("😀😀😀😀😀😀😀😀😀😀", &L).map(|m| m.len()), Ok(40));
+        // TAB is whitespace, not an escape: a space; a line of tabs is blank.
+        assert_eq!(message("a\tb\tc", &L).as_deref(), Ok("a b c"));
+        assert_eq!(message("\t\t\n", &L), Err(Invalid::Empty));
+        assert!(matches!(message("no tabs", &L), Ok(Cow::Borrowed(_))));
         assert_eq!(
             message("bell\u{7}", &L),
             Err(Invalid::ControlCharacter { position: 4 })
@@ -190,7 +199,20 @@ mod tests {
                 limit: 10
             }
             .to_string(),
-            "too long (11 characters, at most 10)"
+            "is too long (11 characters, at most 10)"
+        );
+        // Each reads after its subject.
+        assert_eq!(
+            format!(
+                "message not delivered: it {}",
+                Invalid::ControlCharacter { position: 2 }
+            ),
+            "message not delivered: it contains a control character at position 2 \
+             (terminal escapes are not allowed)"
+        );
+        assert_eq!(
+            format!("user name {}", Invalid::Reserved),
+            "user name is reserved for the server"
         );
     }
 }

@@ -14,6 +14,8 @@
 
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -75,10 +77,22 @@ async fn send_all(
 /// → INTERNAL; "REFUSED_STREAM → UNAVAILABLE - Indicates that no
 /// processing occurred and the request can be retried"; "CANCEL →
 /// Mapped to CANCELLED when sent by a server"; "ENHANCE_YOUR_CALM →
-/// RESOURCE_EXHAUSTED"; "INADEQUATE_SECURITY → PERMISSION_DENIED". A
-/// connection that ends (GOAWAY, I/O error) fails its calls with
-/// UNAVAILABLE, as grpc-go's client does, except that ENHANCE_YOUR_CALM
-/// keeps its meaning there too.
+/// RESOURCE_EXHAUSTED"; "INADEQUATE_SECURITY → PERMISSION_DENIED". That
+/// table is for RST_STREAM. A connection that ends (GOAWAY, whatever its
+/// code, or an I/O error) fails its calls with UNAVAILABLE, as grpc-go's
+/// client does: the call may be retried on a new connection, and the
+/// message still carries the code (a server's `too_many_pings`, say).
+///
+/// Two codes follow grpc-go's client (`http2ErrConvTab` in its
+/// `internal/transport/http_util.go`) rather than that table, when the
+/// server sent them in a RST_STREAM: FLOW_CONTROL_ERROR is
+/// RESOURCE_EXHAUSTED, and a code RFC 9113 §7 does not define is UNKNOWN
+/// (PROTOCOL-HTTP2.md has no row for it; RFC 9113 §7: "Unknown or
+/// unsupported error codes MUST NOT trigger any special behavior. These
+/// MAY be treated by an implementation as being equivalent to
+/// INTERNAL_ERROR" — a MAY, which grpc-go does not take). The same bytes
+/// then give the same status from either client. `tests/client_h2_edge.rs`
+/// checks every code.
 pub(crate) fn stream_error(e: &h2::Error) -> Status {
     let who = if e.is_remote() {
         "the server sent"
@@ -103,14 +117,19 @@ pub(crate) fn stream_error(e: &h2::Error) -> Status {
     };
     let text = format!("{who} {frame} {reason:?} (h2: {e})");
     match reason {
+        _ if e.is_go_away() => Status::unavailable(text),
         Reason::ENHANCE_YOUR_CALM => Status::resource_exhausted(text),
         Reason::INADEQUATE_SECURITY => Status::permission_denied(text),
-        _ if e.is_go_away() => Status::unavailable(text),
         Reason::REFUSED_STREAM => Status::unavailable(text),
         Reason::CANCEL => Status::cancelled(text),
+        Reason::FLOW_CONTROL_ERROR if e.is_remote() => Status::resource_exhausted(text),
+        _ if e.is_remote() && u32::from(reason) > LAST_DEFINED_ERROR_CODE => Status::unknown(text),
         _ => Status::internal(text),
     }
 }
+
+/// The highest HTTP/2 error code RFC 9113 §7 defines (HTTP_1_1_REQUIRED).
+const LAST_DEFINED_ERROR_CODE: u32 = 0xd;
 
 /// The response of a call, up to and including its headers, as a body we
 /// can decode messages from.
@@ -213,9 +232,14 @@ async fn read_response<Out: prost::Message + Default>(
     })?;
     let (parts, recv) = response.into_parts();
 
-    // A trailers-only response carries grpc-status in its only HEADERS frame.
+    // A trailers-only response carries grpc-status in its only HEADERS frame
+    // — the one that ends the stream. PROTOCOL-HTTP2.md: "Trailers-Only →
+    // HTTP-Status Content-Type Trailers", sent as one HEADERS with
+    // END_STREAM. A grpc-status in headers that do *not* end the stream is
+    // not a status at all: the real one comes in the trailers (or, if none
+    // come, the call has no status and fails as such).
     if let Some(status) = Status::from_trailers(&parts.headers) {
-        if recv.is_end_stream() || status.code() != Code::Ok {
+        if recv.is_end_stream() {
             let end = if status.code() == Code::Ok {
                 Ok(status.metadata().clone())
             } else {
@@ -227,10 +251,11 @@ async fn read_response<Out: prost::Message + Default>(
                 deadline: None,
             };
             // The stream yields no message and then this end: a non-OK
-            // status surfaces on the first read.
-            let metadata = MetadataMap::from_headers(&parts.headers);
+            // status surfaces on the first read. The frame's metadata is
+            // trailing metadata (carried by `end`): the call has no initial
+            // metadata, as grpc-go's client reports it too.
             return Ok((
-                metadata,
+                MetadataMap::new(),
                 Streaming::new(Box::new(body), Encoding::Identity, 0),
             ));
         }
@@ -284,21 +309,38 @@ async fn single_response<Out: prost::Message + Default>(
     metadata: MetadataMap,
     mut stream: Streaming<Out>,
 ) -> Result<Response<Out>, Status> {
-    let Some(message) = stream.message().await? else {
-        return Err(Status::internal("the server sent no response message"));
-    };
-    if stream.message().await?.is_some() {
-        return Err(Status::internal(
-            "the server sent more than one message for a unary response",
-        ));
-    }
+    let message = single_message(&mut stream).await?;
     let trailers = stream.trailers().cloned().unwrap_or_default();
     Ok(Response::from_parts(metadata, message, trailers))
+}
+
+/// Reads exactly one message and the clean end after it.
+///
+/// gRPC's status code table (doc/statuscodes.md) gives a client that gets
+/// none or several UNIMPLEMENTED: "Response cardinality violation (method
+/// requires exactly one response but server sent some other number of
+/// responses)". A non-OK status from the server wins over the count.
+async fn single_message<Out: prost::Message + Default>(
+    stream: &mut Streaming<Out>,
+) -> Result<Out, Status> {
+    let Some(message) = stream.message().await? else {
+        return Err(Status::unimplemented(
+            "response cardinality violation: the server sent no response message",
+        ));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::unimplemented(
+            "response cardinality violation: the server sent more than one response message",
+        ));
+    }
+    Ok(message)
 }
 
 /// The sending half of a streaming call: request messages of type `In`.
 pub struct RequestSink<In> {
     stream: SendStream<Bytes>,
+    /// Shared with the call's [`ResponseStream`]: set by [`RequestSink::cancel`].
+    cancelled: Arc<AtomicBool>,
     compression: Option<Encoding>,
     max_send_message_size: usize,
     closed: bool,
@@ -352,9 +394,13 @@ impl<In: prost::Message> RequestSink<In> {
         Ok(())
     }
 
-    /// Cancels the whole call with RST_STREAM(CANCEL).
+    /// Cancels the whole call with RST_STREAM(CANCEL). The response side
+    /// reports `CANCELLED` from its next read on, even if messages had
+    /// already arrived: after a cancel, nothing more of the call is
+    /// delivered (as grpc-go's client behaves).
     pub fn cancel(&mut self) {
         self.closed = true;
+        self.cancelled.store(true, Ordering::Release);
         self.stream.send_reset(Reason::CANCEL);
     }
 }
@@ -364,6 +410,8 @@ impl<In: prost::Message> RequestSink<In> {
 pub struct ResponseStream<Out> {
     state: ResponseState<Out>,
     options: ReadOptions,
+    /// Set when the client cancelled the call (see [`RequestSink::cancel`]).
+    cancelled: Arc<AtomicBool>,
 }
 
 enum ResponseState<Out> {
@@ -382,7 +430,16 @@ impl<Out> std::fmt::Debug for ResponseStream<Out> {
 }
 
 impl<Out: prost::Message + Default> ResponseStream<Out> {
+    /// `CANCELLED` once the client has cancelled the call.
+    fn check_cancelled(&self) -> Result<(), Status> {
+        if self.cancelled.load(Ordering::Acquire) {
+            return Err(Status::cancelled("the call was cancelled by the client"));
+        }
+        Ok(())
+    }
+
     async fn ready(&mut self) -> Result<(), Status> {
+        self.check_cancelled()?;
         if let ResponseState::Waiting(_) = self.state {
             let ResponseState::Waiting(future) =
                 std::mem::replace(&mut self.state, ResponseState::Failed)
@@ -392,7 +449,7 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
             let (metadata, stream) = read_response(future, &self.options).await?;
             self.state = ResponseState::Reading(metadata, Box::new(stream));
         }
-        Ok(())
+        self.check_cancelled()
     }
 
     /// The response headers' custom metadata (waits for the headers).
@@ -408,10 +465,13 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
     /// `Err` with the server's status otherwise.
     pub async fn message(&mut self) -> Result<Option<Out>, Status> {
         self.ready().await?;
-        match &mut self.state {
+        let message = match &mut self.state {
             ResponseState::Reading(_, stream) => stream.message().await,
             _ => Err(Status::internal("the response headers failed")),
-        }
+        };
+        // A cancel that came while this read waited wins over what it read.
+        self.check_cancelled()?;
+        message
     }
 
     /// Trailing metadata, after the stream ended with OK.
@@ -420,6 +480,21 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
             ResponseState::Reading(_, stream) => stream.trailers(),
             _ => None,
         }
+    }
+
+    /// The one message of a call whose method returns exactly one (unary,
+    /// client-streaming), read to the end of the call: none or more than
+    /// one is `UNIMPLEMENTED`, as gRPC's status codes ask. The headers stay
+    /// readable with [`ResponseStream::headers`], the trailers with
+    /// [`ResponseStream::trailers`].
+    pub async fn single(&mut self) -> Result<Out, Status> {
+        self.ready().await?;
+        let message = match &mut self.state {
+            ResponseState::Reading(_, stream) => single_message(stream).await,
+            _ => Err(Status::internal("the response headers failed")),
+        };
+        self.check_cancelled()?;
+        message
     }
 }
 
@@ -522,6 +597,7 @@ impl Channel {
         request: &Request<()>,
     ) -> Result<(RequestSink<In>, ResponseStream<Out>), Status> {
         let options = self.read_options(request.timeout());
+        let cancelled = Arc::new(AtomicBool::new(false));
         let (future, stream) = self
             .open(
                 path,
@@ -533,6 +609,7 @@ impl Channel {
         Ok((
             RequestSink {
                 stream,
+                cancelled: Arc::clone(&cancelled),
                 compression: request.compression().filter(|e| *e != Encoding::Identity),
                 max_send_message_size: self.config().max_send_message_size,
                 closed: false,
@@ -541,6 +618,7 @@ impl Channel {
             ResponseStream {
                 state: ResponseState::Waiting(future),
                 options,
+                cancelled,
             },
         ))
     }

@@ -294,10 +294,12 @@ impl Channel {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let address = &self.inner.address;
-        // Reads yield to the calls after a run of small DATA frames, so
-        // they keep up with a server that cuts its responses small.
-        let io = crate::http2::Paced::from_server(io);
+        // The wire trace sees the frames as the server sent them; above it,
+        // runs of DATA frames are joined and reads paced on their way to h2,
+        // so a server that cuts its responses small is read as fast as it
+        // writes (see `http2::pace`).
         let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
+        let io = crate::http2::Paced::from_server(io);
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
             .initial_connection_window_size(self.inner.config.initial_connection_window_size)

@@ -3,14 +3,17 @@
 //! from mistaking a peer that cuts its data small for an attacker.
 //!
 //! * [`scan`] — [`FrameScanner`]: frame headers out of a byte stream, pure.
+//! * [`coalesce`] — [`FrameScanner::scan_joining`]: runs of DATA frames of
+//!   one stream within a read joined into one frame, in place, pure.
 //! * [`pace`] — [`ReadPacer`] and [`Paced`]: yield to the calls after a
 //!   read full of small DATA frames; [`data_frame_budget`].
 //!
 //! Nothing here knows `h2`'s types: `server` and `client` put these under
 //! their `h2` connections and hand the budget to their `h2` builders.
 
+pub mod coalesce;
 pub mod pace;
 pub mod scan;
 
-pub use pace::{Paced, ReadPacer, SMALL_DATA_FRAME, data_frame_budget};
+pub use pace::{Paced, ReadPacer, SMALL_DATA_FRAME, data_frame_budget, join_new_bytes};
 pub use scan::{FrameHead, FrameScanner};

@@ -8,28 +8,31 @@
 //! one-byte frame), which flow control does not count. So `h2` (0.4.20 on)
 //! keeps a *DATA-frame budget*: every unread frame under 256 bytes costs
 //! `256 - its length`, paid back when the call reads it, and a connection
-//! that overspends gets `GOAWAY(ENHANCE_YOUR_CALM)`.
+//! that overspends gets `GOAWAY(ENHANCE_YOUR_CALM)`. Left at that, a 270 kB
+//! request in 5-byte frames (54,000 of them, 13.6 MB of budget) is refused:
+//! `h2` reads as long as the socket has bytes, and the whole request arrives
+//! before the call's task has run once, however eagerly it reads.
 //!
-//! Two things decide whether an honest peer overspends, and we set both:
+//! Three things make an honest peer fit, and keep the limit for the rest:
 //!
-//! * **How far `h2` reads ahead of the calls.** Left alone, a connection
-//!   task reads as long as the socket has bytes: a 270 kB request in 5-byte
-//!   frames (54,000 of them, 13.6 MB of budget) arrives before the call's
-//!   task has run once, however eagerly it reads. [`ReadPacer`] makes the
-//!   connection's reads yield to the other tasks after a read that carried
-//!   small DATA frames, so the calls take what was read before more comes:
-//!   what is unread at any moment is about one socket read's worth.
+//! * **Joining** ([`super::coalesce`]): a run of DATA frames of one stream
+//!   within one socket read reaches `h2` as one frame. A burst of tiny
+//!   frames, the pattern real peers produce, costs `h2` one or two frames
+//!   per read instead of thousands.
+//! * **Pacing** ([`ReadPacer`]): after a read that carried 64 or more
+//!   small DATA frames, the connection's next read yields to the other tasks
+//!   first, so the calls take what was read before more comes. This covers
+//!   what joining cannot (tiny frames of several streams interleaved).
 //! * **The budget itself**, [`data_frame_budget`]: twice the connection
-//!   window. That is several socket reads of the smallest frames there are
-//!   (one read of 32 KiB holds at most 3,277 one-byte frames, 0.8 MiB of
-//!   budget), and it still bounds what a peer gains from a call that does
-//!   not read: at most `2 × window / 255` frames, 16,448 for our 2 MiB
-//!   window, about 3.4 MB — the same order as the 2 MiB of data bytes flow
-//!   control already lets it make us hold.
+//!   window. That still bounds what a peer gains from a call that does not
+//!   read: at most `2 × window / 255` frames, 16,448 for our 2 MiB window,
+//!   about 3.4 MB — the same order as the 2 MiB of data bytes flow control
+//!   already lets it make us hold (without a budget, the whole window of
+//!   one-byte frames: about 400 MB).
 //!
 //! [`Paced`] is the client's wrapper; the server's transport
-//! (`server::transport`) runs a [`ReadPacer`] inside the watch it already
-//! keeps on its frames.
+//! (`server::transport`) does the same inside the watch it already keeps on
+//! its frames.
 
 use std::io;
 use std::pin::Pin;
@@ -94,8 +97,9 @@ impl ReadPacer {
     }
 }
 
-/// An I/O object whose reads are paced by a [`ReadPacer`]: what the client
-/// puts under its `h2` connection. Writes pass straight through.
+/// An I/O object whose reads have their runs of DATA frames joined
+/// ([`FrameScanner::scan_joining`]) and are paced by a [`ReadPacer`]: what
+/// the client puts under its `h2` connection. Writes pass straight through.
 #[derive(Debug)]
 pub struct Paced<IO> {
     io: IO,
@@ -128,11 +132,27 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Paced<IO> {
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             let Paced { scanner, pacer, .. } = this;
-            if let Some(new) = buf.filled().get(before..) {
-                scanner.scan(new, |head| pacer.saw(head));
-            }
+            let kept = join_new_bytes(scanner, buf, before, |head| pacer.saw(head));
+            buf.set_filled(before + kept);
         }
         polled
+    }
+}
+
+/// Runs [`FrameScanner::scan_joining`] over the bytes a read just added to
+/// `buf` (from `before` on); returns how many of them are left. Never 0 when
+/// the read added any: joining only drops the headers of frames joined to
+/// an earlier one, so a read that returned bytes never looks like the end
+/// of the stream to `h2`.
+pub fn join_new_bytes(
+    scanner: &mut FrameScanner,
+    buf: &mut ReadBuf<'_>,
+    before: usize,
+    on_head: impl FnMut(FrameHead),
+) -> usize {
+    match buf.filled_mut().get_mut(before..) {
+        Some(new) => scanner.scan_joining(new, on_head),
+        None => 0,
     }
 }
 
@@ -175,6 +195,7 @@ mod tests {
             length,
             kind: DATA,
             flags: 0,
+            stream: 1,
         }
     }
 
@@ -190,6 +211,7 @@ mod tests {
                 length: 8,
                 kind: 0x6,
                 flags: 0,
+                stream: 0,
             });
         }
         assert!(!pacer.should_yield());

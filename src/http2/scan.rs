@@ -27,7 +27,7 @@
 /// octets before the first frame a server reads.
 const CLIENT_PREFACE_LEN: usize = 24;
 /// Octets in a frame header.
-const HEADER_LEN: usize = 9;
+pub const HEADER_LEN: usize = 9;
 
 /// DATA (RFC 9113 §6.1).
 pub const DATA: u8 = 0x0;
@@ -47,15 +47,20 @@ pub struct FrameHead {
     pub kind: u8,
     /// The type's flags (`END_STREAM`, `ACK`, …).
     pub flags: u8,
+    /// The stream it belongs to (0: the connection).
+    pub stream: u32,
 }
 
 impl FrameHead {
-    fn parse(octets: &[u8; HEADER_LEN]) -> FrameHead {
-        let [l0, l1, l2, kind, flags, ..] = *octets;
+    /// The header in `octets` (RFC 9113 §4.1; the reserved bit of the
+    /// stream identifier is ignored, as the RFC says a receiver must).
+    pub fn parse(octets: &[u8; HEADER_LEN]) -> FrameHead {
+        let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = *octets;
         FrameHead {
             length: u32::from_be_bytes([0, l0, l1, l2]),
             kind,
             flags,
+            stream: u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff,
         }
     }
 
@@ -75,13 +80,13 @@ impl FrameHead {
 #[derive(Debug, Clone)]
 pub struct FrameScanner {
     /// Octets still to skip before the next frame header (the preface).
-    skip: usize,
+    pub(super) skip: usize,
     /// Payload octets of the current frame still to pass.
-    payload_left: u32,
+    pub(super) payload_left: u32,
     /// The header being assembled.
-    head: [u8; HEADER_LEN],
+    pub(super) head: [u8; HEADER_LEN],
     /// How many octets of `head` are filled.
-    filled: usize,
+    pub(super) filled: usize,
 }
 
 impl FrameScanner {

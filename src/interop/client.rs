@@ -39,10 +39,18 @@ pub const STANDARD_CASES: &[&str] = &[
 /// The compression cases: they need a server that checks what it is sent
 /// (grpc-go's interop server does not), so they run against our own
 /// compression peers.
+///
+/// The `_noprobe` variants (named as grpc-java names them) skip the opening
+/// probe: an uncompressed request that says `expect_compressed`, which a
+/// server that checks must refuse with INVALID_ARGUMENT. They still send the
+/// compressed and uncompressed requests, so they can run against a server
+/// that decompresses but does not check (grpc-java's `TestServiceServer`).
 pub const COMPRESSION_CASES: &[&str] = &[
     "client_compressed_unary",
+    "client_compressed_unary_noprobe",
     "server_compressed_unary",
     "client_compressed_streaming",
+    "client_compressed_streaming_noprobe",
     "server_compressed_streaming",
 ];
 
@@ -73,9 +81,13 @@ pub async fn run_case(channel: &Channel, name: &str) -> CaseResult {
         "cancel_after_begin" => cancel_after_begin(&client).await,
         "cancel_after_first_response" => cancel_after_first_response(&client).await,
         "timeout_on_sleeping_server" => timeout_on_sleeping_server(&client).await,
-        "client_compressed_unary" => client_compressed_unary(&client).await,
+        "client_compressed_unary" => client_compressed_unary(&client, Probe::First).await,
+        "client_compressed_unary_noprobe" => client_compressed_unary(&client, Probe::Skip).await,
         "server_compressed_unary" => server_compressed_unary(&client).await,
-        "client_compressed_streaming" => client_compressed_streaming(&client).await,
+        "client_compressed_streaming" => client_compressed_streaming(&client, Probe::First).await,
+        "client_compressed_streaming_noprobe" => {
+            client_compressed_streaming(&client, Probe::Skip).await
+        }
         "server_compressed_streaming" => server_compressed_streaming(&client).await,
         other => Err(format!("unknown test case {other:?}")),
     }
@@ -418,18 +430,30 @@ async fn timeout_on_sleeping_server(client: &TestServiceClient) -> CaseResult {
     .map(drop)
 }
 
-async fn client_compressed_unary(client: &TestServiceClient) -> CaseResult {
-    // Probe: the server must refuse an uncompressed message that claims to
-    // need compression, or the positive check below would prove nothing.
+/// Whether a client-compression case opens with its probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Send the uncompressed `expect_compressed` request first and require
+    /// INVALID_ARGUMENT.
+    First,
+    /// Go straight to the compressed request (the `_noprobe` cases).
+    Skip,
+}
+
+async fn client_compressed_unary(client: &TestServiceClient, probe_first: Probe) -> CaseResult {
     let probe = SimpleRequest {
         expect_compressed: bool_value(true),
         ..large_request()
     };
-    expect_code(
-        client.unary_call(probe.clone()).await,
-        Code::InvalidArgument,
-        "probe",
-    )?;
+    // Probe: the server must refuse an uncompressed message that claims to
+    // need compression, or the positive check below would prove nothing.
+    if probe_first == Probe::First {
+        expect_code(
+            client.unary_call(probe.clone()).await,
+            Code::InvalidArgument,
+            "probe",
+        )?;
+    }
 
     let mut compressed = Request::new(probe);
     compressed.set_compression(Encoding::Gzip);
@@ -474,19 +498,21 @@ async fn server_compressed_unary(client: &TestServiceClient) -> CaseResult {
     Ok(())
 }
 
-async fn client_compressed_streaming(client: &TestServiceClient) -> CaseResult {
-    // Probe, as for unary.
-    let mut call = client
-        .streaming_input_call(Request::new(()))
-        .await
-        .map_err(rpc_failed("StreamingInputCall"))?;
+async fn client_compressed_streaming(client: &TestServiceClient, probe_first: Probe) -> CaseResult {
     let first = StreamingInputCallRequest {
         payload: zeros(27_182),
         expect_compressed: bool_value(true),
     };
-    // The server may reset before reading the whole message; the status decides.
-    let _ = call.send(&first).await;
-    expect_code(call.finish().await, Code::InvalidArgument, "probe")?;
+    // Probe, as for unary.
+    if probe_first == Probe::First {
+        let mut call = client
+            .streaming_input_call(Request::new(()))
+            .await
+            .map_err(rpc_failed("StreamingInputCall"))?;
+        // The server may reset before reading the whole message; the status decides.
+        let _ = call.send(&first).await;
+        expect_code(call.finish().await, Code::InvalidArgument, "probe")?;
+    }
 
     let mut request = Request::new(());
     request.set_compression(Encoding::Gzip);

@@ -182,6 +182,19 @@ pub(crate) fn serve_stream(
         return None;
     }
 
+    if !is_proto_codec(content_type) {
+        refused(
+            "unsupported gRPC codec (415)",
+            &String::from_utf8_lossy(content_type),
+        );
+        http_error(
+            &mut respond,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "only application/grpc and application/grpc+proto are supported",
+        );
+        return None;
+    }
+
     let responder = Responder::new(
         respond,
         accepts_gzip(&parts.headers),
@@ -263,13 +276,28 @@ pub(crate) fn serve_stream(
     Some(service.call(&method, call))
 }
 
-/// `application/grpc`, optionally followed by `+proto`, `+json`, `;…`.
+/// `application/grpc`, optionally followed by `+subtype` and `;…`
+/// parameters.
 fn is_grpc_content_type(value: &[u8]) -> bool {
     const GRPC: &[u8] = b"application/grpc";
     match value.strip_prefix(GRPC) {
         Some(rest) => rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"),
         None => false,
     }
+}
+
+/// Whether a gRPC content-type names the one message codec we speak:
+/// protobuf, the default (`application/grpc`) or named (`+proto`).
+/// PROTOCOL-HTTP2.md: "Content-Type → "content-type" "application/grpc"
+/// [("+proto" / "+json" / {custom})]" — the subtype says how messages are
+/// encoded, so one we cannot decode must be refused before any message is
+/// misread as protobuf.
+fn is_proto_codec(value: &[u8]) -> bool {
+    let Some(rest) = value.strip_prefix(b"application/grpc".as_slice()) else {
+        return false;
+    };
+    let subtype = rest.split(|&b| b == b';').next().unwrap_or_default();
+    subtype.is_empty() || subtype.eq_ignore_ascii_case(b"+proto")
 }
 
 /// `/package.Service/Method` → (`package.Service`, `Method`).
@@ -412,15 +440,22 @@ async fn single_request<In: prost::Message + Default>(
 }
 
 /// Reads the single request message of a unary or server-streaming call.
+///
+/// gRPC's status code table (doc/statuscodes.md) names the code for a
+/// client that sends none or several: UNIMPLEMENTED, "Request cardinality
+/// violation (method requires exactly one request but client sent some
+/// other number of requests)".
 async fn single_message<In: prost::Message + Default>(
     stream: &mut Streaming<In>,
 ) -> Result<In, Status> {
     let Some(message) = stream.message().await? else {
-        return Err(Status::internal("the client sent no request message"));
+        return Err(Status::unimplemented(
+            "request cardinality violation: the client sent no request message",
+        ));
     };
     if stream.message().await?.is_some() {
-        return Err(Status::internal(
-            "the client sent more than one request message for a unary request",
+        return Err(Status::unimplemented(
+            "request cardinality violation: the client sent more than one request message",
         ));
     }
     Ok(message)
@@ -519,6 +554,16 @@ mod tests {
         assert!(!is_grpc_content_type(b"application/grpcx"));
         assert!(!is_grpc_content_type(b"application/json"));
         assert!(!is_grpc_content_type(b""));
+    }
+
+    #[test]
+    fn only_the_proto_codec_is_served() {
+        assert!(is_proto_codec(b"application/grpc"));
+        assert!(is_proto_codec(b"application/grpc+proto"));
+        assert!(is_proto_codec(b"application/grpc;charset=utf-8"));
+        assert!(is_proto_codec(b"application/grpc+proto;x=1"));
+        assert!(!is_proto_codec(b"application/grpc+json"));
+        assert!(!is_proto_codec(b"application/grpc+foo"));
     }
 
     #[test]

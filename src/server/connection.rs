@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 use super::ping_policy::PingPolicy;
 use super::transport::{Transport, Watched};
 use super::{Config, Inner, call};
-use crate::wire_trace::{self, Tap};
+use crate::wire_trace;
 
 /// How long a connection told to calm down has to take its GOAWAY before it
 /// is dropped.
@@ -47,7 +47,7 @@ async fn open(
     peer: SocketAddr,
     config: &Config,
     state: &Arc<ConnectionState>,
-) -> Result<Connection<Tap<Watched>, Bytes>, String> {
+) -> Result<Connection<Watched, Bytes>, String> {
     let transport = match &config.tls {
         None => Transport::Plain(socket),
         Some(tls) => {
@@ -66,9 +66,11 @@ async fn open(
         }
     };
     let policy = PingPolicy::new(config.min_ping_interval, config.max_ping_strikes);
-    let io = Watched::new(transport, policy, Arc::clone(state), peer);
-    // The wire trace sees the bytes after TLS: HTTP/2 frames, as h2 does.
-    let io = wire_trace::tap(io, wire_trace::Side::Server, peer);
+    // The wire trace sees the bytes after TLS and before the watch: HTTP/2
+    // frames as the client sent them (the watch joins runs of DATA frames
+    // on their way to h2; see `http2::coalesce`).
+    let io = wire_trace::tap(transport, wire_trace::Side::Server, peer);
+    let io = Watched::new(io, policy, Arc::clone(state), peer);
     // Made here, not by the caller: whatever `serve` keeps in scope stays in
     // its future for the connection's whole life, and the builder is only
     // needed for the handshake.

@@ -229,6 +229,18 @@ impl Responder {
     /// Ends the call with `status`: trailers after headers, or trailers-only.
     pub(crate) fn finish(&self, status: &Status) {
         let mut shared = self.shared.lock();
+        // Initial metadata the handler set goes out as initial metadata —
+        // a HEADERS frame of its own — even when no message follows: a
+        // client reads headers and trailers apart, and must find each entry
+        // where the handler put it. Trailers-only is for calls with no
+        // initial metadata to send (PROTOCOL-HTTP2.md: "Trailers-Only is
+        // permitted for calls that produce an immediate error"); grpc-go's
+        // server makes the same choice.
+        if matches!(shared.phase, Phase::Start(_)) && shared.headers.is_some() {
+            if let Err(e) = shared.send_headers() {
+                tracing::debug!(error = %e, "could not send the response headers (peer gone)");
+            }
+        }
         let phase = std::mem::replace(&mut shared.phase, Phase::Done);
         let result = match phase {
             Phase::Start(mut respond) => {

@@ -27,7 +27,8 @@ use tracing::warn;
 
 use super::connection::ConnectionState;
 use super::ping_policy::{PingPolicy, Verdict};
-use crate::http2::{FrameScanner, ReadPacer};
+use crate::http2::{FrameHead, FrameScanner, ReadPacer, join_new_bytes};
+use crate::wire_trace::Tap;
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
 pub(crate) enum Transport {
@@ -97,7 +98,8 @@ impl AsyncWrite for Transport {
 
 /// A [`Transport`] whose frames are watched for the PING policy.
 pub(crate) struct Watched {
-    io: Transport,
+    /// The socket, tapped for `--trace-wire` (which sees what the peer sent).
+    io: Tap<Transport>,
     inbound: FrameScanner,
     outbound: FrameScanner,
     policy: PingPolicy,
@@ -113,7 +115,7 @@ pub(crate) struct Watched {
 impl Watched {
     /// Watches `io`; `state` is told when the peer breaks `policy`.
     pub(crate) fn new(
-        io: Transport,
+        io: Tap<Transport>,
         policy: PingPolicy,
         state: Arc<ConnectionState>,
         peer: SocketAddr,
@@ -130,27 +132,26 @@ impl Watched {
         }
     }
 
-    fn saw_inbound(&mut self, bytes: &[u8]) {
-        let Watched {
-            inbound,
-            policy,
-            pacer,
-            state,
-            tripped,
-            peer,
-            ..
-        } = self;
-        inbound.scan(bytes, |head| {
-            pacer.saw(head);
-            if head.is_ping()
-                && policy.on_ping(Instant::now()) == Verdict::TooMany
-                && !std::mem::replace(tripped, true)
-            {
-                // Logged once per connection, not per PING.
-                warn!(%peer, "client PINGs too often: GOAWAY ENHANCE_YOUR_CALM");
-                state.too_many_pings();
-            }
-        });
+    /// A frame header the client sent: the pacer counts it, the PING
+    /// policy judges it. (A function of the fields it needs, so that the
+    /// scanner, another field, can call it while it walks the bytes.)
+    fn saw_inbound(
+        head: FrameHead,
+        policy: &mut PingPolicy,
+        pacer: &mut ReadPacer,
+        state: &ConnectionState,
+        tripped: &mut bool,
+        peer: SocketAddr,
+    ) {
+        pacer.saw(head);
+        if head.is_ping()
+            && policy.on_ping(Instant::now()) == Verdict::TooMany
+            && !std::mem::replace(tripped, true)
+        {
+            // Logged once per connection, not per PING.
+            warn!(%peer, "client PINGs too often: GOAWAY ENHANCE_YOUR_CALM");
+            state.too_many_pings();
+        }
     }
 
     fn saw_outbound(&mut self, bytes: &[u8]) {
@@ -176,11 +177,25 @@ impl AsyncRead for Watched {
             return yielded;
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        let Watched {
+            io,
+            inbound,
+            policy,
+            pacer,
+            state,
+            tripped,
+            peer,
+            ..
+        } = this;
+        let polled = Pin::new(io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            if let Some(new) = buf.filled().get(before..) {
-                this.saw_inbound(new);
-            }
+            // Runs of DATA frames are joined on their way to `h2`
+            // (`http2::coalesce`); the PING policy and the pacer still see
+            // every frame as the client sent it.
+            let kept = join_new_bytes(inbound, buf, before, |head| {
+                Watched::saw_inbound(head, policy, pacer, state, tripped, *peer)
+            });
+            buf.set_filled(before + kept);
         }
         polled
     }

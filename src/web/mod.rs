@@ -19,6 +19,10 @@
 //! So routing, services, deadlines, limits and error statuses are the
 //! native ones by construction, and a fix there is a fix here.
 //!
+//! Browsers reach it over HTTP/1.1; other gRPC-Web clients may use HTTP/2
+//! (h2c, or TLS with [`Builder::tls`]), where request bodies stream and
+//! calls can be full-duplex (see `translate.rs`).
+//!
 //! Each browser connection gets its own upstream HTTP/2 connection, opened
 //! at its first call: per-connection limits (concurrent streams, flow
 //! control) then apply per browser connection, as they would to a native
@@ -52,6 +56,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// takes ([`server::DEFAULT_MAX_CONNECTIONS`](crate::server::DEFAULT_MAX_CONNECTIONS)).
 pub const DEFAULT_MAX_CONNECTIONS: usize = crate::server::DEFAULT_MAX_CONNECTIONS;
 
+/// How long a TLS client gets to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The body type of every gateway response.
 pub(crate) type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -70,6 +77,7 @@ pub struct Builder {
     upstream: SocketAddr,
     shutdown_grace: Duration,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Builder {
@@ -87,12 +95,25 @@ impl Builder {
         self
     }
 
+    /// Serves browsers over TLS with `config`'s certificate instead of
+    /// plaintext. The gateway speaks HTTP/1.1 and HTTP/2, so it offers both
+    /// by ALPN (`h2`, then `http/1.1`), replacing the list in `config`: a
+    /// browser's `fetch` over HTTPS negotiates one of them, and a TLS client
+    /// that offers no ALPN at all gets HTTP/1.1.
+    pub fn tls(&mut self, config: Arc<rustls::ServerConfig>) -> &mut Self {
+        let mut config = rustls::ServerConfig::clone(&config);
+        config.alpn_protocols = vec![crate::tls::ALPN_H2.to_vec(), b"http/1.1".to_vec()];
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
     /// The gateway.
     pub fn build(&mut self) -> Gateway {
         Gateway {
             upstream: self.upstream,
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -103,6 +124,7 @@ pub struct Gateway {
     upstream: SocketAddr,
     shutdown_grace: Duration,
     max_connections: usize,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Gateway {
@@ -113,6 +135,7 @@ impl Gateway {
             upstream,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
         }
     }
 
@@ -157,8 +180,23 @@ impl Gateway {
                     at_limit = false;
                     let upstream = self.upstream;
                     let stopped = stopped.clone();
+                    let tls = self.tls.clone();
                     connections.spawn(async move {
-                        serve_connection(tcp, peer, upstream, stopped).await;
+                        let _ = tcp.set_nodelay(true);
+                        match tls {
+                            None => serve_connection(tcp, peer, upstream, stopped).await,
+                            Some(config) => {
+                                // The handshake runs in the connection's own
+                                // task, bounded like the wait for request
+                                // headers, so a silent client holds only itself.
+                                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                    Ok(Ok(tls)) => serve_connection(tls, peer, upstream, stopped).await,
+                                    Ok(Err(error)) => debug!(%peer, %error, "web: TLS handshake failed"),
+                                    Err(_) => debug!(%peer, "web: TLS handshake timed out"),
+                                }
+                            }
+                        }
                         drop(slot);
                     });
                 }
@@ -234,13 +272,16 @@ impl Upstream {
     }
 }
 
-async fn serve_connection(
-    tcp: TcpStream,
+/// Serves one browser connection (plain TCP or TLS) until it closes or
+/// shutdown has let its last response finish.
+async fn serve_connection<IO>(
+    io: IO,
     peer: SocketAddr,
     upstream_addr: SocketAddr,
     mut stopped: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let upstream = Arc::new(Upstream::new(peer));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let upstream = Arc::clone(&upstream);
@@ -258,7 +299,7 @@ async fn serve_connection(
         // A slow or silent client must not hold a connection forever
         // before it has even sent its request headers.
         .header_read_timeout(Duration::from_secs(30));
-    let connection = builder.serve_connection(TokioIo::new(tcp), service);
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
@@ -293,6 +334,12 @@ async fn route(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(WebContentType::parse);
+    let is_call = request.method() == Method::POST && matches!(content_type, Some(Ok(Some(_))));
+    let request = if is_call {
+        request
+    } else {
+        drain_body(request).await
+    };
     let mut response = match (request.method(), content_type) {
         (&Method::OPTIONS, _) => preflight(),
         (&Method::POST, Some(Ok(Some(web)))) => {
@@ -320,6 +367,39 @@ async fn route(
     };
     add_cors(response.headers_mut(), origin);
     response
+}
+
+/// How much of a refused request's body is read (and dropped) before the
+/// refusal is sent, and for how long at most.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Reads and drops a small request body before it is refused.
+///
+/// Over HTTP/1.1 a server that answers without reading the body must close
+/// the connection after the answer; the client, still writing its body
+/// into a socket closed on it, then gets a connection reset ("broken pipe")
+/// instead of the answer. Reading a small body first lets the refusal (405,
+/// 415, the page's 404) arrive intact and the connection live on; a large
+/// or slow one is not waited for.
+async fn drain_body(request: Request<Incoming>) -> Request<Incoming> {
+    let (parts, mut body) = request.into_parts();
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len();
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        debug!("web: refused request's body not drained in time");
+    }
+    Request::from_parts(parts, body)
 }
 
 /// Lets a page from another origin call us.

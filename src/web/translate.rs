@@ -14,14 +14,29 @@
 //!        (base64 per chunk in text mode)        trailers-only)
 //! ```
 //!
-//! gRPC-Web has neither client nor bidirectional streaming, so a request
-//! body is whole before the call can mean anything: it is read (and, in text
-//! mode, decoded as it arrives) up to a size cap, then sent upstream in one
-//! piece. Errors found here — a bad body, no upstream — are answered in
-//! gRPC-Web form too, so a client always gets a `grpc-status`.
+//! How the request body travels depends on the HTTP version the client
+//! chose:
+//!
+//! * **HTTP/1.1** — what a browser's `fetch` uses. A fetch uploads its body
+//!   whole before it reads a byte of the answer, so the body is read (and,
+//!   in text mode, decoded as it arrives) up to a size cap and a time limit,
+//!   then sent upstream in one piece: a slow or oversized upload is refused
+//!   here, before it costs the native server anything.
+//! * **HTTP/2** — other gRPC-Web clients (and proxies) may stream requests
+//!   as native gRPC does, up to full-duplex bidi: each message must reach
+//!   the server while responses flow back, so the body is forwarded chunk
+//!   by chunk ([`StreamingBody`]), under HTTP/2 flow control on both legs;
+//!   the native server's per-message limit and the call's deadline bound
+//!   it, as they bound a native client.
+//!
+//! Errors found here — a bad body, no upstream — are answered in gRPC-Web
+//! form too, so a client always gets a `grpc-status`; one found while
+//! streaming ends the call with that status in place of the upstream's
+//! reset.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -29,6 +44,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming};
+use parking_lot::Mutex;
 use tracing::{debug, warn};
 
 use super::{ResponseBody, Upstream};
@@ -40,18 +56,114 @@ use crate::framing::{
     Status,
 };
 
-/// The request body sent upstream: one buffered piece.
-pub(crate) type UpstreamBody = Full<Bytes>;
+/// The request body sent upstream: one buffered piece (HTTP/1.1), or the
+/// client's body forwarded as it arrives (HTTP/2).
+pub(crate) enum UpstreamBody {
+    Whole(Full<Bytes>),
+    Streaming(StreamingBody),
+}
 
-/// Largest request body accepted, before decoding: a message the native
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Whole(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            UpstreamBody::Streaming(streaming) => Pin::new(streaming).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Whole(full) => full.is_end_stream(),
+            UpstreamBody::Streaming(streaming) => streaming.done,
+        }
+    }
+}
+
+/// Where a [`StreamingBody`] leaves the status of a body it could not
+/// forward (bad base64, the client's stream broken), for the response side
+/// to report instead of the upstream reset that error causes.
+pub(crate) type BodyFailure = Arc<Mutex<Option<Status>>>;
+
+/// A client's HTTP/2 request body forwarded upstream as it arrives: binary
+/// chunks pass through, text-mode chunks are decoded from base64 (cut
+/// wherever the network cut them; [`TextDecoder`] keeps the remainder).
+pub(crate) struct StreamingBody {
+    inner: Incoming,
+    text: Option<TextDecoder>,
+    failure: BodyFailure,
+    done: bool,
+}
+
+impl StreamingBody {
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.done = true;
+        let error: BoxError = Box::new(status.clone());
+        *self.failure.lock() = Some(status);
+        // The error resets the upstream stream: the handler is cancelled.
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for StreamingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                None => {
+                    if let Some(Err(e)) = this.text.as_ref().map(TextDecoder::finish) {
+                        return this.fail(Status::invalid_argument(e.to_string()));
+                    }
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => return this.fail(Status::cancelled(format!("request body: {e}"))),
+                Some(Ok(frame)) => frame,
+            };
+            // Request trailers are not part of gRPC-Web: skipped.
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            let Some(decoder) = this.text.as_mut() else {
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            };
+            let mut out = BytesMut::new();
+            if let Err(e) = decoder.push(&chunk, &mut out) {
+                return this.fail(Status::invalid_argument(e.to_string()));
+            }
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+            }
+        }
+    }
+}
+
+/// Largest HTTP/1.1 request body accepted, before decoding: a message the native
 /// server would accept, plus its prefix, in base64 (4 characters per 3
 /// bytes) with room for whitespace. Anything larger is refused here rather
 /// than buffered.
 pub const MAX_REQUEST_BODY: usize = (DEFAULT_MAX_RECV_MESSAGE_SIZE + PREFIX_LEN) / 3 * 4 + 1024;
 
-/// How long a client may take to send its request body. gRPC-Web request
-/// bodies are one message, sent at once; a client trickling one in is
-/// holding a connection for nothing.
+/// How long an HTTP/1.1 client may take to send its request body. A
+/// browser's gRPC-Web request body is one message, sent at once; a client
+/// trickling one in is holding a connection for nothing. (Over HTTP/2 the
+/// body streams, bounded by the call's own deadline.)
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Request headers that belong to the browser's HTTP/1.1 exchange, not to
@@ -92,18 +204,28 @@ pub(super) async fn call(
     peer: SocketAddr,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
-    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, web.mode)).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(status)) => {
-            upstream.log_refusal(status.message());
-            return status_only(web, &status);
-        }
-        Err(_) => {
-            let status = Status::deadline_exceeded(format!(
-                "the request body took longer than {BODY_READ_TIMEOUT:?}"
-            ));
-            upstream.log_refusal(status.message());
-            return status_only(web, &status);
+    let failure = BodyFailure::default();
+    let body = if parts.version >= http::Version::HTTP_2 {
+        UpstreamBody::Streaming(StreamingBody {
+            inner: body,
+            text: (web.mode == Mode::Text).then(TextDecoder::new),
+            failure: Arc::clone(&failure),
+            done: false,
+        })
+    } else {
+        match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, web.mode)).await {
+            Ok(Ok(body)) => UpstreamBody::Whole(Full::new(body)),
+            Ok(Err(status)) => {
+                upstream.log_refusal(status.message());
+                return status_only(web, &status);
+            }
+            Err(_) => {
+                let status = Status::deadline_exceeded(format!(
+                    "the request body took longer than {BODY_READ_TIMEOUT:?}"
+                ));
+                upstream.log_refusal(status.message());
+                return status_only(web, &status);
+            }
         }
     };
     let path = parts
@@ -124,7 +246,7 @@ pub(super) async fn call(
             return status_only(web, &status);
         }
     };
-    let mut native = Request::new(Full::new(body));
+    let mut native = Request::new(body);
     *native.method_mut() = http::Method::POST;
     *native.uri_mut() = uri;
     let headers = native.headers_mut();
@@ -155,6 +277,10 @@ pub(super) async fn call(
     let response = match sender.send_request(native).await {
         Ok(response) => response,
         Err(error) => {
+            if let Some(status) = failure.lock().take() {
+                upstream.log_refusal(status.message());
+                return status_only(web, &status);
+            }
             debug!(%peer, %path, %error, "web: upstream call failed");
             return status_only(
                 web,
@@ -162,7 +288,7 @@ pub(super) async fn call(
             );
         }
     };
-    translate_response(response, web)
+    translate_response(response, web, failure)
 }
 
 /// Reads the whole request body, decoding base64 as it arrives in text
@@ -234,7 +360,11 @@ fn trailers_frame(trailers: &HeaderMap, mode: Mode) -> Bytes {
 }
 
 /// Turns the native response into the gRPC-Web one.
-fn translate_response(response: Response<Incoming>, web: WebContentType) -> Response<ResponseBody> {
+fn translate_response(
+    response: Response<Incoming>,
+    web: WebContentType,
+    failure: BodyFailure,
+) -> Response<ResponseBody> {
     let (parts, body) = response.into_parts();
     if parts.status != StatusCode::OK {
         // Not a gRPC answer at all (our server answers 200 to every gRPC
@@ -259,6 +389,7 @@ fn translate_response(response: Response<Incoming>, web: WebContentType) -> Resp
             inner: (!trailers_only).then_some(body),
             pending: trailers_only.then(|| trailers_frame(&early, web.mode)),
             mode: web.mode,
+            failure,
         }
         .boxed(),
     );
@@ -279,6 +410,8 @@ struct DownstreamBody {
     /// A frame still to send before the end.
     pending: Option<Bytes>,
     mode: Mode,
+    /// Why the request body failed, if it did: the reason for a reset.
+    failure: BodyFailure,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -320,9 +453,13 @@ impl Body for DownstreamBody {
                 None => status_trailers(&Status::internal(
                     "the server ended the call without a status",
                 )),
-                Some(Err(error)) => {
-                    status_trailers(&Status::internal(format!("the call was reset: {error}")))
-                }
+                Some(Err(error)) => match this.failure.lock().take() {
+                    // Our own request body failed, and reset the call.
+                    Some(status) => status_trailers(&status),
+                    None => {
+                        status_trailers(&Status::internal(format!("the call was reset: {error}")))
+                    }
+                },
             };
             this.inner = None;
             this.pending = Some(trailers_frame(&trailers, this.mode));

@@ -19,6 +19,8 @@
 //! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
 //! * [`Collected`] holds what a reader thread received, and waits for it.
 //! * [`chat_stream`] opens named ChatStream members on our client.
+//! * [`java`] runs grpc-java's interop client and server (after
+//!   `scripts/setup-java.sh`).
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
 //!   our services in this process; [`hostile`] is a chat server that sends
 //!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
@@ -31,6 +33,7 @@
 pub mod chat_stream;
 pub mod hostile;
 pub mod in_process;
+pub mod java;
 pub mod json;
 pub mod member;
 pub mod raw;
@@ -94,6 +97,43 @@ pub fn ensure_interop_setup() {
     if let Err(e) = result {
         panic!("{e}");
     }
+}
+
+/// Runs `scripts/setup-conformance.sh` once per test process: installs the
+/// pinned Connect conformance runner (`connectconformance`) from the Go
+/// module proxy into `tests/conformance/bin/` (quick when up to date).
+/// Returns the runner's path; panics with the script's output if it fails.
+pub fn conformance_runner() -> PathBuf {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = SETUP.get_or_init(|| {
+        let script = repo_root().join("scripts/setup-conformance.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            eprint!("{text}");
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed ({}); it needs Go and the Go module proxy reachable on the \
+                 first run. Output:\n{text}",
+                script.display(),
+                out.status
+            ))
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    repo_root().join("tests/conformance/bin/connectconformance")
 }
 
 /// Path of a peer built by `scripts/setup-interop.sh` (`go-interop-client`,
