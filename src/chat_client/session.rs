@@ -21,7 +21,21 @@
 //!
 //! A call is "joined" only once the server's first event arrives: a name in
 //! use or a bad room is reported as the call's status, after the `USER_JOINED`
-//! was sent.
+//! was sent. A refusal, or a failure that shows the client is set up
+//! differently from the server ([`Mismatch`]: TLS on one side only, no
+//! token), ends the session at once with [`explain`]'s words: retrying
+//! would change nothing.
+//!
+//! Messages asked for while not joined (dialling, waiting out a backoff, or
+//! one whose send failed as the connection broke) are **held** and sent in
+//! the order they were asked for as soon as the next call is joined, before
+//! anything asked later. They are dropped, each reported
+//! [`Update::NotSent`], only when the user leaves first.
+//!
+//! Leaving comes in two kinds: [`Outgoing::Leave`] goes at once;
+//! [`Outgoing::Finish`] (a script's end of input) first waits, bounded by
+//! [`FINISH_TIMEOUT`], for the server to echo every message sent on the call
+//! ([`Echoes`]), so that what the server sent for them is passed on.
 //!
 //! Every reconnection **resumes**: the call carries `chat-last-id` (the last
 //! chat message id seen) and `chat-epoch` (the history epoch it belongs to),
@@ -155,15 +169,17 @@ pub enum Outgoing {
     Typing(Signal),
     /// Ask who is in the room; answered by [`Update::Who`].
     Who,
-    /// Leave now: `USER_LEFT`, half-close, then [`Update::Left`]. Before
-    /// the first connection: stop trying, then [`Update::Left`].
+    /// Leave now: `USER_LEFT`, half-close, then [`Update::Left`]. While
+    /// not connected: stop trying, report held messages
+    /// [`Update::NotSent`], then [`Update::Left`].
     Leave,
     /// Leave once everything sent so far is delivered and the server's
     /// echo of it has been passed on (the end of a script's input: the
     /// script sees its own lines). The wait for the echoes is bounded by
     /// [`FINISH_TIMEOUT`]. Before the first connection the session keeps
     /// trying, delivers, then leaves; if it never connects the session ends
-    /// with [`Update::GaveUp`].
+    /// with [`Update::GaveUp`]. While reconnecting after a lost connection
+    /// it is [`Outgoing::Leave`].
     Finish,
 }
 
