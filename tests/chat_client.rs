@@ -315,7 +315,10 @@ fn a_script_prints_its_own_message_every_run() {
             "run {run}: the earlier runs as history: {lines:?}"
         );
         if run > 0 {
-            let end = format!("-- end of history ({run} messages) --");
+            let end = match run {
+                1 => "-- end of history (1 message) --".to_owned(),
+                run => format!("-- end of history ({run} messages) --"),
+            };
             let at = |want: &str| lines.iter().position(|l| l == want);
             assert!(
                 at(&end) < at(&format!("[you] {TEXT}")),

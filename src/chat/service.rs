@@ -363,10 +363,10 @@ pub(super) fn chat_replay_frames(replay: &Replay) -> Bytes {
         encode_into(&event, &mut buf);
     }
     let end = match &replay.epoch {
-        Some(epoch) => format!(
-            "end of history: {} earlier messages (history epoch {epoch})",
-            replay.messages.len()
-        ),
+        Some(epoch) => match replay.messages.len() {
+            1 => format!("end of history: 1 earlier message (history epoch {epoch})"),
+            n => format!("end of history: {n} earlier messages (history epoch {epoch})"),
+        },
         None => "end of history: none available".to_owned(),
     };
     encode_into(&system(end, replay.epoch.as_deref(), true), &mut buf);

@@ -17,7 +17,7 @@
 //! ```text
 //! $ printf 'hello from a script\n' | chat-client --user bot --room kitchen
 //! [bot] hello from a script          <- an earlier run, replayed
-//! -- end of history (1 messages) --
+//! -- end of history (1 message) --
 //! -- welcome to kitchen, bot: you are the only one here --
 //! [you] hello from a script
 //! ```

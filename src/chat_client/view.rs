@@ -255,7 +255,10 @@ impl ChatView {
             // something was replayed, to separate it from what is live.
             server_event::Event::SystemEvent(s) if s.end_of_history => {
                 if let Some(n @ 1..) = self.replayed {
-                    let text = format!("end of history ({n} messages)");
+                    let text = match n {
+                        1 => "end of history (1 message)".to_owned(),
+                        n => format!("end of history ({n} messages)"),
+                    };
                     changes.push(Change::Line(DisplayLine::notice(s.timestamp, &text)));
                 }
                 self.replayed = None;
@@ -350,7 +353,7 @@ mod tests {
 
     fn end_of_history() -> Update {
         ev(server_event::Event::SystemEvent(SystemEvent {
-            message: "end of history: 1 earlier messages".into(),
+            message: "end of history: 1 earlier message".into(),
             end_of_history: true,
             epoch: "e".into(),
             timestamp: 0,

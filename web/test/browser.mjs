@@ -219,7 +219,7 @@ try {
   // The server was asked to resume (it sent the one missed message), not
   // to replay the room: the page's own duplicate check is the second fence.
   const ends = (await logLines(bob.page)).filter((l) => l.startsWith("-- end of history:"));
-  if (!ends.at(-1)?.startsWith("-- end of history: 1 earlier messages")) {
+  if (!ends.at(-1)?.startsWith("-- end of history: 1 earlier message (")) {
     throw new Error(`not resumed from the last id: ${JSON.stringify(ends)}`);
   }
   console.log("ok missed messages resumed once");
