@@ -15,5 +15,5 @@ pub mod coalesce;
 pub mod pace;
 pub mod scan;
 
-pub use pace::{Paced, ReadPacer, SMALL_DATA_FRAME, data_frame_budget, join_new_bytes};
+pub use pace::{Paced, ReadPacer, SMALL_DATA_FRAME, data_frame_budget, poll_read_joined};
 pub use scan::{FrameHead, FrameScanner};

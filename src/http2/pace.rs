@@ -124,36 +124,43 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Paced<IO> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(yielded) = this.pacer.poll_yield(cx) {
-            return yielded;
-        }
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            let Paced { scanner, pacer, .. } = this;
-            let kept = join_new_bytes(scanner, buf, before, |head| pacer.saw(head));
-            buf.set_filled(before + kept);
-        }
-        polled
+        let Paced { io, scanner, pacer } = self.get_mut();
+        poll_read_joined(io, cx, buf, scanner, pacer, |_| {})
     }
 }
 
-/// Runs [`FrameScanner::scan_joining`] over the bytes a read just added to
-/// `buf` (from `before` on); returns how many of them are left. Never 0 when
-/// the read added any: joining only drops the headers of frames joined to
-/// an earlier one, so a read that returned bytes never looks like the end
-/// of the stream to `h2`.
-pub fn join_new_bytes(
-    scanner: &mut FrameScanner,
+/// One read under `h2`, as both sides' transports do it: yield first if
+/// `pacer` says so; otherwise read from `io` and join the runs of DATA
+/// frames in what arrived ([`FrameScanner::scan_joining`]), with `pacer`
+/// and `on_head` told of every frame header as the peer sent it.
+///
+/// The bytes left are never none when the read brought some: joining only
+/// drops the headers of frames joined to an earlier one, so a read that
+/// returned bytes never looks like the end of the stream to `h2`.
+pub fn poll_read_joined<IO: AsyncRead + Unpin>(
+    io: &mut IO,
+    cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
-    before: usize,
-    on_head: impl FnMut(FrameHead),
-) -> usize {
-    match buf.filled_mut().get_mut(before..) {
-        Some(new) => scanner.scan_joining(new, on_head),
-        None => 0,
+    scanner: &mut FrameScanner,
+    pacer: &mut ReadPacer,
+    mut on_head: impl FnMut(FrameHead),
+) -> Poll<io::Result<()>> {
+    if let Some(yielded) = pacer.poll_yield(cx) {
+        return yielded;
     }
+    let before = buf.filled().len();
+    let polled = Pin::new(io).poll_read(cx, buf);
+    if let Poll::Ready(Ok(())) = polled {
+        let kept = match buf.filled_mut().get_mut(before..) {
+            Some(new) => scanner.scan_joining(new, |head| {
+                pacer.saw(head);
+                on_head(head);
+            }),
+            None => 0,
+        };
+        buf.set_filled(before + kept);
+    }
+    polled
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Paced<IO> {

@@ -27,7 +27,7 @@ use tracing::warn;
 
 use super::connection::ConnectionState;
 use super::ping_policy::{PingPolicy, Verdict};
-use crate::http2::{FrameHead, FrameScanner, ReadPacer, join_new_bytes};
+use crate::http2::{FrameHead, FrameScanner, ReadPacer, poll_read_joined};
 use crate::wire_trace::Tap;
 
 /// A connection's byte stream: plain TCP or TLS over TCP.
@@ -132,18 +132,16 @@ impl Watched {
         }
     }
 
-    /// A frame header the client sent: the pacer counts it, the PING
-    /// policy judges it. (A function of the fields it needs, so that the
-    /// scanner, another field, can call it while it walks the bytes.)
+    /// A frame header the client sent, for the PING policy. (A function of
+    /// the fields it needs, so that the scanner, another field, can call it
+    /// while it walks the bytes.)
     fn saw_inbound(
         head: FrameHead,
         policy: &mut PingPolicy,
-        pacer: &mut ReadPacer,
         state: &ConnectionState,
         tripped: &mut bool,
         peer: SocketAddr,
     ) {
-        pacer.saw(head);
         if head.is_ping()
             && policy.on_ping(Instant::now()) == Verdict::TooMany
             && !std::mem::replace(tripped, true)
@@ -172,11 +170,6 @@ impl AsyncRead for Watched {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(yielded) = this.pacer.poll_yield(cx) {
-            return yielded;
-        }
-        let before = buf.filled().len();
         let Watched {
             io,
             inbound,
@@ -186,18 +179,13 @@ impl AsyncRead for Watched {
             tripped,
             peer,
             ..
-        } = this;
-        let polled = Pin::new(io).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            // Runs of DATA frames are joined on their way to `h2`
-            // (`http2::coalesce`); the PING policy and the pacer still see
-            // every frame as the client sent it.
-            let kept = join_new_bytes(inbound, buf, before, |head| {
-                Watched::saw_inbound(head, policy, pacer, state, tripped, *peer)
-            });
-            buf.set_filled(before + kept);
-        }
-        polled
+        } = self.get_mut();
+        // Runs of DATA frames are joined on their way to `h2`, and reads
+        // paced (`http2::pace`); the PING policy still sees every frame as
+        // the client sent it.
+        poll_read_joined(io, cx, buf, inbound, pacer, |head| {
+            Watched::saw_inbound(head, policy, state, tripped, *peer)
+        })
     }
 }
 

@@ -12,7 +12,6 @@
 //! * [`Transport`] picks the client's HTTP/2 stack.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::repo_root;
@@ -47,38 +46,14 @@ impl Transport {
     }
 }
 
-/// Runs `scripts/setup-java.sh` once per test process. Panics with the
-/// script's output if it fails.
+/// Runs `scripts/setup-java.sh` once per test process.
 pub fn ensure_java_setup() {
     static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = SETUP.get_or_init(|| {
-        let script = repo_root().join("scripts/setup-java.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            eprint!("{text}");
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed ({}); it needs Java >= 11, Maven, and Maven Central reachable \
-                 on the first run. Output:\n{text}",
-                script.display(),
-                out.status
-            ))
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    super::run_setup_once(
+        &SETUP,
+        "setup-java.sh",
+        "Java >= 11, Maven, and Maven Central reachable on the first run",
+    );
 }
 
 /// `-cp <lib>/*` and the JVM options, after running the setup.

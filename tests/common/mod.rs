@@ -65,12 +65,13 @@ pub fn interop_bin_dir() -> PathBuf {
     repo_root().join("tests/interop/bin")
 }
 
-/// Runs `scripts/setup-interop.sh` once per test process. Panics with the
-/// script's output if it fails.
-pub fn ensure_interop_setup() {
-    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = SETUP.get_or_init(|| {
-        let script = repo_root().join("scripts/setup-interop.sh");
+/// Runs the setup script `scripts/<name>` (which installs peers and
+/// returns at once when they are up to date) at most once per test process,
+/// whatever asks for it: `once` is the caller's own cell. Panics with the
+/// script's output, and what it `needs`, if it fails.
+pub fn run_setup_once(once: &'static OnceLock<Result<(), String>>, name: &str, needs: &str) {
+    let result = once.get_or_init(|| {
+        let script = repo_root().join("scripts").join(name);
         let out = Command::new("bash")
             .arg(&script)
             .current_dir(repo_root())
@@ -87,8 +88,7 @@ pub fn ensure_interop_setup() {
             Ok(())
         } else {
             Err(format!(
-                "{} failed ({}); it needs Go >= 1.24 and Python 3 with venv, and the Go \
-                 module proxy / PyPI reachable on the first run. Output:\n{text}",
+                "{} failed ({}); it needs {needs}. Output:\n{text}",
                 script.display(),
                 out.status
             ))
@@ -99,40 +99,28 @@ pub fn ensure_interop_setup() {
     }
 }
 
+/// Runs `scripts/setup-interop.sh` once per test process.
+pub fn ensure_interop_setup() {
+    static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
+    run_setup_once(
+        &SETUP,
+        "setup-interop.sh",
+        "Go >= 1.24 and Python 3 with venv, and the Go module proxy / PyPI reachable on \
+         the first run",
+    );
+}
+
 /// Runs `scripts/setup-conformance.sh` once per test process: installs the
 /// pinned Connect conformance runner (`connectconformance`) from the Go
 /// module proxy into `tests/conformance/bin/` (quick when up to date).
-/// Returns the runner's path; panics with the script's output if it fails.
+/// Returns the runner's path.
 pub fn conformance_runner() -> PathBuf {
     static SETUP: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = SETUP.get_or_init(|| {
-        let script = repo_root().join("scripts/setup-conformance.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .current_dir(repo_root())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            eprint!("{text}");
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed ({}); it needs Go and the Go module proxy reachable on the \
-                 first run. Output:\n{text}",
-                script.display(),
-                out.status
-            ))
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}");
-    }
+    run_setup_once(
+        &SETUP,
+        "setup-conformance.sh",
+        "Go and the Go module proxy reachable on the first run",
+    );
     repo_root().join("tests/conformance/bin/connectconformance")
 }
 
