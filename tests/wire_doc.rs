@@ -451,11 +451,11 @@ fn document(steps: &[String]) -> String {
              `grpc-status: 3` (INVALID_ARGUMENT) and `grpc-message`. This is the \
              trailers-only response. The request headers cost as much as in \
              step 2: without a dynamic table, every field is sent in full \
-             again. The client keeps one for the server's headers, though (our \
-             client did not ask for less), and the server, now that the \
-             connection has shown it carries more than one call, adds \
-             `content-type` and `grpc-accept-encoding` to it for the calls to \
-             come, and `grpc-status` under the name it learned in step 5.",
+             again. So are the server's: it never indexes what it sends \
+             (every field \"never indexed\"), on the second call as on the \
+             first, so that a client which sizes its decoder by the server's \
+             `HEADER_TABLE_SIZE = 0`, as grpc-java's OkHttp transport does, \
+             can read every answer.",
         ),
     ];
     let mut doc = String::from(
