@@ -711,6 +711,58 @@ async fn who_lists_the_named_members_of_a_room() {
     assert_eq!((lobby.room.as_str(), lobby.users.len()), ("lobby", 0));
 }
 
+/// A `ChatStream` member is named by its first message; until then it
+/// reads the room without a name. `Who` and a joining member's welcome
+/// count it, so nobody is told they are alone while someone reads along.
+#[tokio::test]
+async fn silent_chat_stream_members_are_counted_as_listeners() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut silent = c.chat_stream(in_room((), "nook")).await.unwrap();
+    // Its call is open (headers back) before anyone asks.
+    silent.headers().await.unwrap();
+    let who = c
+        .who(grpc_chat::pb::chat::WhoRequest {
+            room: "nook".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((who.users.len(), who.listeners), (0, 1));
+
+    let mut bob = c.chat(in_room((), "nook")).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    let welcome = until(
+        &mut bob,
+        |e| matches!(e, server_event::Event::SystemEvent(s) if s.message.starts_with("welcome")),
+    )
+    .await;
+    let server_event::Event::SystemEvent(welcome) = welcome else {
+        unreachable!("until returned the matching event");
+    };
+    assert_eq!(
+        welcome.message,
+        "welcome to nook, bob: also here: 1 member who has not spoken yet"
+    );
+    // Once it speaks it has a name, and is no longer a listener.
+    silent.send(&say("quiet", "hello")).await.unwrap();
+    until(&mut bob, |e| {
+        matches!(e, server_event::Event::ChatMessage(_))
+    })
+    .await;
+    let who = c
+        .who(grpc_chat::pb::chat::WhoRequest {
+            room: "nook".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (who.users, who.listeners),
+        (vec!["bob".into(), "quiet".into()], 0)
+    );
+}
+
 #[tokio::test]
 async fn chat_members_see_chat_stream_members_join_and_leave() {
     let server = start(no_rate_limit()).await;

@@ -64,7 +64,7 @@ use std::time::Duration;
 
 pub use auth::{AUTHORIZATION_METADATA_KEY, TokenTable};
 pub use ratelimit::RateLimit;
-pub use room::Hub;
+pub use room::{Hub, Presence};
 pub use service::ChatService;
 pub use validate::Limits;
 

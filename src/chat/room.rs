@@ -469,9 +469,9 @@ impl Membership {
         self.member.push_private(frames);
     }
 
-    /// Names of the room's members that have one, sorted.
-    pub fn names(&self) -> Vec<String> {
-        self.room.names()
+    /// Who is in the member's room (the member included).
+    pub fn presence(&self) -> Presence {
+        self.room.presence()
     }
 
     /// The hub the member is in.
@@ -684,16 +684,29 @@ fn system_event(text: &str) -> ServerEvent {
     }
 }
 
+/// Who is in a room: the members that have a name, sorted, and how many
+/// have none yet (a `ChatStream` member is named by its first message, and
+/// until then receives the room as a silent listener).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Names of the members that have one, sorted.
+    pub names: Vec<String>,
+    /// Members without a name yet.
+    pub listeners: usize,
+}
+
 impl Room {
-    fn names(&self) -> Vec<String> {
+    fn presence(&self) -> Presence {
         let state = self.state.lock();
-        let mut names: Vec<String> = state
-            .members
-            .iter()
-            .filter_map(|slot| slot.name.as_deref().map(str::to_owned))
-            .collect();
-        names.sort();
-        names
+        let mut presence = Presence::default();
+        for slot in state.members.iter() {
+            match slot.name.as_deref() {
+                Some(name) => presence.names.push(name.to_owned()),
+                None => presence.listeners += 1,
+            }
+        }
+        presence.names.sort();
+        presence
     }
 
     /// Publishes `events` of member `sender`. With a store that sequences
@@ -1025,11 +1038,10 @@ impl Hub {
         }
     }
 
-    /// Names of the members of `room` that have one, sorted (empty if the
-    /// room does not exist).
-    pub fn names_in(&self, room: &str) -> Vec<String> {
+    /// Who is in `room` (nobody if the room does not exist).
+    pub fn presence_in(&self, room: &str) -> Presence {
         let room = self.rooms.lock().get(room).cloned();
-        room.map(|room| room.names()).unwrap_or_default()
+        room.map(|room| room.presence()).unwrap_or_default()
     }
 
     /// Members connected right now.

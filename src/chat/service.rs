@@ -162,14 +162,19 @@ pub(super) type Resume = Option<(u64, Option<String>)>;
 /// The resume point in a call's metadata (see [`history`] for the
 /// contract). Read before the call's future starts, so the metadata is not
 /// kept for the member's whole life.
-/// Tells the room that `name` joined, and the member who else is here.
+/// Tells the room that `name` joined, and the member who else is here:
+/// the named members, and the silent listeners (`ChatStream` members that
+/// have not spoken, so have no name yet) counted, since they read the room
+/// too.
 pub(super) fn announce_join(membership: &Membership, room: &str, name: &str) {
     membership.publish(&[Event::Joined]);
-    let others: Vec<String> = membership
-        .names()
-        .into_iter()
-        .filter(|n| n != name)
-        .collect();
+    let presence = membership.presence();
+    let mut others: Vec<String> = presence.names.into_iter().filter(|n| n != name).collect();
+    match presence.listeners {
+        0 => {}
+        1 => others.push("1 member who has not spoken yet".to_owned()),
+        n => others.push(format!("{n} members who have not spoken yet")),
+    }
     membership.notify(&if others.is_empty() {
         format!("welcome to {room}, {name}: you are the only one here")
     } else {
@@ -827,8 +832,12 @@ impl crate::pb::chat::ChatService for ChatService {
                 .map_err(|why| Status::invalid_argument(format!("room name {why}")))?
                 .to_owned()
         };
-        let users = self.hub.names_in(&room);
-        Ok(Response::new(WhoResponse { room, users }))
+        let presence = self.hub.presence_in(&room);
+        Ok(Response::new(WhoResponse {
+            room,
+            users: presence.names,
+            listeners: u32::try_from(presence.listeners).unwrap_or(u32::MAX),
+        }))
     }
 
     // The browser-friendly calls live in `session.rs`.

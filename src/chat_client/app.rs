@@ -422,6 +422,7 @@ mod tests {
             &Update::Who(Ok(crate::pb::chat::WhoResponse {
                 room: "lobby".into(),
                 users: vec!["alice".into(), "bob".into()],
+                listeners: 0,
             })),
             t,
         );

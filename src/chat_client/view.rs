@@ -159,12 +159,19 @@ impl ChatView {
                         if !silent {
                             let names: Vec<String> =
                                 who.users.iter().map(|n| sanitize(n).into_owned()).collect();
-                            let text = format!(
+                            let mut text = format!(
                                 "in {}: {} ({})",
                                 sanitize(&who.room),
                                 names.join(", "),
                                 names.len()
                             );
+                            // ChatStream members have no name until they
+                            // speak, but they read the room all the same.
+                            match who.listeners {
+                                0 => {}
+                                1 => text.push_str("; 1 more has not spoken yet"),
+                                n => text.push_str(&format!("; {n} more have not spoken yet")),
+                            }
                             changes.push(Change::Line(DisplayLine::notice(now_unix(), &text)));
                         }
                     }
@@ -452,6 +459,7 @@ mod tests {
         let who = Update::Who(Ok(WhoResponse {
             room: "lobby".into(),
             users: vec!["alice".into(), "bob".into(), "e\x1bve".into()],
+            listeners: 0,
         }));
         v.expect_silent_who();
         assert!(
@@ -462,6 +470,16 @@ mod tests {
         assert_eq!(
             plain(&v.update(&who, t)),
             ["-- in lobby: alice, bob, e\\x1bve (3) --"]
+        );
+        // Members that have not spoken are counted, not named.
+        let with_listeners = Update::Who(Ok(WhoResponse {
+            room: "lobby".into(),
+            users: vec!["alice".into()],
+            listeners: 2,
+        }));
+        assert_eq!(
+            plain(&v.update(&with_listeners, t)),
+            ["-- in lobby: alice (1); 2 more have not spoken yet --"]
         );
         assert_eq!(
             plain(&v.update(&Update::Who(Err("not connected".into())), t)),
