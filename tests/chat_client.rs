@@ -402,16 +402,31 @@ fn mismatched_clients_are_told_what_to_change() {
     // `may_retry`: the failure that reveals the cause can come second,
     // after a plain "broken pipe" on the first attempt.
     let expect_error = |args: &[&str], line: &str, may_retry: bool| {
-        let mut client = Client::start("client", args);
-        client.close_stdin();
-        assert_eq!(client.exit_status().code(), Some(1), "{}", client.dump());
-        let stderr = client.stderr_after_exit();
-        assert_eq!(stderr, [line], "{}", client.dump());
-        assert!(
-            may_retry || !client.all_stdout().iter().any(|l| l.contains("retrying")),
-            "retried: {}",
-            client.dump()
-        );
+        // A plaintext client on a TLS port learns the cause only if it reads
+        // the server's TLS alert before its own next write fails: when every
+        // startup attempt loses that race, it gives up with "broken pipe"
+        // (a known limit, in docs/chat-client.md). Only that outcome, and
+        // only there, is run again, at most twice.
+        const RACE: &str = "chat-client: connection lost: stream closed because of a broken pipe";
+        let runs = if may_retry { 3 } else { 1 };
+        for run in 1..=runs {
+            let mut client = Client::start("client", args);
+            if !may_retry {
+                client.close_stdin();
+            }
+            assert_eq!(client.exit_status().code(), Some(1), "{}", client.dump());
+            let stderr = client.stderr_after_exit();
+            if may_retry && run < runs && stderr == [RACE] {
+                continue;
+            }
+            assert_eq!(stderr, [line], "{}", client.dump());
+            assert!(
+                may_retry || !client.all_stdout().iter().any(|l| l.contains("retrying")),
+                "retried: {}",
+                client.dump()
+            );
+            break;
+        }
     };
 
     // Plaintext to a TLS port (before: "frame with invalid size", after
