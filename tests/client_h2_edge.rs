@@ -1,8 +1,9 @@
 //! Our client (`src/client`) against a misbehaving HTTP/2 server: the
 //! behaviours grpc's negative HTTP/2 interop tests name (`rst_after_header`,
 //! `rst_during_data`, `rst_after_data`, `goaway`, `ping`, `max_streams`),
-//! padded DATA frames, and a response cut into 5-byte DATA frames (the
-//! shape of grpc's `no_df_padding_sanity_test`). Each call must end with
+//! padded DATA frames, a response cut into 5-byte DATA frames (the
+//! shape of grpc's `no_df_padding_sanity_test`), and a reset when the
+//! server's copy of the deadline expires. Each call must end with
 //! the status grpc-go's client gives for the same bytes.
 //!
 //! The server is written here, frame by frame over TCP, because what it does
@@ -119,7 +120,14 @@ enum Misbehaviour {
     /// the first (long after the client gave up on it), then a proper
     /// answer to the second.
     ResetAfterClientGaveUp,
+    /// On a stream's first DATA frame, waits [`SERVER_DEADLINE`] and then
+    /// sends RST_STREAM(CANCEL): what grpc-go's server does when the
+    /// deadline it was given expires.
+    CancelAtDeadline,
 }
+
+/// How long [`Misbehaviour::CancelAtDeadline`] waits before its reset.
+const SERVER_DEADLINE: Duration = Duration::from_millis(200);
 
 /// PINGs per burst in [`Misbehaviour::PingStorm`] (four bursts a call).
 const PINGS_PER_BURST: usize = 64;
@@ -384,6 +392,12 @@ impl Conn {
                 if incoming.flags & END_STREAM != 0 {
                     self.ready.push_back((incoming.stream, Vec::new()));
                 }
+            }
+            DATA if self.misbehaviour == Misbehaviour::CancelAtDeadline
+                && self.streams.remove(&incoming.stream).is_some() =>
+            {
+                tokio::time::sleep(SERVER_DEADLINE).await;
+                self.send(&frame_rst(incoming.stream, CANCEL)).await?;
             }
             DATA => {
                 // Give the window back at once: the request is small.
@@ -844,4 +858,33 @@ async fn reset_and_trailers_after_client_gave_up() {
     assert_eq!(large_unary(&channel).await.unwrap(), RESPONSE_SIZE);
     assert_eq!(Stats::get(&server.stats.client_resets), 1);
     assert_eq!(Stats::get(&server.stats.connections), 1);
+}
+
+/// A server that keeps the deadline itself resets the stream with CANCEL
+/// when it expires, as grpc-go's server does; the client, whose own
+/// deadline passed first, reports DEADLINE_EXCEEDED, not CANCELLED, from
+/// whichever half of the call notices — here a send made after both
+/// deadlines, while nothing was polling the call's timer. (Connect's
+/// conformance suite, "Timeouts … client-stream", met this race: the
+/// reset arrived before the client's timer had fired.)
+#[tokio::test]
+async fn cancel_from_server_after_deadline() {
+    use grpc_chat::pb::grpc_testing::{StreamingInputCallRequest, StreamingInputCallResponse};
+    let server = EdgeServer::start(Misbehaviour::CancelAtDeadline).await;
+    let channel = server.channel().await;
+    let mut opening = Request::new(());
+    opening.set_timeout(Duration::from_millis(100));
+    let mut call = channel
+        .client_streaming::<StreamingInputCallRequest, StreamingInputCallResponse>(
+            "/grpc.testing.TestService/StreamingInputCall",
+            opening,
+        )
+        .await
+        .unwrap();
+    let message = StreamingInputCallRequest::default();
+    call.send(&message).await.unwrap();
+    // Both deadlines pass (ours at 100 ms, the server's reset at 200 ms).
+    tokio::time::sleep(SERVER_DEADLINE * 2).await;
+    let status = call.send(&message).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
 }

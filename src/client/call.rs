@@ -34,6 +34,7 @@ async fn send_all(
     stream: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
+    deadline: Option<Instant>,
 ) -> Result<(), Status> {
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
@@ -46,11 +47,15 @@ async fn send_all(
                 // `poll_capacity` reports increases only; re-check `capacity()`.
                 match stream.poll_capacity(cx) {
                     Poll::Ready(Some(Ok(_))) => continue,
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(stream_error(&e))),
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(stream_error_by(deadline, &e)));
+                    }
                     Poll::Ready(None) => {
-                        return Poll::Ready(Err(Status::unavailable(
-                            "stream closed by the server",
-                        )));
+                        return Poll::Ready(Err(if passed(deadline) {
+                            Status::deadline_exceeded("deadline exceeded")
+                        } else {
+                            Status::unavailable("stream closed by the server")
+                        }));
                     }
                     Poll::Pending => return Poll::Pending,
                 }
@@ -60,9 +65,32 @@ async fn send_all(
         let chunk = data.split_to(capacity.min(data.len()));
         stream
             .send_data(chunk, end && data.is_empty())
-            .map_err(|e| stream_error(&e))?;
+            .map_err(|e| stream_error_by(deadline, &e))?;
     }
     Ok(())
+}
+
+/// [`stream_error`], unless the call's deadline has passed: then the reset
+/// is the deadline's doing and the call failed with DEADLINE_EXCEEDED.
+///
+/// A server that keeps the deadline itself ends the stream when it expires
+/// — grpc-go's server sends RST_STREAM(CANCEL) — and that reset can reach
+/// us before our own timer has fired (both expire in the same millisecond;
+/// the server's a little later, since it started counting when our headers
+/// arrived). Reporting CANCELLED then would blame a cancellation nobody
+/// asked for. The clock is read here, not the timer's state: a timer that
+/// is due is only marked fired when the runtime next turns its wheel.
+fn stream_error_by(deadline: Option<Instant>, e: &h2::Error) -> Status {
+    if passed(deadline) {
+        Status::deadline_exceeded("deadline exceeded")
+    } else {
+        stream_error(e)
+    }
+}
+
+/// Whether the call has a deadline and it has passed.
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|at| Instant::now() >= at)
 }
 
 /// Maps an `h2` error on a client stream to a status whose message says
@@ -144,10 +172,7 @@ impl ClientBody {
     /// A stream error after our own deadline passed is the deadline's doing
     /// (the server or `h2` reset the stream because of it): report that.
     fn stream_error(&self, e: &h2::Error) -> Status {
-        match &self.deadline {
-            Some(sleep) if sleep.is_elapsed() => Status::deadline_exceeded("deadline exceeded"),
-            _ => stream_error(e),
-        }
+        stream_error_by(self.deadline.as_ref().map(|sleep| sleep.deadline()), e)
     }
 
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), Status> {
@@ -226,10 +251,7 @@ async fn read_response<Out: prost::Message + Default>(
             .map_err(|_| Status::deadline_exceeded("deadline exceeded"))?,
         None => future.await,
     }
-    .map_err(|e| match options.deadline {
-        Some(at) if Instant::now() >= at => Status::deadline_exceeded("deadline exceeded"),
-        _ => stream_error(&e),
-    })?;
+    .map_err(|e| stream_error_by(options.deadline, &e))?;
     let (parts, recv) = response.into_parts();
 
     // A trailers-only response carries grpc-status in its only HEADERS frame
@@ -343,6 +365,8 @@ pub struct RequestSink<In> {
     cancelled: Arc<AtomicBool>,
     compression: Option<Encoding>,
     max_send_message_size: usize,
+    /// The call's deadline: a reset after it is reported as its doing.
+    deadline: Option<Instant>,
     closed: bool,
     _message: PhantomData<fn(In)>,
 }
@@ -376,7 +400,7 @@ impl<In: prost::Message> RequestSink<In> {
         let mut buf = BytesMut::new();
         let encoding = if compress { self.compression } else { None };
         crate::codec::encode(message, encoding, self.max_send_message_size, &mut buf)?;
-        send_all(&mut self.stream, buf.freeze(), false).await
+        send_all(&mut self.stream, buf.freeze(), false, self.deadline).await
     }
 
     /// Half-closes the call: tells the server no more messages follow
@@ -612,6 +636,7 @@ impl Channel {
                 cancelled: Arc::clone(&cancelled),
                 compression: request.compression().filter(|e| *e != Encoding::Identity),
                 max_send_message_size: self.config().max_send_message_size,
+                deadline: options.deadline,
                 closed: false,
                 _message: PhantomData,
             },
