@@ -4,19 +4,27 @@
 //! to each other in the same room.
 //!
 //! This module knows gRPC only through the crate's own types (`Request`,
-//! `Streaming`, `ResponseSink`, `Status`); it never touches `h2` or `http`.
+//! `Streaming`, `ResponseSink`, `Status`), and only in [`calls`] and
+//! [`service`]; it never touches `h2` or `http`.
 //!
 //! # Layout
 //!
+//! * [`core`] — the chat with no protocol in it: rooms, their logs, members
+//!   and the rules they speak under (a participant's lifecycle), the
+//!   replay rule. Start here.
+//! * [`calls`] — the protocol adapters (`ChatStream`, `Chat`, the browser's
+//!   session calls) and the one pipeline every member goes through.
+//! * [`service`] — `chat.ChatService`: each call to its adapter; `Who`,
+//!   `HealthCheck`.
+//! * [`history`] — the history store (in memory, or Redis shared by several
+//!   servers), who numbers a room's batches, the resume contract.
 //! * [`auth`] — bearer tokens that name their user (optional).
 //! * [`validate`] — names and messages: lengths, no control characters.
 //! * [`ratelimit`] — the per-member token bucket.
-//! * [`room`] — the hub of rooms, members and the shared log they read: the fan-out.
-//! * [`service`] — `chat.ChatService`: the two protocols and `HealthCheck`.
-//! * [`history`] — the history store (in memory, or Redis shared by several
-//!   servers), replay on join and resume.
-//! * [`session`] — `Subscribe`, `SendMessage`, `SetTyping`: chat for clients
-//!   without client streaming (browsers), tied by a session token.
+//!
+//! `core`, `validate` and `ratelimit` know nothing of gRPC; `calls`,
+//! `service` and `auth` are where the crate's gRPC types come in (never
+//! `h2` or `http`).
 //!
 //! # Behaviour worth knowing
 //!
@@ -53,18 +61,18 @@
 //!   header `chat-replayed`.
 
 pub mod auth;
+pub mod calls;
+pub mod core;
 pub mod history;
 pub mod ratelimit;
-pub mod room;
 pub mod service;
-pub mod session;
 pub mod validate;
 
 use std::time::Duration;
 
 pub use auth::{AUTHORIZATION_METADATA_KEY, TokenTable};
+pub use core::{Hub, Presence};
 pub use ratelimit::RateLimit;
-pub use room::{Hub, Presence};
 pub use service::ChatService;
 pub use validate::Limits;
 

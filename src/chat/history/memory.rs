@@ -1,21 +1,21 @@
 //! The embedded history store: a bounded log per room, in this process.
 //!
-//! This is the default, so `chat-server` runs with no other service. Rooms
-//! number their own messages (under the room lock) and record them here; a
+//! This is the default, so `chat-server` runs with no other service. As the
+//! [`Sequencer`], it has each room number its own batches (under the room's
+//! lock) and records the messages here as they are numbered; a
 //! room's log outlives the room (a room is dropped when its last member
 //! leaves, its history is not). The epoch is drawn once per store, so a
 //! restarted server has a new one and resuming clients are told their
 //! history is gone.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Weak;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::{
-    BoxFuture, Deliver, History, HistoryError, Page, Since, StoreHealth, StoredMessage, Submission,
-    new_epoch,
+    BoxFuture, Deliver, History, HistoryError, Page, Sequencer, Since, StoreHealth, StoredMessage,
+    Submission, new_epoch,
 };
 
 /// The embedded store. See the module docs.
@@ -34,6 +34,26 @@ struct RoomLog {
 }
 
 impl MemoryHistory {
+    /// Keeps messages a room has just numbered (in id order: the room calls
+    /// this under its lock).
+    pub fn record(&self, room: &str, messages: &[StoredMessage]) {
+        if messages.is_empty() {
+            return;
+        }
+        let mut rooms = self.rooms.lock();
+        let log = match rooms.get_mut(room) {
+            Some(log) => log,
+            None => rooms.entry(room.to_owned()).or_default(),
+        };
+        for message in messages {
+            log.last_id = log.last_id.max(message.id);
+            log.messages.push_back(message.clone());
+        }
+        while log.messages.len() > self.len {
+            log.messages.pop_front();
+        }
+    }
+
     /// A store keeping the newest `len` messages of each room.
     pub fn new(len: usize) -> Self {
         MemoryHistory {
@@ -88,37 +108,16 @@ impl MemoryHistory {
     }
 }
 
+impl Sequencer for MemoryHistory {
+    fn publish(&self, batch: Submission, rooms: &dyn Deliver) -> bool {
+        let room = batch.room.clone();
+        rooms.number_here(batch, &mut |messages| self.record(&room, messages))
+    }
+}
+
 impl History for MemoryHistory {
     fn kind(&self) -> &'static str {
         "memory"
-    }
-
-    fn start(&self, _hub: Weak<dyn Deliver>) {}
-
-    fn sequences(&self) -> bool {
-        false
-    }
-
-    fn submit(&self, _batch: Submission) {
-        // Never called: rooms number their own messages with this store.
-    }
-
-    fn record(&self, room: &str, messages: Vec<StoredMessage>) {
-        if messages.is_empty() {
-            return;
-        }
-        let mut rooms = self.rooms.lock();
-        let log = match rooms.get_mut(room) {
-            Some(log) => log,
-            None => rooms.entry(room.to_owned()).or_default(),
-        };
-        for message in messages {
-            log.last_id = log.last_id.max(message.id);
-            log.messages.push_back(message);
-        }
-        while log.messages.len() > self.len {
-            log.messages.pop_front();
-        }
     }
 
     fn last_id(&self, room: &str) -> u64 {
@@ -163,7 +162,7 @@ mod tests {
     #[test]
     fn keeps_the_newest_and_pages_by_id() {
         let store = MemoryHistory::new(5);
-        store.record("r", (1..=8).map(msg).collect());
+        store.record("r", &(1..=8).map(msg).collect::<Vec<_>>());
         assert_eq!(store.last_id("r"), 8);
         let latest = store.page_now("r", Since::Latest { limit: 3 });
         assert_eq!((latest.head, ids(&latest)), (8, vec![6, 7, 8]));

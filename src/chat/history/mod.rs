@@ -1,14 +1,23 @@
-//! Chat history: the store behind one trait ([`History`]), the resume
-//! contract, and the types the rooms and the stores exchange.
+//! Chat history: the store behind one trait ([`History`]), who numbers a
+//! room's batches ([`Sequencer`]), the resume contract, and the types the
+//! rooms and the stores exchange.
 //!
-//! Two stores implement [`History`]:
+//! Two stores implement both traits:
 //!
 //! * [`memory::MemoryHistory`] — the default: a bounded log per room in this
-//!   process. `chat-server` needs no other service. Ids are assigned by the
-//!   room itself, under its lock (see [`room`](super::room)).
+//!   process. `chat-server` needs no other service. As a sequencer it has
+//!   the room number each batch at once, under the room's lock
+//!   ([`Deliver::number_here`]), and records the messages.
 //! * [`redis::RedisHistory`] — a Redis Stream per room, shared by every
 //!   server given the same Redis. Ids are assigned **by Redis**, so several
-//!   servers form one chat with one order; see that module for why.
+//!   servers form one chat with one order: a batch goes to Redis and comes
+//!   back, numbered, to every server ([`Deliver::sequenced`]); while Redis
+//!   is unreachable the rooms number their batches here again. See that
+//!   module for why.
+//!
+//! The two questions are separate traits because they are separate jobs:
+//! the hub reads history through [`History`] whatever the store, and hands
+//! every batch to its [`Sequencer`] without asking which kind it is.
 //!
 //! # The resume contract
 //!
@@ -50,7 +59,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::room::Event;
+use super::core::Event;
 
 /// Request metadata: the id of the last chat message the client saw.
 pub const LAST_ID_METADATA_KEY: &str = "chat-last-id";
@@ -198,37 +207,40 @@ pub struct Sequenced {
     pub flushed: bool,
 }
 
-/// What a store calls back into (the hub of rooms).
+/// What a sequencer calls back into: the hub of rooms.
 pub trait Deliver: Send + Sync {
     /// This server's id among the servers sharing a store.
     fn node_id(&self) -> u64;
-    /// A batch sequenced by the shared store, from any server, in the
-    /// store's order.
+    /// A batch a shared store numbered, from any server, in the store's
+    /// order: the room appends it with those ids.
     fn sequenced(&self, batch: Sequenced);
-    /// A batch the shared store could not sequence (unreachable): the
-    /// rooms number and deliver it locally. Returns its messages with the
-    /// ids given, for the store to write once it is back.
-    fn local(&self, batch: Submission) -> Vec<StoredMessage>;
+    /// Has the batch's room number and deliver it now. `keep` receives its
+    /// messages, with the ids given, while the room's lock is held — so a
+    /// store records them in the order members see them. `false` if the
+    /// room is gone or closed (nothing was delivered).
+    fn number_here(&self, batch: Submission, keep: &mut dyn FnMut(&[StoredMessage])) -> bool;
 }
 
-/// A history store. The chat service holds one as `Arc<dyn History>`.
+/// Who numbers a room's batches (gives its messages their ids in the one
+/// order every member sees).
+pub trait Sequencer: Send + Sync + fmt::Debug {
+    /// Starts background work delivering to `rooms`. Called once, when the
+    /// hub is made; a sequencer without background work needs nothing.
+    fn start(&self, rooms: Weak<dyn Deliver>) {
+        let _ = rooms;
+    }
+
+    /// Takes a batch a member of this server published. It comes back
+    /// numbered through `rooms`: at once ([`Deliver::number_here`]), or
+    /// later from the shared store ([`Deliver::sequenced`]). Never blocks.
+    /// `false` if it was refused (the room is closed: shutting down).
+    fn publish(&self, batch: Submission, rooms: &dyn Deliver) -> bool;
+}
+
+/// A history store: what it keeps, and what a joining client reads.
 pub trait History: Send + Sync + fmt::Debug {
     /// `"memory"` or `"redis"`, for logs.
     fn kind(&self) -> &'static str;
-
-    /// Starts the store's background work (if any), delivering to `hub`.
-    fn start(&self, hub: Weak<dyn Deliver>);
-
-    /// Whether the store assigns ids and delivers every batch through
-    /// [`Deliver::sequenced`] (shared stores); otherwise rooms number their
-    /// messages and [`History::record`] them.
-    fn sequences(&self) -> bool;
-
-    /// Hands a batch to a sequencing store. Never blocks.
-    fn submit(&self, batch: Submission);
-
-    /// Records messages a room numbered itself, in id order. Never blocks.
-    fn record(&self, room: &str, messages: Vec<StoredMessage>);
 
     /// The last id this server knows for `room` (0: none): where a room
     /// created now starts numbering when it has to.
@@ -299,6 +311,11 @@ pub fn new_epoch() -> String {
 /// The history store shared by the hub, and what the hub needs to know
 /// about it.
 pub type SharedHistory = Arc<dyn History>;
+
+/// A store that is also its rooms' sequencer (both stores are).
+pub trait Store: History + Sequencer {}
+
+impl<T: History + Sequencer> Store for T {}
 
 #[cfg(test)]
 mod tests {

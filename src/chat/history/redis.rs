@@ -86,9 +86,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     BoxFuture, DEFAULT_HISTORY_LEN, DEFAULT_OUTAGE_QUEUE, Deliver, History, HistoryError, Page,
-    Sequenced, Since, StoreHealth, StoredMessage, Submission, new_epoch,
+    Sequenced, Sequencer, Since, StoreHealth, StoredMessage, Submission, new_epoch,
 };
-use crate::chat::room::Event;
+use crate::chat::core::Event;
 
 /// The Pub/Sub channel carrying every sequenced batch.
 pub const EVENTS_CHANNEL: &str = "chat:events";
@@ -322,11 +322,7 @@ fn keys(room: &str) -> [String; 3] {
     ]
 }
 
-impl History for RedisHistory {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
+impl Sequencer for RedisHistory {
     fn start(&self, hub: Weak<dyn Deliver>) {
         let Some(inbox) = self.inbox.lock().take() else {
             warn!("redis history started twice: ignored");
@@ -336,19 +332,20 @@ impl History for RedisHistory {
         tokio::spawn(writer(Arc::clone(&self.shared), hub, inbox));
     }
 
-    fn sequences(&self) -> bool {
-        true
-    }
-
-    fn submit(&self, batch: Submission) {
+    /// To the writer task, which has Redis number the batch; it comes back
+    /// through the subscription (or, while Redis is unreachable, is
+    /// numbered here: `Deliver::number_here`).
+    fn publish(&self, batch: Submission, _rooms: &dyn Deliver) -> bool {
         // Fails only once the writer task is gone (the runtime is shutting
         // down): nothing can be delivered any more then.
         let _ = self.work.send(Work::Submit(batch));
+        true
     }
+}
 
-    fn record(&self, _room: &str, _messages: Vec<StoredMessage>) {
-        // Never called: this store sequences; the outage queue is the
-        // writer's.
+impl History for RedisHistory {
+    fn kind(&self) -> &'static str {
+        "redis"
     }
 
     fn last_id(&self, room: &str) -> u64 {
@@ -902,7 +899,18 @@ async fn writer(
                 return;
             };
             for (_, batch) in unsent {
-                let messages = hub.local(batch.clone());
+                let mut messages = Vec::new();
+                let delivered =
+                    hub.number_here(batch.clone(), &mut |m| messages.extend_from_slice(m));
+                if !delivered {
+                    // Everyone left meanwhile (or the server is shutting
+                    // down): nobody to deliver to, no room to number them.
+                    let lost = batch.texts().count();
+                    if lost > 0 {
+                        warn!(room = %batch.room, lost, "history store unreachable and the room is gone: messages not kept");
+                    }
+                    continue;
+                }
                 queue(&shared, &mut outage, Queued { batch, messages });
             }
         }

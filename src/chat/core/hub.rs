@@ -1,0 +1,286 @@
+//! The hub: every room of the server, joining and leaving, and shutdown.
+//! It is also where batches meet their [`Sequencer`]: a member's batch goes
+//! to the sequencer, and comes back to the hub numbered ([`Deliver`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tracing::info;
+
+use super::error::ChatError;
+use super::event::{Encoders, Event, Notice, Protocol, unix_now};
+use super::member::Member;
+use super::room::{Presence, Room};
+use crate::chat::ChatConfig;
+use crate::chat::history::memory::MemoryHistory;
+use crate::chat::history::{
+    Deliver, Sequenced, Sequencer, SharedHistory, Store, StoredMessage, Submission,
+};
+
+/// Every room of the server.
+#[derive(Debug)]
+pub struct Hub {
+    rooms: Mutex<HashMap<String, Arc<Room>>>,
+    next_member: AtomicU64,
+    active: AtomicUsize,
+    draining: AtomicBool,
+    started: Instant,
+    config: ChatConfig,
+    /// Where history is read.
+    history: SharedHistory,
+    /// Who numbers batches.
+    sequencer: Arc<dyn Sequencer>,
+    /// Each protocol's encoding of a batch.
+    encoders: Encoders,
+    /// This server's id among those sharing a history store.
+    node_id: u64,
+}
+
+impl Hub {
+    /// An empty hub with the embedded history store ([`MemoryHistory`],
+    /// keeping [`ChatConfig::history_len`] messages per room).
+    pub fn new(config: ChatConfig, encoders: Encoders) -> Arc<Hub> {
+        let store = Arc::new(MemoryHistory::new(config.history_len));
+        Hub::with_store(config, store, encoders)
+    }
+
+    /// An empty hub keeping history in `store`, which also numbers its
+    /// batches; its background work (if any) starts now, so call inside a
+    /// Tokio runtime for stores that have some (Redis).
+    pub fn with_store<S: Store + 'static>(
+        config: ChatConfig,
+        store: Arc<S>,
+        encoders: Encoders,
+    ) -> Arc<Hub> {
+        let history: SharedHistory = store.clone();
+        let hub = Arc::new(Hub {
+            rooms: Mutex::new(HashMap::new()),
+            next_member: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+            config,
+            history,
+            sequencer: store,
+            encoders,
+            node_id: crate::chat::history::random_u64(),
+        });
+        let weak: Weak<Hub> = Arc::downgrade(&hub);
+        let weak: Weak<dyn Deliver> = weak;
+        hub.sequencer.start(weak);
+        hub
+    }
+
+    /// The service's settings.
+    pub fn config(&self) -> &ChatConfig {
+        &self.config
+    }
+
+    /// The history store.
+    pub fn history(&self) -> &SharedHistory {
+        &self.history
+    }
+
+    /// Encodes a notice for one member.
+    pub(super) fn encode_notice(&self, protocol: Protocol, notice: &Notice) -> bytes::Bytes {
+        self.encoders[protocol.index()].notice(notice)
+    }
+
+    fn room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.lock().get(name).cloned()
+    }
+
+    /// Adds a member to `room` (created if needed). It receives everything
+    /// published from now on, and leaves when the [`Membership`] drops.
+    pub fn join(self: &Arc<Self>, room: &str, protocol: Protocol) -> Result<Membership, ChatError> {
+        if self.is_draining() {
+            return Err(ChatError::ShuttingDown);
+        }
+        let room = {
+            let mut rooms = self.rooms.lock();
+            Arc::clone(
+                rooms
+                    .entry(room.to_owned())
+                    .or_insert_with(|| Arc::new(Room::new(room, self.history.last_id(room)))),
+            )
+        };
+        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
+        let member = room.add(id, protocol, self.config.max_members_per_room)?;
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Ok(Membership {
+            hub: Arc::clone(self),
+            room,
+            member,
+        })
+    }
+
+    /// Publishes `events` of `member` (who must have a name) in `room`.
+    /// `false` if the room takes nothing more (the server is shutting down).
+    fn publish(&self, room: &Room, member: &Member, events: &[Event]) -> bool {
+        let Some(user) = member.name() else {
+            return false;
+        };
+        let Some(floor) = room.open_floor() else {
+            return false;
+        };
+        let started = Instant::now();
+        let batch = Submission {
+            room: room.name().to_owned(),
+            sender: member.id,
+            user: user.to_string(),
+            timestamp: unix_now(),
+            events: events.to_vec(),
+            floor,
+        };
+        let published = self.sequencer.publish(batch, self);
+        crate::metrics::METRICS.fanout.observe(started.elapsed());
+        published
+    }
+
+    fn remove_room_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = self.rooms.lock();
+        if room.is_empty() {
+            if let Some(current) = rooms.get(room.name()) {
+                if Arc::ptr_eq(current, room) {
+                    rooms.remove(room.name());
+                }
+            }
+        }
+    }
+
+    /// Who is in `room` (nobody if the room does not exist).
+    pub fn presence_in(&self, room: &str) -> Presence {
+        self.room(room)
+            .map(|room| room.presence())
+            .unwrap_or_default()
+    }
+
+    /// Members connected right now.
+    pub fn active_members(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Time since the hub was created.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Begins shutdown: every room is closed (from now on nothing is
+    /// published, so a message is either in a room's log or was refused
+    /// with a notice to its sender), every member is told (`Chat` members
+    /// get the notice at the end of the log), and each call ends once
+    /// everything queued for it is sent.
+    ///
+    /// **History hook:** when this returns, every room's log is final. A
+    /// history store flushes after this call (and before the process
+    /// exits) to persist everything any member was sent.
+    pub fn shutdown(&self, notice: &str) {
+        self.draining.store(true, Ordering::Relaxed);
+        let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
+        for room in rooms {
+            room.close(notice, &self.encoders);
+        }
+    }
+}
+
+impl Deliver for Hub {
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn sequenced(&self, batch: Sequenced) {
+        // A room nobody is in on this server needs nothing: its history is
+        // in the store.
+        if let Some(room) = self.room(&batch.room) {
+            let own = batch.origin == self.node_id;
+            room.apply(&batch, own, &self.encoders, self.config.max_queue_bytes);
+        }
+    }
+
+    fn number_here(&self, batch: Submission, keep: &mut dyn FnMut(&[StoredMessage])) -> bool {
+        match self.room(&batch.room) {
+            Some(room) => {
+                room.number_here(&batch, &self.encoders, self.config.max_queue_bytes, keep)
+            }
+            None => false,
+        }
+    }
+}
+
+/// A member's place in its room. Leaving happens on drop, so a call that
+/// ends any way (error, reset, deadline) leaves cleanly.
+#[derive(Debug)]
+pub struct Membership {
+    hub: Arc<Hub>,
+    room: Arc<Room>,
+    member: Arc<Member>,
+}
+
+impl Membership {
+    /// The member.
+    pub fn member(&self) -> &Arc<Member> {
+        &self.member
+    }
+
+    /// The room's name.
+    pub fn room_name(&self) -> &str {
+        self.room.name()
+    }
+
+    /// The hub the member is in.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Gives the member `name`, unique in the room ignoring case.
+    pub(super) fn claim(&self, name: &str) -> Result<(), ChatError> {
+        self.room.claim(&self.member, name)
+    }
+
+    /// Publishes events from this (named) member, in order. `false` if
+    /// the room takes nothing more, or the member has no name yet.
+    pub(super) fn publish(&self, events: &[Event]) -> bool {
+        self.hub.publish(&self.room, &self.member, events)
+    }
+
+    /// Sends a notice to this member only.
+    pub fn notify(&self, text: &str) {
+        let frames = self
+            .hub
+            .encode_notice(self.member.protocol(), &Notice::Say(text.to_owned()));
+        self.member.push_private(frames);
+    }
+
+    /// Who is in the member's room (the member included).
+    pub fn presence(&self) -> Presence {
+        self.room.presence()
+    }
+
+    /// Takes note of the history epoch this member was told, unless the
+    /// room knows one already: a later batch of another epoch then makes
+    /// the room tell its members that history was lost.
+    pub(super) fn note_epoch(&self, epoch: &str) {
+        self.room.note_epoch(epoch);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let now_empty = self.room.remove(&self.member);
+        self.hub.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(name) = self.member.name() {
+            info!(room = %self.room.name(), user = %name, "left");
+        }
+        if now_empty {
+            self.hub.remove_room_if_empty(&self.room);
+        }
+    }
+}
