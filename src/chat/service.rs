@@ -1,5 +1,5 @@
 //! `chat.ChatService`: the generated service trait, each call handed to its
-//! adapter in [`calls`](super::calls), plus `Who` and `HealthCheck`, which
+//! adapter in [`calls`], plus `Who` and `HealthCheck`, which
 //! only read the hub.
 
 use std::sync::Arc;

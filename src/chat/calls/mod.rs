@@ -1,7 +1,7 @@
 //! The protocol adapters: each chat protocol's calls, as thin as they can
 //! be. An adapter turns its wire messages into calls on the
 //! [`core`](super::core) and the core's events into its own encoding
-//! ([`Encode`]); everything else — joining, replay, the member's writer —
+//! ([`Encode`](crate::chat::core::Encode)); everything else — joining, replay, the member's writer —
 //! is the one [`pipeline`] all three entry points share.
 //!
 //! * [`stream`] — `ChatStream`: `ChatMessage` both ways; a member is named

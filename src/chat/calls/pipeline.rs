@@ -15,7 +15,7 @@
 //!
 //! Each member's call runs two loops in its own task: the **reader** takes
 //! what the client sends and plays it as turns of its participant (an
-//! adapter's `read`); the **writer** ([`write_loop`]) sends whatever the
+//! adapter's `read`); the **writer** (`write_loop`) sends whatever the
 //! room queued for the member, waiting on the client's flow-control window,
 //! and ends the call if the client stays blocked past the grace period.
 
@@ -238,7 +238,7 @@ pub async fn run<T: prost::Message, R: Future<Output = Result<(), Status>>>(
 }
 
 /// Reads the next batch: waits for one message, then takes every message
-/// already received (up to [`MAX_BATCH`]) without waiting. `None` when the
+/// already received (up to `MAX_BATCH`) without waiting. `None` when the
 /// client has closed its side.
 pub async fn next_batch<T: prost::Message + Default>(
     stream: &mut Streaming<T>,

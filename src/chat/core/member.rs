@@ -4,7 +4,7 @@
 //! The member's writer (the task sending to its client) asks
 //! [`Member::next_batch`] for the next bytes to send. Publishers never wait
 //! for a member: they append to the log and, if the member's writer sleeps,
-//! wake it ([`Member::wake_if_waiting`]).
+//! wake it (`Member::wake_if_waiting`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

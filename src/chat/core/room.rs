@@ -12,12 +12,12 @@
 //! The room's lock is held while ids are assigned and the node appended, so
 //! every member sees the room's messages in one order. Publishing never
 //! waits for a recipient; a member too far behind is disconnected instead
-//! ([`deliver`]).
+//! (`deliver`).
 //!
 //! Who numbers a batch is not the room's choice: the hub's
 //! [`Sequencer`](crate::chat::history::Sequencer) either has the room
-//! number it now ([`Room::number_here`]) or has a shared store number it and
-//! hands it back ([`Room::apply`]).
+//! number it now (`Room::number_here`) or has a shared store number it and
+//! hands it back (`Room::apply`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
