@@ -27,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use tracing::{debug, info};
 
-use super::{status_of, verdict_status};
+use super::status::{status_of, verdict_status};
 use crate::chat::auth::TokenTable;
 use crate::chat::core::{self, Hub, Outgoing, Participant, Protocol, Replay, Resume};
 use crate::chat::history::{self, EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY, REPLAYED_METADATA_KEY};

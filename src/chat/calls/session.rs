@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::refusal_status;
+use super::status::refusal_status;
 use super::{events, pipeline};
 use crate::chat::auth::TokenTable;
 use crate::chat::core::{Hub, Participant, Protocol, Refusal};

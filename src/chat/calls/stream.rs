@@ -5,7 +5,8 @@
 use bytes::{Bytes, BytesMut};
 
 use super::pipeline::next_batch;
-use super::{encode_into, encode_one, status_of};
+use super::status::status_of;
+use super::{encode_into, encode_one};
 use crate::chat::core::{
     Batch, Encode, Event, Frames, Need, Notice, Participant, Replay, unix_now,
 };
