@@ -21,7 +21,8 @@ use common::member::{Member, chat_request};
 use common::{ChatPeer, Collected, Peer, Server, chat_peer_args, chat_server};
 use grpc_chat::client::Channel;
 use grpc_chat::pb::chat::{
-    ChatMessage, ChatServiceClient, HealthCheckRequest, UserEventType, WhoRequest, server_event,
+    ChatMessage, ChatServiceClient, HealthCheckRequest, RoomsRequest, UserEventType, WhoRequest,
+    server_event,
 };
 use grpc_chat::rpc::Request;
 use grpc_chat::{Code, Status};
@@ -161,6 +162,19 @@ async fn calls_without_a_valid_token_are_unauthenticated() {
         .await
         .expect("Who with a token");
     assert!(who.into_inner().users.is_empty());
+    // Rooms follows Who's rules.
+    let rooms = client
+        .rooms(Request::new(RoomsRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(rooms.code(), Code::Unauthenticated, "{rooms:?}");
+    client
+        .rooms(with_authorization(
+            Request::new(RoomsRequest {}),
+            Some("Bearer bob-token"),
+        ))
+        .await
+        .expect("Rooms with a token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -711,6 +711,47 @@ async fn who_lists_the_named_members_of_a_room() {
     assert_eq!((lobby.room.as_str(), lobby.users.len()), ("lobby", 0));
 }
 
+/// `Rooms` lists the rooms that have members, with how many (named or
+/// not), sorted by name; a room everyone left is gone from the list.
+#[tokio::test]
+async fn rooms_lists_the_rooms_with_members() {
+    let server = start(no_rate_limit()).await;
+    let c = client(&server).await;
+    let mut bob = c.chat(in_room((), "den")).await.unwrap();
+    bob.send(&join("bob")).await.unwrap();
+    until(&mut bob, |e| matches!(e, server_event::Event::UserEvent(_))).await;
+    let mut cat = c.chat(in_room((), "attic")).await.unwrap();
+    cat.send(&join("cat")).await.unwrap();
+    until(&mut cat, |e| matches!(e, server_event::Event::UserEvent(_))).await;
+    let mut quiet = c.chat_stream(in_room((), "den")).await.unwrap();
+    quiet.headers().await.unwrap();
+    let rooms = |c: grpc_chat::pb::chat::ChatServiceClient| async move {
+        let list = c
+            .rooms(grpc_chat::pb::chat::RoomsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .rooms;
+        list.into_iter()
+            .map(|r| (r.name, r.members))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rooms(c.clone()).await,
+        [("attic".to_owned(), 1), ("den".to_owned(), 2)]
+    );
+    drop(cat);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while rooms(c.clone()).await.len() > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "attic never emptied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(rooms(c.clone()).await, [("den".to_owned(), 2)]);
+}
+
 /// A `ChatStream` member is named by its first message; until then it
 /// reads the room without a name. `Who` and a joining member's welcome
 /// count it, so nobody is told they are alone while someone reads along.

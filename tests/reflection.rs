@@ -79,7 +79,7 @@ fn grpcurl_lists_the_services_of_chat_server() {
     }
     // Methods of one service, resolved through file_containing_symbol.
     let methods = grpcurl(server.port, &["list", "chat.ChatService"]);
-    for method in ["ChatStream", "Chat", "HealthCheck", "Who"] {
+    for method in ["ChatStream", "Chat", "HealthCheck", "Who", "Rooms"] {
         let full = format!("chat.ChatService.{method}");
         assert!(
             methods.lines().any(|l| l.trim() == full),

@@ -11,9 +11,9 @@ use super::history::{Store, StoreHealth};
 use super::{ChatConfig, DEFAULT_ROOM};
 use crate::framing::Status;
 use crate::pb::chat::{
-    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, SendMessageRequest,
-    SendMessageResponse, ServerEvent, SetTypingRequest, SetTypingResponse, SubscribeEvent,
-    SubscribeRequest, WhoRequest, WhoResponse,
+    ChatMessage, ClientEvent, HealthCheckRequest, HealthCheckResponse, RoomInfo, RoomsRequest,
+    RoomsResponse, SendMessageRequest, SendMessageResponse, ServerEvent, SetTypingRequest,
+    SetTypingResponse, SubscribeEvent, SubscribeRequest, WhoRequest, WhoResponse,
 };
 use crate::rpc::{Request, Response, Streaming};
 use crate::server::ResponseSink;
@@ -194,6 +194,23 @@ impl crate::pb::chat::ChatService for ChatService {
             users: presence.names,
             listeners: u32::try_from(presence.listeners).unwrap_or(u32::MAX),
         }))
+    }
+
+    async fn rooms(
+        &self,
+        request: Request<RoomsRequest>,
+    ) -> Result<Response<RoomsResponse>, Status> {
+        pipeline::authenticate(self.tokens(), request.metadata())?;
+        let rooms = self
+            .hub
+            .rooms()
+            .into_iter()
+            .map(|(name, members)| RoomInfo {
+                name,
+                members: u32::try_from(members).unwrap_or(u32::MAX),
+            })
+            .collect();
+        Ok(Response::new(RoomsResponse { rooms }))
     }
 
     async fn subscribe(

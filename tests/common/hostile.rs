@@ -5,8 +5,8 @@
 use grpc_chat::Status;
 use grpc_chat::pb::chat::{
     ChatMessage, ChatMessageEvent, ChatService, ChatServiceServer, ClientEvent, HealthCheckRequest,
-    HealthCheckResponse, ServerEvent, SystemEvent, WhoRequest, WhoResponse, client_event,
-    server_event,
+    HealthCheckResponse, RoomsRequest, RoomsResponse, ServerEvent, SystemEvent, WhoRequest,
+    WhoResponse, client_event, server_event,
 };
 use grpc_chat::pb::chat::{
     SendMessageRequest, SendMessageResponse, SetTypingRequest, SetTypingResponse, SubscribeEvent,
@@ -102,6 +102,13 @@ impl ChatService for Hostile {
     }
 
     async fn who(&self, _request: Request<WhoRequest>) -> Result<Response<WhoResponse>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+
+    async fn rooms(
+        &self,
+        _request: Request<RoomsRequest>,
+    ) -> Result<Response<RoomsResponse>, Status> {
         Err(Status::unimplemented("not here"))
     }
 

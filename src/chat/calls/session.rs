@@ -169,6 +169,8 @@ pub async fn subscribe(
             token,
             username,
             room,
+            max_message_chars: u32::try_from(hub.config().limits.max_message_chars)
+                .unwrap_or(u32::MAX),
         })),
     })
     .await?;

@@ -158,6 +158,24 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Every room with members, and how many, sorted by name.
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
+        let mut list: Vec<(String, usize)> = rooms
+            .iter()
+            .map(|room| {
+                let presence = room.presence();
+                (
+                    room.name().to_owned(),
+                    presence.names.len() + presence.listeners,
+                )
+            })
+            .filter(|(_, members)| *members > 0)
+            .collect();
+        list.sort();
+        list
+    }
+
     /// Members connected right now.
     pub fn active_members(&self) -> usize {
         self.active.load(Ordering::Relaxed)
