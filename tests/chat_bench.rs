@@ -127,6 +127,44 @@ async fn chat_stream_counts_every_delivery_once() {
     );
 }
 
+/// A second run against the same server: the room's history now holds the
+/// first run's messages, and every member is sent the newest 50 on joining.
+/// Their markers look like this run's (same senders, same sequence numbers),
+/// yet they are not this run's traffic: they are counted as replayed, never
+/// as duplicates or echoes, under both protocols.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_counts_only_its_own_messages() {
+    let server = start(Duration::from_secs(5)).await;
+    for protocol in ["chat-stream", "chat", "chat-stream"] {
+        let json = bench(
+            &server.address,
+            &[
+                "--protocol",
+                protocol,
+                "--clients",
+                "4",
+                "--senders",
+                "2",
+                "--messages",
+                "40",
+            ],
+        )
+        .await;
+        assert_eq!(number(&json, "delivered"), 240, "{json}");
+        assert_eq!(number(&json, "dups"), 0, "{json}");
+        let echoes = if protocol == "chat" { 80 } else { 0 };
+        assert_eq!(number(&json, "echoes"), echoes, "{json}");
+    }
+    // The last run joined a room whose history held earlier runs.
+    let json = bench(
+        &server.address,
+        &["--clients", "3", "--senders", "1", "--messages", "10"],
+    )
+    .await;
+    assert!(number(&json, "replayed") > 0, "{json}");
+    assert_eq!(number(&json, "dups"), 0, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_protocol_counts_echoes_apart() {
     let server = start(Duration::from_secs(5)).await;

@@ -29,8 +29,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::marker::{self, Marker};
 use super::{Protocol, Shared};
+use crate::chat::history::REPLAYED_METADATA_KEY;
 use crate::client::{RequestSink, ResponseStream};
-use crate::framing::Status;
+use crate::framing::{MetadataMap, Status};
 use crate::pb::chat::{
     ChatMessage, ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, UserEvent,
     UserEventType, client_event, server_event,
@@ -62,6 +63,9 @@ enum Source {
 enum Received {
     /// A chat message's text.
     Text(String),
+    /// A chat message the server replayed from the room's history (an
+    /// earlier run's, say): not this run's traffic, whatever its marker.
+    Replayed,
     /// Anything else the server sends (`Chat` only): notices, joins, typing.
     Event,
 }
@@ -100,18 +104,48 @@ impl Sink {
     }
 }
 
+/// How many of a call's first chat messages are replayed history: our
+/// server says so in the `chat-replayed` response header (both protocols);
+/// a server that does not replay sends none, and then it is 0.
+fn replayed_count(headers: &MetadataMap) -> u64 {
+    headers
+        .get(REPLAYED_METADATA_KEY)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 impl Source {
     /// The next thing the server sent; `Ok(None)` at a clean end of the call.
-    async fn next(&mut self) -> Result<Option<Received>, Status> {
-        match self {
+    /// `replay`: replayed messages still to come (`None`: the response
+    /// headers, which say how many, are not read yet).
+    async fn next(&mut self, replay: &mut Option<u64>) -> Result<Option<Received>, Status> {
+        let text = match self {
             Source::Stream(source) => {
-                Ok(source.message().await?.map(|m| Received::Text(m.message)))
+                if replay.is_none() {
+                    *replay = Some(replayed_count(source.headers().await?));
+                }
+                source.message().await?.map(|m| m.message)
             }
-            Source::Events(source) => Ok(source.message().await?.map(|e| match e.event {
-                Some(server_event::Event::ChatMessage(m)) => Received::Text(m.message),
-                _ => Received::Event,
-            })),
-        }
+            Source::Events(source) => {
+                if replay.is_none() {
+                    *replay = Some(replayed_count(source.headers().await?));
+                }
+                match source.message().await? {
+                    None => None,
+                    Some(e) => match e.event {
+                        Some(server_event::Event::ChatMessage(m)) => Some(m.message),
+                        _ => return Ok(Some(Received::Event)),
+                    },
+                }
+            }
+        };
+        Ok(text.map(|text| match replay {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Received::Replayed
+            }
+            _ => Received::Text(text),
+        }))
     }
 }
 
@@ -149,6 +183,8 @@ pub(super) struct MemberStats {
     pub dups: u64,
     /// Chat texts without a well-formed marker of this run.
     pub foreign: u64,
+    /// Chat messages replayed from history on joining (not counted).
+    pub replayed: u64,
     /// Non-message events (`Chat`: notices, joins, leaves, typing).
     pub events: u64,
     /// How the call failed, if it did (not for a stalled member; see `stall_end`).
@@ -223,6 +259,7 @@ async fn read(
     // Read the phase now, not only on change: it may have moved on while
     // the call was opening.
     let mut now_phase = *phase.borrow_and_update();
+    let mut replay = None;
     loop {
         match now_phase {
             Phase::Stop => return,
@@ -233,7 +270,7 @@ async fn read(
             Phase::Read | Phase::Stall => {}
         }
         let next = tokio::select! {
-            next = source.next() => next,
+            next = source.next(&mut replay) => next,
             changed = phase.changed() => {
                 now_phase = if changed.is_ok() { *phase.borrow_and_update() } else { Phase::Stop };
                 continue;
@@ -243,6 +280,10 @@ async fn read(
             Ok(Some(Received::Text(text))) => text,
             Ok(Some(Received::Event)) => {
                 stats.events += 1;
+                continue;
+            }
+            Ok(Some(Received::Replayed)) => {
+                stats.replayed += 1;
                 continue;
             }
             Ok(None) => {
@@ -316,7 +357,8 @@ async fn stall(
     let _ = phase.wait_for(|p| *p == Phase::Stop).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     loop {
-        match tokio::time::timeout(Duration::from_millis(200), source.next()).await {
+        let mut replay = Some(0);
+        match tokio::time::timeout(Duration::from_millis(200), source.next(&mut replay)).await {
             Ok(Ok(Some(_))) if tokio::time::Instant::now() < deadline => {}
             Ok(Ok(None)) => return Some("end of call (OK)".into()),
             Ok(Err(status)) => return Some(status.to_string()),

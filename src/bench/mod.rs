@@ -423,6 +423,7 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         dups: total.stats.dups,
         echoes: total.stats.echoes,
         foreign: total.stats.foreign,
+        replayed: total.stats.replayed,
         events: total.stats.events,
         stream_errors: total.errors,
         first_error: total.stats.error,
@@ -468,6 +469,7 @@ impl Totals {
         self.stats.echoes += member.echoes;
         self.stats.dups += member.dups;
         self.stats.foreign += member.foreign;
+        self.stats.replayed += member.replayed;
         self.stats.events += member.events;
         if let Some(error) = member.error {
             self.errors += 1;

@@ -102,6 +102,9 @@ pub struct Report {
     pub echoes: u64,
     /// Chat texts without a marker of this run.
     pub foreign: u64,
+    /// Chat messages replayed from the room's history on joining: earlier
+    /// traffic, not counted (not as deliveries, nor as duplicates).
+    pub replayed: u64,
     /// Other events received (`Chat`: notices, joins, leaves, typing).
     pub events: u64,
     /// Members whose call failed (stalled members not included).
@@ -178,6 +181,7 @@ impl Report {
             ("echoes", self.echoes.to_string()),
             ("dups", self.dups.to_string()),
             ("foreign", self.foreign.to_string()),
+            ("replayed", self.replayed.to_string()),
             ("events", self.events.to_string()),
             ("stream_errors", self.stream_errors.to_string()),
             (
@@ -313,10 +317,13 @@ impl Report {
                 ),
             ));
         }
-        if self.foreign + self.events > 0 {
+        if self.foreign + self.events + self.replayed > 0 {
             rows.push((
                 "other traffic",
-                format!("{} foreign texts, {} events", self.foreign, self.events),
+                format!(
+                    "{} foreign texts, {} events, {} replayed from history (not counted)",
+                    self.foreign, self.events, self.replayed
+                ),
             ));
         }
         if self.stream_errors > 0 {
@@ -424,6 +431,7 @@ mod tests {
             dups: 1,
             echoes: 10,
             foreign: 0,
+            replayed: 0,
             events: 4,
             stream_errors: 0,
             first_error: None,
