@@ -104,7 +104,7 @@ const CHAT_MESSAGE = { 1: ["message", "string"], 2: ["username", "string"], 3: [
 const TYPING = { 1: ["username", "string"], 2: ["timestamp", "int"], 3: ["type", "int"] };
 const SYSTEM = { 1: ["message", "string"], 2: ["timestamp", "int"], 3: ["epoch", "string"], 4: ["endOfHistory", "bool"] };
 const USER = { 1: ["type", "int"], 2: ["username", "string"], 3: ["timestamp", "int"] };
-const SESSION = { 1: ["token", "string"], 2: ["username", "string"], 3: ["room", "string"] };
+const SESSION = { 1: ["token", "string"], 2: ["username", "string"], 3: ["room", "string"], 4: ["maxMessageChars", "int"] };
 
 const EVENTS = {
   1: ["chatMessage", CHAT_MESSAGE],
@@ -142,4 +142,34 @@ export function subscribeEvent(bytes) {
     if (entry && wireType === 2) event = { kind: entry[0], ...decode(value, entry[1]) };
   }
   return event;
+}
+
+/** chat.WhoRequest */
+export function whoRequest(room) {
+  return new Writer().string(1, room).finish();
+}
+
+/** chat.WhoResponse → {room, users: [names], listeners} */
+export function whoResponse(bytes) {
+  const who = { room: "", users: [], listeners: 0 };
+  for (const { field, wireType, value } of fields(bytes)) {
+    if (field === 1 && wireType === 2) who.room = fromUtf8.decode(value);
+    else if (field === 2 && wireType === 2) who.users.push(fromUtf8.decode(value));
+    else if (field === 3 && wireType === 0) who.listeners = Number(value);
+  }
+  return who;
+}
+
+/** chat.RoomsRequest (no fields). */
+export function roomsRequest() {
+  return new Writer().finish();
+}
+
+/** chat.RoomsResponse → [{name, members}], as the server sorted them. */
+export function roomsResponse(bytes) {
+  const rooms = [];
+  for (const { field, wireType, value } of fields(bytes)) {
+    if (field === 1 && wireType === 2) rooms.push(decode(value, { 1: ["name", "string"], 2: ["members", "int"] }));
+  }
+  return rooms;
 }

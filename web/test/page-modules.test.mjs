@@ -4,7 +4,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { FrameReader, frame, parseTrailers } from "../src/grpc-web.js";
-import { sendMessageRequest, setTypingRequest, subscribeEvent, subscribeRequest } from "../src/proto.js";
+import {
+  roomsResponse, sendMessageRequest, setTypingRequest, subscribeEvent, subscribeRequest, whoRequest, whoResponse,
+} from "../src/proto.js";
 
 const bytes = (...b) => Uint8Array.from(b);
 const ascii = (s) => [...new TextEncoder().encode(s)];
@@ -70,7 +72,7 @@ test("SubscribeEvent: each kind of event", () => {
   // session_started (16): key 16<<3|2 = 130 = varint 82 01
   const session = [0x0a, 2, ...ascii("ab")];
   assert.deepEqual(subscribeEvent(Uint8Array.from([0x82, 0x01, session.length, ...session])), {
-    kind: "session", token: "ab", username: "", room: "",
+    kind: "session", token: "ab", username: "", room: "", maxMessageChars: 0,
   });
   // An unknown event (field 9) is no event.
   assert.equal(subscribeEvent(bytes(0x4a, 0)).kind, null);
@@ -78,4 +80,27 @@ test("SubscribeEvent: each kind of event", () => {
 
 test("truncated protobuf is an error, not garbage", () => {
   assert.throws(() => subscribeEvent(bytes(0x0a, 5, 0x0a)));
+});
+
+test("Who: the room asked for, and the answer's repeated names", () => {
+  // WhoRequest { room: "den" }: 0a 03 "den"
+  assert.deepEqual(whoRequest("den"), bytes(0x0a, 3, ...ascii("den")));
+  // WhoResponse { room: "den", users: ["ann", "bob"], listeners: 2 }
+  const answer = bytes(0x0a, 3, ...ascii("den"), 0x12, 3, ...ascii("ann"), 0x12, 3, ...ascii("bob"), 0x18, 2);
+  assert.deepEqual(whoResponse(answer), { room: "den", users: ["ann", "bob"], listeners: 2 });
+});
+
+test("Rooms: each RoomInfo with its member count", () => {
+  // RoomsResponse { rooms: [{ name: "a", members: 3 }, { name: "b", members: 1 }] }
+  const a = [0x0a, 5, 0x0a, 1, ...ascii("a"), 0x10, 3];
+  const b = [0x0a, 5, 0x0a, 1, ...ascii("b"), 0x10, 1];
+  assert.deepEqual(roomsResponse(bytes(...a, ...b)), [{ name: "a", members: 3 }, { name: "b", members: 1 }]);
+});
+
+test("SessionStarted carries the server's message limit", () => {
+  // SubscribeEvent { session (16): { token "t", max_message_chars 2000 } }: 82 01 | len | 0a 01 74 20 d0 0f
+  const session = [0x0a, 1, ...ascii("t"), 0x20, 0xd0, 0x0f];
+  const event = subscribeEvent(bytes(0x82, 0x01, session.length, ...session));
+  assert.equal(event.kind, "session");
+  assert.equal(event.maxMessageChars, 2000);
 });
