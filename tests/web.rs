@@ -4,8 +4,8 @@
 //! session RPCs (`Subscribe`, `SendMessage`, `SetTyping`) over native gRPC.
 //!
 //! The server and the gateway run in this process, wired as `chat-server
-//! --web-addr` wires them: the gateway forwards to a native server on
-//! loopback.
+//! --web-addr` wires them: the gateway serves its calls with the native
+//! server's services, in process.
 
 mod common;
 
@@ -48,11 +48,12 @@ async fn start_service(chat: ChatService) -> Web {
     let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let native = native_listener.local_addr().unwrap();
     let hub = chat.hub().clone();
-    let stop_native = common::in_process::serve(native_listener, ChatServiceServer::new(chat));
+    let server = common::in_process::server(ChatServiceServer::new(chat));
+    let stop_native = common::in_process::serve_server(native_listener, server.clone());
     let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = web_listener.local_addr().unwrap();
     let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(native)
+    let gateway = Gateway::builder(server)
         .shutdown_grace(Duration::from_millis(200))
         .build();
     tokio::spawn(async move {
@@ -558,15 +559,11 @@ async fn a_status_mid_stream_becomes_the_trailers_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_and_others_go_on() {
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
-    let _stop_native = common::in_process::serve(
-        native_listener,
-        ChatServiceServer::new(ChatService::new(no_rate_limit())),
-    );
+    let server =
+        common::in_process::server(ChatServiceServer::new(ChatService::new(no_rate_limit())));
     let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = web_listener.local_addr().unwrap();
-    let gateway = Gateway::builder(native).max_connections(1).build();
+    let gateway = Gateway::builder(server).max_connections(1).build();
     let (_stop_web, web_stopped) = oneshot::channel::<()>();
     tokio::spawn(async move {
         gateway
@@ -1106,13 +1103,12 @@ async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>, oneshot::S
     use grpc_chat::interop::server::InteropService;
     use grpc_chat::pb::grpc_testing::TestServiceServer;
     let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
-    let stop_native =
-        common::in_process::serve(native_listener, TestServiceServer::new(InteropService));
+    let server = common::in_process::server(TestServiceServer::new(InteropService));
+    let stop_native = common::in_process::serve_server(native_listener, server.clone());
     let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let web = web_listener.local_addr().unwrap();
     let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(native)
+    let gateway = Gateway::builder(server)
         .shutdown_grace(Duration::from_millis(200))
         .build();
     tokio::spawn(async move {

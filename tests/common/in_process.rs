@@ -10,11 +10,23 @@ use tokio::sync::oneshot;
 /// with a 200 ms shutdown grace, until the returned sender is used or
 /// dropped.
 pub fn serve(listener: TcpListener, service: impl Service) -> oneshot::Sender<()> {
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = Server::builder()
+    serve_server(listener, server(service))
+}
+
+/// A server of `service` with a 200 ms shutdown grace, not serving yet: to
+/// [`serve_server`], or to hand to the web gateway (clones share the service).
+#[allow(dead_code)] // not every test binary has a gateway
+pub fn server(service: impl Service) -> Server {
+    Server::builder()
         .shutdown_grace(Duration::from_millis(200))
         .add_service(service)
-        .build();
+        .build()
+}
+
+/// Serves `server` on `listener` in a task of the current tokio runtime,
+/// until the returned sender is used or dropped.
+pub fn serve_server(listener: TcpListener, server: Server) -> oneshot::Sender<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(server.serve(listener, async {
         let _ = stopped.await;
     }));
