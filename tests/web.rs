@@ -1227,3 +1227,91 @@ async fn a_refused_request_with_a_body_leaves_the_connection_usable() {
         "the second request was not answered: {text}"
     );
 }
+
+/// A request body of one chunk, for calls made in process.
+struct OneChunk(Option<bytes::Bytes>);
+
+impl grpc_chat::rpc::RecvBody for OneChunk {
+    fn poll_chunk(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Status>>> {
+        std::task::Poll::Ready(self.0.take().map(Ok))
+    }
+
+    fn poll_end(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<grpc_chat::framing::MetadataMap, Status>> {
+        std::task::Poll::Ready(Ok(grpc_chat::framing::MetadataMap::new()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_process_calls_wait_for_their_reader() {
+    // The gateway's way in: a server-streaming call that wants to send
+    // 16 messages of 16 KiB may queue no more than the server's send buffer
+    // (32 KiB) ahead of a reader that takes nothing; taken, the rest flows.
+    use grpc_chat::interop::server::InteropService;
+    use grpc_chat::pb::grpc_testing::{
+        ResponseParameters, StreamingOutputCallRequest, TestServiceServer,
+    };
+    use grpc_chat::server::{DEFAULT_MAX_SEND_BUFFER_SIZE, LocalEvent};
+    let server = common::in_process::server(TestServiceServer::new(InteropService));
+    let calls = server.local_connection("127.0.0.1:9".parse().unwrap());
+    let size = 16 * 1024;
+    let request = StreamingOutputCallRequest {
+        response_parameters: (0..16)
+            .map(|_| ResponseParameters {
+                size,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let body: Box<dyn grpc_chat::rpc::RecvBody> = Box::new(OneChunk(Some(framed(&request))));
+    let mut native = http::Request::new(body);
+    *native.method_mut() = http::Method::POST;
+    *native.uri_mut() = "/grpc.testing.TestService/StreamingOutputCall"
+        .parse()
+        .unwrap();
+    native.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let mut response = calls.call(native);
+    match response.event().await {
+        Some(LocalEvent::Headers { response, end }) => {
+            assert_eq!(response.status(), 200);
+            assert!(!end);
+        }
+        other => panic!("expected headers, got {other:?}"),
+    }
+    // With the clock paused, this sleep ends once every task is idle: the
+    // server has sent all it can without the reader.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut ahead = 0;
+    while let std::task::Poll::Ready(Some(LocalEvent::Data(data))) = response.poll_event(&mut cx) {
+        ahead += data.len();
+    }
+    assert!(ahead > 0, "nothing sent");
+    assert!(
+        ahead <= DEFAULT_MAX_SEND_BUFFER_SIZE,
+        "{ahead} bytes queued ahead of the reader"
+    );
+    // Read on: every message, then the status.
+    let mut total = ahead;
+    let trailers = loop {
+        match timeout(WAIT, response.event()).await.unwrap() {
+            Some(LocalEvent::Data(data)) => total += data.len(),
+            Some(LocalEvent::Trailers(trailers)) => break trailers,
+            other => panic!("expected data or trailers, got {other:?}"),
+        }
+    };
+    // Each message: the 5-byte prefix, then StreamingOutputCallResponse
+    // { payload (tag, 3-byte length) { body (tag, 3-byte length) } }.
+    assert_eq!(total, 16 * (5 + 4 + 4 + size as usize));
+    assert_eq!(trailers["grpc-status"], "0");
+}
