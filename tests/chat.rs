@@ -6,9 +6,11 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::time::Duration;
 
-use common::in_process::serve;
+use common::in_process::Running;
 use common::raw::{drain_to_status, raw_chat_stream};
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::client::{BidiCall, Channel};
@@ -19,26 +21,23 @@ use grpc_chat::pb::chat::{
 };
 use grpc_chat::rpc::Request;
 use grpc_chat::{Code, Status};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 /// A chat server on a free port, stopped when dropped.
 struct TestServer {
     address: String,
     hub: std::sync::Arc<grpc_chat::chat::Hub>,
-    _stop: oneshot::Sender<()>,
+    _running: Running,
 }
 
 async fn start(config: ChatConfig) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let chat = ChatService::new(config);
     let hub = chat.hub().clone();
+    let running = common::in_process::start(ChatServiceServer::new(chat)).await;
     TestServer {
-        address,
+        address: running.address.clone(),
         hub,
-        _stop: serve(listener, ChatServiceServer::new(chat)),
+        _running: running,
     }
 }
 
@@ -61,8 +60,6 @@ fn in_room<T>(message: T, room: &str) -> Request<T> {
     request.metadata_mut().insert("chat-room", room).unwrap();
     request
 }
-
-const WAIT: Duration = Duration::from_secs(5);
 
 async fn next<Out: prost::Message + Default, In: prost::Message>(
     call: &mut BidiCall<In, Out>,

@@ -25,6 +25,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,9 +44,6 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-
-/// How long any one call (or one wait for the server) may take.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The large_unary sizes the negative interop tests use.
 const REQUEST_SIZE: usize = 271_828;

@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,9 +41,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
-
-/// Bound on every single wait of these tests.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The `:authority` the client sends: the server's default address, so the
 /// bytes do not depend on the tap's port.

@@ -8,8 +8,7 @@ use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient, WhoRequest};
 use grpc_chat::rpc::Request;
 use tokio::time::timeout;
 
-/// Bound on every wait here.
-const WAIT: Duration = Duration::from_secs(10);
+use super::WAIT;
 
 /// A ChatStream call.
 pub type Member = BidiCall<ChatMessage, ChatMessage>;
