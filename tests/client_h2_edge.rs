@@ -686,18 +686,6 @@ async fn large_unary(channel: &Channel) -> Result<usize, grpc_chat::Status> {
         .map_or(0, |payload| payload.body.len()))
 }
 
-/// Waits (at most [`WAIT`]) until `done` holds.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `rst_after_header`: RST_STREAM right after the response headers, with
 /// every error code; each gives grpc-go's status.
 #[tokio::test]
@@ -753,7 +741,7 @@ async fn ping() {
     let channel = server.channel().await;
     assert_eq!(large_unary(&channel).await.unwrap(), RESPONSE_SIZE);
     let stats = &server.stats;
-    wait_until("every PING is acknowledged", || {
+    common::wait_until("every PING to be acknowledged", async || {
         Stats::get(&stats.ping_acks) == 4 * PINGS_PER_BURST
     })
     .await;
@@ -820,7 +808,7 @@ async fn trailers_after_reset() {
         tokio::spawn(async move { large_unary(&channel).await })
     };
     let stats = Arc::clone(&server.stats);
-    wait_until("the server holds the first call", || {
+    common::wait_until("the server to hold the first call", async || {
         Stats::get(&stats.streams) == 1
     })
     .await;

@@ -599,22 +599,18 @@ async fn connections_over_the_limit_are_closed_and_others_go_on() {
     let n = timeout(WAIT, holder.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
     drop(holder);
-    // The slot is released when the server sees the close: poll, with a
-    // deadline, until a request is answered again.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let later = loop {
-        let response = try_exchange(
+    // The slot is released when the server sees the close: wait until a
+    // request is answered again.
+    let later = common::wait::wait_for_some("room again after the holder left", async || {
+        try_exchange(
             web,
             "GET /nope HTTP/1.1\r\nhost: chat.test\r\nconnection: close\r\n\r\n",
             &[],
         )
-        .await;
-        if response.is_some() || tokio::time::Instant::now() > deadline {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert_eq!(later.expect("room again after the holder left").status, 404);
+        .await
+    })
+    .await;
+    assert_eq!(later.status, 404);
 }
 
 // --- the page's own modules ----------------------------------------------

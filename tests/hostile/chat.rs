@@ -219,16 +219,11 @@ async fn chat_join_storm_against_a_full_room() {
         assert_eq!(refused, 38, "round {round}");
         // All leave at once; the next round finds the places free again.
         drop(admitted);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let names = who(&t.address, CANARY_ROOM).await;
-            // Two names left: the canary's.
-            if names.len() <= 2 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "members did not leave");
-            canary_ticks(1).await;
-        }
+        // Two names left: the canary's.
+        common::wait_until("the members to leave", async || {
+            who(&t.address, CANARY_ROOM).await.len() <= 2
+        })
+        .await;
     }
     t.finish().await;
 }

@@ -62,10 +62,10 @@ async fn limits_are_logged_once_per_offender() {
 
     // The server logs when h2 hands it the error, which may be just after
     // the peer saw the connection close: wait for the line.
-    let deadline = Instant::now() + WAIT;
-    while log_lines(&t.log(), "HTTP/2 protocol violation").is_empty() && Instant::now() < deadline {
-        canary_ticks(1).await;
-    }
+    common::wait_until("the protocol violation logged", async || {
+        !log_lines(&t.log(), "HTTP/2 protocol violation").is_empty()
+    })
+    .await;
     let log = t.log();
     let violations = log_lines(&log, "HTTP/2 protocol violation");
     assert_eq!(violations.len(), 1, "{violations:#?}");
