@@ -25,6 +25,7 @@ use grpc_chat::pb::chat::{
     SubscribeRequest, UserEvent, UserEventType, client_event, server_event, subscribe_event,
 };
 use grpc_chat::rpc::Request;
+use grpc_chat::server::Server;
 use grpc_chat::web::Gateway;
 use grpc_chat::{Code, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,7 +38,7 @@ struct Web {
     native: SocketAddr,
     web: SocketAddr,
     hub: std::sync::Arc<grpc_chat::chat::Hub>,
-    _stop_native: oneshot::Sender<()>,
+    _native: common::in_process::Running,
     _stop_web: oneshot::Sender<()>,
 }
 
@@ -46,31 +47,40 @@ async fn start(config: ChatConfig) -> Web {
 }
 
 async fn start_service(chat: ChatService) -> Web {
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
     let hub = chat.hub().clone();
-    let server = common::in_process::server(ChatServiceServer::new(chat));
-    let stop_native = common::in_process::serve_server(native_listener, server.clone());
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(server)
-        .shutdown_grace(Duration::from_millis(200))
-        .build();
+    let native = common::in_process::start(ChatServiceServer::new(chat)).await;
+    let (web, stop_web) = start_gateway(native.server.clone(), |_| {}).await;
+    Web {
+        native: native.addr,
+        web,
+        hub,
+        _native: native,
+        _stop_web: stop_web,
+    }
+}
+
+/// The gateway, serving its calls with `server` in process, on a free port
+/// with a 200 ms shutdown grace and `configure` applied; stopped when the
+/// returned sender is used or dropped.
+async fn start_gateway(
+    server: Server,
+    configure: impl FnOnce(&mut grpc_chat::web::Builder),
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut builder = Gateway::builder(server);
+    builder.shutdown_grace(common::in_process::SHUTDOWN_GRACE);
+    configure(&mut builder);
+    let gateway = builder.build();
     tokio::spawn(async move {
         gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
+            .serve(listener, async {
+                let _ = stopped.await;
             })
             .await
     });
-    Web {
-        native,
-        web,
-        hub,
-        _stop_native: stop_native,
-        _stop_web: stop_web,
-    }
+    (web, stop)
 }
 
 fn no_rate_limit() -> ChatConfig {
@@ -562,17 +572,10 @@ async fn a_status_mid_stream_becomes_the_trailers_frame() {
 async fn connections_over_the_limit_are_closed_and_others_go_on() {
     let server =
         common::in_process::server(ChatServiceServer::new(ChatService::new(no_rate_limit())));
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let gateway = Gateway::builder(server).max_connections(1).build();
-    let (_stop_web, web_stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
-            })
-            .await
-    });
+    let (web, _stop_web) = start_gateway(server, |gateway| {
+        gateway.max_connections(1);
+    })
+    .await;
     // The first connection holds the only slot (it has sent nothing yet).
     let mut holder = TcpStream::connect(web).await.unwrap();
     // Wait until it is served: a request on it is answered.
@@ -798,27 +801,16 @@ async fn bearer_tokens_rule_sessions_as_they_rule_chat() {
     client.send_message(send(Some("tok-alice"))).await.unwrap();
 }
 
-/// The interop `TestService` behind a gateway; returns the gateway's address.
-async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>, oneshot::Sender<()>) {
+/// The interop `TestService` behind a gateway; the gateway's address and
+/// its stop handle.
+async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>) {
     use grpc_chat::interop::server::InteropService;
     use grpc_chat::pb::grpc_testing::TestServiceServer;
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = common::in_process::server(TestServiceServer::new(InteropService));
-    let stop_native = common::in_process::serve_server(native_listener, server.clone());
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(server)
-        .shutdown_grace(Duration::from_millis(200))
-        .build();
-    tokio::spawn(async move {
-        gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
-            })
-            .await
-    });
-    (web, stop_native, stop_web)
+    start_gateway(
+        common::in_process::server(TestServiceServer::new(InteropService)),
+        |_| {},
+    )
+    .await
 }
 
 /// `message` as one uncompressed gRPC message: flag 0 | length | payload.
@@ -836,7 +828,7 @@ async fn grpc_web_over_h2c_is_full_duplex() {
     // response must come back while the request stream is still open, so
     // the gateway may not wait for the whole body before calling upstream.
     use grpc_chat::pb::grpc_testing::{ResponseParameters, StreamingOutputCallRequest};
-    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let (web, _stop_web) = start_interop_gateway().await;
     let tcp = TcpStream::connect(web).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -896,7 +888,7 @@ async fn grpc_web_over_h2c_is_full_duplex() {
 async fn a_refused_request_with_a_body_leaves_the_connection_usable() {
     // The gateway reads a small body before refusing the request, so an
     // HTTP/1.1 client reads the refusal and can go on with the connection.
-    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let (web, _stop_web) = start_interop_gateway().await;
     let mut tcp = TcpStream::connect(web).await.unwrap();
     let body = [0u8; 1000];
     let head = format!(
