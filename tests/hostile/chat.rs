@@ -1,4 +1,5 @@
-//! Chat: impersonation, oversized names and messages, control characters, floods, join storms.
+//! Chat abuse: impersonation, oversized names and messages, control
+//! characters, floods, join storms.
 
 use super::*;
 

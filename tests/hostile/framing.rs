@@ -1,4 +1,4 @@
-//! gRPC framing: the 5-byte prefix, compression, the message inside.
+//! gRPC framing abuse: the 5-byte prefix, compression, the message inside.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Request headers: content-type, method, `:path`, `grpc-timeout`, size and count.
+//! Request header abuse: content-type, method, `:path`, `grpc-timeout`,
+//! size and count.
 
 use super::*;
 

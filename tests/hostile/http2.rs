@@ -1,4 +1,5 @@
-//! HTTP/2 abuse: stream limits, rapid reset, CONTINUATION floods, the preface, windows.
+//! HTTP/2 abuse: stream limits, rapid reset, CONTINUATION floods, the
+//! preface, flow-control windows.
 
 use super::*;
 

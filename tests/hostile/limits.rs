@@ -1,4 +1,5 @@
-//! Limits: each offence logged once per offender; connection, queue and message-size limits.
+//! Limits: each offence logged once per offender; connection, queue and
+//! message-size limits.
 
 use super::*;
 

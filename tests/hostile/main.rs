@@ -24,11 +24,15 @@
 //! helpers every case uses); the cases live in one module per attack
 //! family:
 //!
-//! * `framing.rs` — gRPC framing: the 5-byte prefix, compression, the message inside.
-//! * `headers.rs` — Request headers: content-type, method, `:path`, `grpc-timeout`, size and count.
-//! * `http2.rs` — HTTP/2 abuse: stream limits, rapid reset, CONTINUATION floods, the preface, windows.
-//! * `chat.rs` — Chat: impersonation, oversized names and messages, control characters, floods, join storms.
-//! * `limits.rs` — Limits: each offence logged once per offender; connection, queue and message-size limits.
+//! * `framing.rs` — the 5-byte prefix, compression, the message inside;
+//! * `headers.rs` — content-type, method, `:path`, `grpc-timeout`, size and
+//!   count of the request headers;
+//! * `http2.rs` — stream limits, rapid reset, CONTINUATION floods, the
+//!   preface, flow-control windows;
+//! * `chat.rs` — impersonation, oversized names and messages, control
+//!   characters, floods, join storms;
+//! * `limits.rs` — each offence logged once per offender; connection, queue
+//!   and message-size limits.
 
 #[path = "../common/mod.rs"]
 mod common;
