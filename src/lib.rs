@@ -41,7 +41,8 @@
 //!   programs (`conformance-server`, `conformance-client`), on the server,
 //!   gateway and client layers above.
 //! * [`web`] — the browser front: a gRPC-Web gateway (HTTP/1.1, hyper) that
-//!   turns each call into a native call to our own server, and the chat page.
+//!   hands each call, in process, to the server's own routers
+//!   ([`server::LocalConnection`]), and the chat page.
 //! * [`chat_client`] — the `chat-client` terminal app: TUI and line mode,
 //!   reconnection, sanitising peer text; pure logic apart from I/O.
 //! * [`bench`](mod@bench) — the `chat-bench` load generator: members on our client

@@ -10,11 +10,12 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::json::{Json, parse_flat_object};
 use common::member::{Member, chat_request};
@@ -27,7 +28,6 @@ use grpc_chat::pb::chat::{
 use grpc_chat::rpc::Request;
 use grpc_chat::{Code, Status};
 
-const WAIT: Duration = Duration::from_secs(15);
 const ROOM: &str = "vault";
 
 /// A token file: comments, a blank line, two users (alice has two tokens).

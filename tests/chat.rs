@@ -6,9 +6,11 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::time::Duration;
 
-use common::in_process::serve;
+use common::in_process::Running;
 use common::raw::{drain_to_status, raw_chat_stream};
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::client::{BidiCall, Channel};
@@ -19,26 +21,23 @@ use grpc_chat::pb::chat::{
 };
 use grpc_chat::rpc::Request;
 use grpc_chat::{Code, Status};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::time::timeout;
 
 /// A chat server on a free port, stopped when dropped.
 struct TestServer {
     address: String,
     hub: std::sync::Arc<grpc_chat::chat::Hub>,
-    _stop: oneshot::Sender<()>,
+    _running: Running,
 }
 
 async fn start(config: ChatConfig) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let chat = ChatService::new(config);
     let hub = chat.hub().clone();
+    let running = common::in_process::start(ChatServiceServer::new(chat)).await;
     TestServer {
-        address,
+        address: running.address.clone(),
         hub,
-        _stop: serve(listener, ChatServiceServer::new(chat)),
+        _running: running,
     }
 }
 
@@ -61,8 +60,6 @@ fn in_room<T>(message: T, room: &str) -> Request<T> {
     request.metadata_mut().insert("chat-room", room).unwrap();
     request
 }
-
-const WAIT: Duration = Duration::from_secs(5);
 
 async fn next<Out: prost::Message + Default, In: prost::Message>(
     call: &mut BidiCall<In, Out>,
@@ -257,8 +254,8 @@ async fn one_order_for_everyone() {
     for (i, w) in watchers.iter_mut().enumerate() {
         w.send(&join(&format!("w{i}"))).await.unwrap();
     }
-    // Let the joins settle, then all three senders talk at once.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once everyone is in the room, all three senders talk at once.
+    common::chat_stream::wait_named(&c, "lobby", &["s0", "s1", "s2", "w0", "w1"]).await;
     let per_sender = 50;
     let mut tasks = Vec::new();
     for (i, mut s) in senders.into_iter().enumerate() {
@@ -300,7 +297,25 @@ async fn paced_and_burst_senders_keep_one_order() {
     }
     let mut chat_watcher = c.chat(Request::new(())).await.unwrap();
     chat_watcher.send(&join("watcher")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Everyone in the room: the named senders and watcher, and the two
+    // silent ChatStream watchers as listeners.
+    common::wait_until(
+        "the senders and all three watchers in the room",
+        async || {
+            let who = c
+                .who(grpc_chat::pb::chat::WhoRequest {
+                    room: "lobby".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            who.listeners >= 2
+                && ["s0", "s1", "s2", "s3", "watcher"]
+                    .iter()
+                    .all(|n| who.users.iter().any(|u| u == n))
+        },
+    )
+    .await;
 
     let per_sender = 200;
     let mut tasks = Vec::new();
@@ -580,20 +595,15 @@ async fn health_check_reports_live_figures() {
         .into_inner();
     assert_eq!(h.active_clients, 2);
     drop(a);
-    let mut left = false;
-    for _ in 0..50 {
+    common::wait_until("a cancelled member counted out", async || {
         let h = c
             .health_check(HealthCheckRequest {})
             .await
             .unwrap()
             .into_inner();
-        if h.active_clients == 1 {
-            left = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(left, "a cancelled member is counted out");
+        h.active_clients == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -672,8 +682,18 @@ async fn a_stalled_reader_is_disconnected_and_the_others_lose_nothing() {
     }
     let _sender = send_task.await.unwrap();
     // The stalled member has now been blocked on its window since the burst;
-    // give the grace period time to run out.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // once the grace period has run out, it is no longer in the room.
+    common::wait_until("the stalled member disconnected", async || {
+        let who = c
+            .who(grpc_chat::pb::chat::WhoRequest {
+                room: "lobby".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        !who.users.iter().any(|u| u == "sloth")
+    })
+    .await;
 
     // Now drain the stalled stream: what fit in its window, then the status.
     let (received, status) = drain_to_status(response.into_body()).await;

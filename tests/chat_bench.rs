@@ -12,11 +12,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::in_process::serve;
+use common::in_process::Running;
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::pb::chat::ChatServiceServer;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 /// chat-bench's own limit per run.
 const BENCH_TIMEOUT_S: u64 = 20;
@@ -26,12 +24,10 @@ const KILL_AFTER: Duration = Duration::from_secs(BENCH_TIMEOUT_S + 15);
 /// A chat server without a rate limit on a free port; stops when dropped.
 struct TestServer {
     address: String,
-    _stop: oneshot::Sender<()>,
+    _running: Running,
 }
 
 async fn start(slow_grace: Duration) -> TestServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let config = ChatConfig {
         rate_limit: RateLimit {
             rate: 0.0,
@@ -40,9 +36,10 @@ async fn start(slow_grace: Duration) -> TestServer {
         slow_grace,
         ..ChatConfig::default()
     };
+    let running = common::in_process::start(ChatServiceServer::new(ChatService::new(config))).await;
     TestServer {
-        address,
-        _stop: serve(listener, ChatServiceServer::new(ChatService::new(config))),
+        address: running.address.clone(),
+        _running: running,
     }
 }
 

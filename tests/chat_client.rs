@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +22,6 @@ use std::time::{Duration, Instant};
 use common::hostile::{Hostile, message, notice};
 use common::tls::TestPki;
 use common::{Server, chat_server_on, free_port};
-
-/// How long any single expected thing may take.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// A `chat-server` process without a rate limit on `port`, killed when
 /// dropped.

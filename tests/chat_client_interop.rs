@@ -17,15 +17,13 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::json::{Json, parse_flat_object};
 use common::{ChatPeer, Collected, Peer, Server, cargo_bin, chat_peer_args, chat_server};
-
-/// Longest wait for any one expected thing.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// Lines a child wrote to stdout, shared with the reader thread.
 type Lines = Collected<String>;

@@ -24,6 +24,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::num::NonZeroU16;
@@ -45,8 +47,6 @@ const STATUS_ROW: u16 = 0;
 const TYPING_ROW: u16 = ROWS - 2;
 const INPUT_ROW: u16 = ROWS - 1;
 
-/// How long any single expected thing may take.
-const WAIT: Duration = Duration::from_secs(10);
 /// How soon a client must be gone once its terminal is, or once it is
 /// told to terminate: "promptly", as a person would judge it.
 const GONE_WITHIN: Duration = Duration::from_secs(1);

@@ -18,6 +18,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -34,9 +36,6 @@ use grpc_chat::pb::chat::{
 use grpc_chat::rpc::Request;
 use grpc_chat::{Code, Status};
 use tokio::sync::mpsc;
-
-/// Longest wait for any one expected event.
-const WAIT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------
 // Events: flat JSON objects.

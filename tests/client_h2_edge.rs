@@ -25,6 +25,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,9 +44,6 @@ use prost::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-
-/// How long any one call (or one wait for the server) may take.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The large_unary sizes the negative interop tests use.
 const REQUEST_SIZE: usize = 271_828;
@@ -687,18 +686,6 @@ async fn large_unary(channel: &Channel) -> Result<usize, grpc_chat::Status> {
         .map_or(0, |payload| payload.body.len()))
 }
 
-/// Waits (at most [`WAIT`]) until `done` holds.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// `rst_after_header`: RST_STREAM right after the response headers, with
 /// every error code; each gives grpc-go's status.
 #[tokio::test]
@@ -754,7 +741,7 @@ async fn ping() {
     let channel = server.channel().await;
     assert_eq!(large_unary(&channel).await.unwrap(), RESPONSE_SIZE);
     let stats = &server.stats;
-    wait_until("every PING is acknowledged", || {
+    common::wait_until("every PING to be acknowledged", async || {
         Stats::get(&stats.ping_acks) == 4 * PINGS_PER_BURST
     })
     .await;
@@ -821,7 +808,7 @@ async fn trailers_after_reset() {
         tokio::spawn(async move { large_unary(&channel).await })
     };
     let stats = Arc::clone(&server.stats);
-    wait_until("the server holds the first call", || {
+    common::wait_until("the server to hold the first call", async || {
         Stats::get(&stats.streams) == 1
     })
     .await;

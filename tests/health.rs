@@ -6,10 +6,11 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
+use common::WAIT;
 
-use common::in_process::serve;
+use std::process::Command;
+
+use common::in_process::Running;
 use common::{CLIENT_TIMEOUT, chat_server, interop_bin, run_client};
 use grpc_chat::Code;
 use grpc_chat::client::Channel;
@@ -18,11 +19,7 @@ use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient};
 use grpc_chat::pb::grpc_health_v1::health_check_response::ServingStatus;
 use grpc_chat::pb::grpc_health_v1::{HealthCheckRequest, HealthCheckResponse, HealthClient};
 use grpc_chat::rpc::{Request, Streaming};
-use tokio::net::TcpListener;
 use tokio::time::timeout;
-
-/// Bound on every single wait of these tests.
-const WAIT: Duration = Duration::from_secs(10);
 
 const CHAT: &str = "chat.ChatService";
 
@@ -34,19 +31,13 @@ fn request(service: &str) -> HealthCheckRequest {
 
 /// A health service serving "" and `chat.ChatService`, on a free port; the
 /// reporter, a client, and the stop handle (the server stops when dropped).
-async fn start() -> (
-    HealthReporter,
-    HealthClient,
-    tokio::sync::oneshot::Sender<()>,
-) {
+async fn start() -> (HealthReporter, HealthClient, Running) {
     let reporter = HealthReporter::new();
     reporter.set_serving("");
     reporter.set_serving(CHAT);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let stop = serve(listener, HealthServer::new(reporter.service()));
-    let channel = Channel::connect(address).await.unwrap();
-    (reporter, HealthClient::new(channel), stop)
+    let running = common::in_process::start(HealthServer::new(reporter.service())).await;
+    let channel = Channel::connect(running.address.clone()).await.unwrap();
+    (reporter, HealthClient::new(channel), running)
 }
 
 async fn check(client: &HealthClient, service: &str) -> Result<ServingStatus, Code> {

@@ -21,6 +21,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -34,9 +36,6 @@ use common::{
     CLIENT_TIMEOUT, ChatPeer, Collected, Peer, Server, cargo_bin, chat_peer_args, chat_server,
     chat_server_on, free_port, run_client,
 };
-
-/// Longest wait for any one expected thing.
-const WAIT: Duration = Duration::from_secs(30);
 
 type Fields = BTreeMap<String, Json>;
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,9 +17,6 @@ use grpc_chat::client::Channel;
 use grpc_chat::pb::chat::ChatServiceClient;
 use grpc_chat::rpc::Request;
 use tokio::runtime::Runtime;
-
-/// Bound on every single wait of these tests.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// `GET path` on `port`: the status line and the body.
 fn get(port: u16, path: &str) -> (String, String) {

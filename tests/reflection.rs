@@ -8,8 +8,9 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::chat_stream::{members, next_from, say};
 use common::in_process::InProcessServer;
@@ -24,9 +25,6 @@ use prost::Message as _;
 use prost_reflect::prost_types::FileDescriptorProto;
 use tokio::runtime::Runtime;
 use tokio::time::timeout;
-
-/// Bound on every single wait of these tests.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// `grpcurl -plaintext <flags...> 127.0.0.1:PORT <verb...>` to completion;
 /// panics unless it succeeds.

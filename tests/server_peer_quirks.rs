@@ -19,19 +19,15 @@ use common::raw::{
 };
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::{EchoStatus, Payload, SimpleRequest, TestServiceServer};
-use grpc_chat::server::Server;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
+/// The interop `TestService` on a free port, serving until the test ends.
 async fn start() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .add_service(TestServiceServer::new(InteropService))
-        .build();
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    address
+    common::in_process::start(TestServiceServer::new(InteropService))
+        .await
+        .detach()
 }
 
 /// SETTINGS_HEADER_TABLE_SIZE's identifier (RFC 9113 §6.5.2).
@@ -322,13 +318,11 @@ impl grpc_chat::server::Service for NeverReads {
 /// ENHANCE_YOUR_CALM, and the server serves the next connection.
 #[tokio::test]
 async fn one_byte_frames_to_calls_that_never_read_end_with_enhance_your_calm() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .add_service(NeverReads)
-        .add_service(TestServiceServer::new(InteropService))
-        .build();
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let address = common::in_process::start_with(NeverReads, |b| {
+        b.add_service(TestServiceServer::new(InteropService));
+    })
+    .await
+    .detach();
 
     let (mut socket, mut reader, _) = handshake(&address).await;
     let mut block = header_block(Some("/test.NeverReads/Hold"));
@@ -373,13 +367,11 @@ async fn one_byte_frames_to_calls_that_never_read_end_with_enhance_your_calm() {
 /// interleaved streams to get past the joining).
 #[tokio::test]
 async fn a_run_of_one_byte_frames_on_one_stream_is_joined_not_refused() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .add_service(NeverReads)
-        .add_service(TestServiceServer::new(InteropService))
-        .build();
-    tokio::spawn(server.serve(listener, std::future::pending()));
+    let address = common::in_process::start_with(NeverReads, |b| {
+        b.add_service(TestServiceServer::new(InteropService));
+    })
+    .await
+    .detach();
 
     let (mut socket, mut reader, _) = handshake(&address).await;
     let mut block = header_block(Some("/test.NeverReads/Hold"));

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,9 +18,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::tls::TestPki;
-
-/// How long a failing start may take.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// What one run printed, and how it ended.
 struct Run {

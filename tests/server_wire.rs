@@ -8,10 +8,12 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::raw::{GRPC, PREFACE_AND_SETTINGS, WAIT, call, connect, until_closed};
+use common::raw::{GRPC, PREFACE_AND_SETTINGS, call, connect, until_closed};
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::TestServiceServer;
 use grpc_chat::server::Server;
@@ -19,14 +21,9 @@ use http::{Method, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
+/// The interop `TestService` on a free port, serving until the test ends.
 async fn start() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let server = Server::builder()
-        .add_service(TestServiceServer::new(InteropService))
-        .build();
-    tokio::spawn(server.serve(listener, std::future::pending()));
-    address
+    start_with(|_| {}).await
 }
 
 const EMPTY_CALL: &str = "/grpc.testing.TestService/EmptyCall";
@@ -215,13 +212,9 @@ async fn a_deadline_ends_a_sleeping_call_with_deadline_exceeded() {
 
 /// A server with short timers, for the connection-lifecycle tests.
 async fn start_with(configure: impl FnOnce(&mut grpc_chat::server::Builder)) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let mut builder = Server::builder();
-    builder.add_service(TestServiceServer::new(InteropService));
-    configure(&mut builder);
-    tokio::spawn(builder.build().serve(listener, std::future::pending()));
-    address
+    common::in_process::start_with(TestServiceServer::new(InteropService), configure)
+        .await
+        .detach()
 }
 
 #[tokio::test]

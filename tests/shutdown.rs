@@ -10,6 +10,8 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::chat_server;
@@ -161,11 +163,16 @@ async fn sigterm_flushes_every_accepted_message_and_exits_within_the_grace_perio
         }));
         readers.push(tokio::spawn(read_all(stream)));
     }
+    let heard = Arc::new(AtomicUsize::new(0));
+    let listener_heard = Arc::clone(&heard);
     let listener_reader = tokio::spawn(async move {
         let mut ids = Vec::new();
         let end = loop {
             match listener.message().await {
-                Ok(Some(m)) => ids.push((m.id, m.user)),
+                Ok(Some(m)) => {
+                    ids.push((m.id, m.user));
+                    listener_heard.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(None) => break Status::ok(),
                 Err(status) => break status,
             }
@@ -173,8 +180,11 @@ async fn sigterm_flushes_every_accepted_message_and_exits_within_the_grace_perio
         (ids, end)
     });
 
-    // Let the room get busy, then SIGTERM.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once the room is busy, SIGTERM.
+    common::wait_until("the listener hearing 200 messages", async || {
+        heard.load(Ordering::Relaxed) >= 200
+    })
+    .await;
     let signalled = Instant::now();
     let kill = Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])

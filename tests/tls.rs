@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::io::Read;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -26,9 +28,6 @@ use grpc_chat::health::{HealthReporter, HealthServer};
 use grpc_chat::interop::client::STANDARD_CASES;
 use grpc_chat::pb::grpc_health_v1::{HealthCheckRequest, HealthClient};
 use tokio::net::TcpListener;
-
-/// How long any single expected thing may take.
-const WAIT: Duration = Duration::from_secs(15);
 
 /// grpc-go's client flags for TLS with our test CA; the certificate is made
 /// for the name grpc-go's interop tests use.

@@ -1,27 +1,31 @@
 //! The gRPC-Web gateway over real HTTP/1.1: requests written by hand, byte
 //! for byte, and an independent gRPC-Web client (Connect's, under Node)
-//! calling the unary and server-streaming RPCs. Also the rules of the
-//! session RPCs (`Subscribe`, `SendMessage`, `SetTyping`) over native gRPC.
+//! calling the unary and server-streaming RPCs; gRPC-Web over h2c; calls
+//! served in process. The rules of the session RPCs themselves, over
+//! native gRPC, are in `tests/web_sessions.rs`.
 //!
 //! The server and the gateway run in this process, wired as `chat-server
-//! --web-addr` wires them: the gateway forwards to a native server on
-//! loopback.
+//! --web-addr` wires them: the gateway serves its calls with the native
+//! server's services, in process.
 
 mod common;
+
+use common::WAIT;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
+use common::session::{code_of, next_event};
 use grpc_chat::chat::{ChatConfig, ChatService, RateLimit};
 use grpc_chat::client::Channel;
 use grpc_chat::framing::grpc_web::{Frame, TextDecoder};
 use grpc_chat::pb::chat::{
-    ChatServiceClient, ChatServiceServer, ClientEvent, SendMessageRequest, SetTypingRequest,
-    SubscribeEvent, SubscribeRequest, TypingEventType, UserEvent, UserEventType, client_event,
-    server_event, subscribe_event,
+    ChatServiceClient, ChatServiceServer, ClientEvent, SendMessageRequest, SubscribeEvent,
+    SubscribeRequest, UserEvent, UserEventType, client_event, server_event, subscribe_event,
 };
-use grpc_chat::rpc::{Request, Streaming};
+use grpc_chat::rpc::Request;
+use grpc_chat::server::Server;
 use grpc_chat::web::Gateway;
 use grpc_chat::{Code, Status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -29,14 +33,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 
-const WAIT: Duration = Duration::from_secs(10);
-
 /// A native chat server and the gateway in front of it, stopped on drop.
 struct Web {
     native: SocketAddr,
     web: SocketAddr,
     hub: std::sync::Arc<grpc_chat::chat::Hub>,
-    _stop_native: oneshot::Sender<()>,
+    _native: common::in_process::Running,
     _stop_web: oneshot::Sender<()>,
 }
 
@@ -45,30 +47,40 @@ async fn start(config: ChatConfig) -> Web {
 }
 
 async fn start_service(chat: ChatService) -> Web {
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
     let hub = chat.hub().clone();
-    let stop_native = common::in_process::serve(native_listener, ChatServiceServer::new(chat));
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(native)
-        .shutdown_grace(Duration::from_millis(200))
-        .build();
+    let native = common::in_process::start(ChatServiceServer::new(chat)).await;
+    let (web, stop_web) = start_gateway(native.server.clone(), |_| {}).await;
+    Web {
+        native: native.addr,
+        web,
+        hub,
+        _native: native,
+        _stop_web: stop_web,
+    }
+}
+
+/// The gateway, serving its calls with `server` in process, on a free port
+/// with a 200 ms shutdown grace and `configure` applied; stopped when the
+/// returned sender is used or dropped.
+async fn start_gateway(
+    server: Server,
+    configure: impl FnOnce(&mut grpc_chat::web::Builder),
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let web = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let mut builder = Gateway::builder(server);
+    builder.shutdown_grace(common::in_process::SHUTDOWN_GRACE);
+    configure(&mut builder);
+    let gateway = builder.build();
     tokio::spawn(async move {
         gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
+            .serve(listener, async {
+                let _ = stopped.await;
             })
             .await
     });
-    Web {
-        native,
-        web,
-        hub,
-        _stop_native: stop_native,
-        _stop_web: stop_web,
-    }
+    (web, stop)
 }
 
 fn no_rate_limit() -> ChatConfig {
@@ -558,23 +570,12 @@ async fn a_status_mid_stream_becomes_the_trailers_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_and_others_go_on() {
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
-    let _stop_native = common::in_process::serve(
-        native_listener,
-        ChatServiceServer::new(ChatService::new(no_rate_limit())),
-    );
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let gateway = Gateway::builder(native).max_connections(1).build();
-    let (_stop_web, web_stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
-            })
-            .await
-    });
+    let server =
+        common::in_process::server(ChatServiceServer::new(ChatService::new(no_rate_limit())));
+    let (web, _stop_web) = start_gateway(server, |gateway| {
+        gateway.max_connections(1);
+    })
+    .await;
     // The first connection holds the only slot (it has sent nothing yet).
     let mut holder = TcpStream::connect(web).await.unwrap();
     // Wait until it is served: a request on it is answered.
@@ -601,172 +602,18 @@ async fn connections_over_the_limit_are_closed_and_others_go_on() {
     let n = timeout(WAIT, holder.read(&mut buf)).await.unwrap().unwrap();
     assert!(buf[..n].starts_with(b"HTTP/1.1 404"));
     drop(holder);
-    // The slot is released when the server sees the close: poll, with a
-    // deadline, until a request is answered again.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let later = loop {
-        let response = try_exchange(
+    // The slot is released when the server sees the close: wait until a
+    // request is answered again.
+    let later = common::wait::wait_for_some("room again after the holder left", async || {
+        try_exchange(
             web,
             "GET /nope HTTP/1.1\r\nhost: chat.test\r\nconnection: close\r\n\r\n",
             &[],
         )
-        .await;
-        if response.is_some() || tokio::time::Instant::now() > deadline {
-            break response;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    assert_eq!(later.expect("room again after the holder left").status, 404);
-}
-
-// --- the session rules, over native gRPC -------------------------------
-
-async fn next_event(stream: &mut Streaming<SubscribeEvent>) -> subscribe_event::Event {
-    timeout(WAIT, stream.message())
         .await
-        .expect("an event within the deadline")
-        .expect("the stream goes on")
-        .expect("not the end")
-        .event
-        .expect("an event")
-}
-
-async fn subscribe(
-    client: &ChatServiceClient,
-    name: &str,
-    room: &str,
-) -> (String, Streaming<SubscribeEvent>) {
-    let mut stream = client
-        .subscribe(Request::new(SubscribeRequest {
-            username: name.into(),
-            room: room.into(),
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let subscribe_event::Event::SessionStarted(session) = next_event(&mut stream).await else {
-        panic!("the first event is not the session");
-    };
-    assert_eq!(session.username, name);
-    assert_eq!(session.room, room);
-    (session.token, stream)
-}
-
-fn code_of<T>(result: Result<T, Status>) -> Code {
-    match result {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn session_rules_match_chat() {
-    let config = ChatConfig {
-        rate_limit: RateLimit {
-            rate: 0.5,
-            burst: 2.0,
-        },
-        typing_timeout: Duration::from_millis(300),
-        ..ChatConfig::default()
-    };
-    let web = start(config).await;
-    let client = ChatServiceClient::new(Channel::connect(web.native.to_string()).await.unwrap());
-
-    // Names and rooms are validated as in Chat.
-    let bad = client
-        .subscribe(Request::new(SubscribeRequest {
-            username: "   ".into(),
-            ..Default::default()
-        }))
-        .await;
-    let code = match bad {
-        Err(status) => status.code(),
-        Ok(response) => code_of(response.into_inner().message().await),
-    };
-    assert_eq!(code, Code::InvalidArgument);
-
-    let (alice, mut alice_events) = subscribe(&client, "alice", "den").await;
-    let (bob, mut bob_events) = subscribe(&client, "bob", "den").await;
-    // Tokens are distinct secrets.
-    assert_ne!(alice, bob);
-    assert_eq!(alice.len(), 32);
-
-    // Rate limit: a burst of 2, then RESOURCE_EXHAUSTED.
-    for text in ["one", "two"] {
-        client
-            .send_message(Request::new(SendMessageRequest {
-                token: bob.clone(),
-                message: text.into(),
-            }))
-            .await
-            .unwrap();
-    }
-    let third = client
-        .send_message(Request::new(SendMessageRequest {
-            token: bob.clone(),
-            message: "three".into(),
-        }))
-        .await;
-    let status = third.expect_err("the third message is refused");
-    assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("rate limited"));
-    // Alice got exactly "one" and "two" (after bob's join and the welcome).
-    let mut said = Vec::new();
-    while said.len() < 2 {
-        if let subscribe_event::Event::ChatMessage(m) = next_event(&mut alice_events).await {
-            assert_eq!(m.username, "bob");
-            said.push(m.message);
-        }
-    }
-    assert_eq!(said, ["one", "two"]);
-
-    // Typing: a start reaches the others (not the typist), and expires.
-    client
-        .set_typing(Request::new(SetTypingRequest {
-            token: alice.clone(),
-            r#type: TypingEventType::TypingStart.into(),
-        }))
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        if let subscribe_event::Event::TypingEvent(t) = next_event(&mut bob_events).await {
-            assert_eq!(t.username, "alice");
-            seen.push(t.r#type);
-        }
-    }
-    assert_eq!(
-        seen,
-        [
-            TypingEventType::TypingStart as i32,
-            TypingEventType::TypingStop as i32
-        ]
-    );
-    let unknown = client
-        .set_typing(Request::new(SetTypingRequest {
-            token: alice.clone(),
-            r#type: 0,
-        }))
-        .await;
-    assert_eq!(code_of(unknown), Code::InvalidArgument);
-
-    // Bob's subscription ends: his token is void, alice sees him leave.
-    drop(bob_events);
-    loop {
-        if let subscribe_event::Event::UserEvent(u) = next_event(&mut alice_events).await {
-            if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32 {
-                break;
-            }
-        }
-    }
-    let late = client
-        .send_message(Request::new(SendMessageRequest {
-            token: bob,
-            message: "hello?".into(),
-        }))
-        .await;
-    assert_eq!(code_of(late), Code::NotFound);
+    })
+    .await;
+    assert_eq!(later.status, 404);
 }
 
 // --- the page's own modules ----------------------------------------------
@@ -853,153 +700,6 @@ async fn connect_web_client_under_node() {
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }
-}
-
-// --- history and resume ----------------------------------------------------
-
-/// Reads a fresh or resumed subscription up to its end-of-history notice:
-/// the replayed messages' (id, text) and the epoch.
-async fn replayed(stream: &mut Streaming<SubscribeEvent>) -> (Vec<(u64, String)>, String) {
-    let mut messages = Vec::new();
-    loop {
-        match next_event(stream).await {
-            subscribe_event::Event::ChatMessage(m) => messages.push((m.id, m.message)),
-            subscribe_event::Event::SystemEvent(s) if s.end_of_history => {
-                return (messages, s.epoch);
-            }
-            _ => {}
-        }
-    }
-}
-
-async fn say(client: &ChatServiceClient, token: &str, text: &str) {
-    client
-        .send_message(Request::new(SendMessageRequest {
-            token: token.into(),
-            message: text.into(),
-        }))
-        .await
-        .unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscribe_replays_history_and_resumes_without_gap_or_duplicate() {
-    let web = start(no_rate_limit()).await;
-    let client = ChatServiceClient::new(Channel::connect(web.native.to_string()).await.unwrap());
-
-    let (alice, mut alice_events) = subscribe(&client, "alice", "past").await;
-    let (none, _) = replayed(&mut alice_events).await;
-    assert!(none.is_empty(), "a new room has no history: {none:?}");
-    for text in ["one", "two", "three"] {
-        say(&client, &alice, text).await;
-    }
-
-    // A fresh join gets the history after the session event.
-    let (_, mut bob_events) = subscribe(&client, "bob", "past").await;
-    let (history, epoch) = replayed(&mut bob_events).await;
-    let texts: Vec<&str> = history.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(texts, ["one", "two", "three"]);
-    assert!(!epoch.is_empty());
-    let last_seen = history.last().unwrap().0;
-
-    // Bob goes away (alice sees him leave); two messages are said meanwhile.
-    drop(bob_events);
-    loop {
-        if let subscribe_event::Event::UserEvent(u) = next_event(&mut alice_events).await {
-            if u.username == "bob" && u.r#type == UserEventType::UserLeft as i32 {
-                break;
-            }
-        }
-    }
-    say(&client, &alice, "four").await;
-    say(&client, &alice, "five").await;
-
-    // Resuming from the last id seen brings exactly those two, then live.
-    let mut resumed = client
-        .subscribe(Request::new(SubscribeRequest {
-            username: "bob".into(),
-            room: "past".into(),
-            last_id: Some(last_seen),
-            epoch: epoch.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    // The leave is published just before the name is released: in the
-    // rare case the new call lands in between, ALREADY_EXISTS, try again.
-    let first = loop {
-        match timeout(WAIT, resumed.message()).await.unwrap() {
-            Ok(Some(event)) => break event,
-            Err(status) if status.code() == Code::AlreadyExists => {
-                tokio::task::yield_now().await;
-                resumed = client
-                    .subscribe(Request::new(SubscribeRequest {
-                        username: "bob".into(),
-                        room: "past".into(),
-                        last_id: Some(last_seen),
-                        epoch: epoch.clone(),
-                    }))
-                    .await
-                    .unwrap()
-                    .into_inner();
-            }
-            other => panic!("resume failed: {other:?}"),
-        }
-    };
-    assert!(matches!(
-        first.event,
-        Some(subscribe_event::Event::SessionStarted(_))
-    ));
-    let (missed, same_epoch) = replayed(&mut resumed).await;
-    let texts: Vec<&str> = missed.iter().map(|(_, t)| t.as_str()).collect();
-    assert_eq!(texts, ["four", "five"]);
-    assert_eq!(missed[0].0, last_seen + 1);
-    assert_eq!(same_epoch, epoch);
-    say(&client, &alice, "six").await;
-    loop {
-        if let subscribe_event::Event::ChatMessage(m) = next_event(&mut resumed).await {
-            assert_eq!(m.message, "six", "nothing twice, nothing skipped");
-            break;
-        }
-    }
-
-    // An epoch from elsewhere: told that history was lost, given the latest.
-    let mut carol_events = client
-        .subscribe(Request::new(SubscribeRequest {
-            username: "carol".into(),
-            room: "past".into(),
-            last_id: Some(2),
-            epoch: "0123456789abcdef".into(),
-        }))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut lost_notice = false;
-    loop {
-        match next_event(&mut carol_events).await {
-            subscribe_event::Event::SystemEvent(s) if s.end_of_history => break,
-            subscribe_event::Event::SystemEvent(s) => {
-                lost_notice |= s.message.contains("history was lost");
-            }
-            _ => {}
-        }
-    }
-    assert!(lost_notice);
-
-    // A malformed epoch is refused.
-    let bad = client
-        .subscribe(Request::new(SubscribeRequest {
-            username: "dave".into(),
-            room: "past".into(),
-            last_id: Some(1),
-            epoch: "not an epoch!".into(),
-        }))
-        .await;
-    let code = match bad {
-        Err(status) => status.code(),
-        Ok(response) => code_of(response.into_inner().message().await),
-    };
-    assert_eq!(code, Code::InvalidArgument);
 }
 
 // --- bearer tokens (chat-server --auth-tokens) ---------------------------
@@ -1101,28 +801,16 @@ async fn bearer_tokens_rule_sessions_as_they_rule_chat() {
     client.send_message(send(Some("tok-alice"))).await.unwrap();
 }
 
-/// The interop `TestService` behind a gateway; returns the gateway's address.
-async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>, oneshot::Sender<()>) {
+/// The interop `TestService` behind a gateway; the gateway's address and
+/// its stop handle.
+async fn start_interop_gateway() -> (SocketAddr, oneshot::Sender<()>) {
     use grpc_chat::interop::server::InteropService;
     use grpc_chat::pb::grpc_testing::TestServiceServer;
-    let native_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let native = native_listener.local_addr().unwrap();
-    let stop_native =
-        common::in_process::serve(native_listener, TestServiceServer::new(InteropService));
-    let web_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let web = web_listener.local_addr().unwrap();
-    let (stop_web, web_stopped) = oneshot::channel::<()>();
-    let gateway = Gateway::builder(native)
-        .shutdown_grace(Duration::from_millis(200))
-        .build();
-    tokio::spawn(async move {
-        gateway
-            .serve(web_listener, async {
-                let _ = web_stopped.await;
-            })
-            .await
-    });
-    (web, stop_native, stop_web)
+    start_gateway(
+        common::in_process::server(TestServiceServer::new(InteropService)),
+        |_| {},
+    )
+    .await
 }
 
 /// `message` as one uncompressed gRPC message: flag 0 | length | payload.
@@ -1140,7 +828,7 @@ async fn grpc_web_over_h2c_is_full_duplex() {
     // response must come back while the request stream is still open, so
     // the gateway may not wait for the whole body before calling upstream.
     use grpc_chat::pb::grpc_testing::{ResponseParameters, StreamingOutputCallRequest};
-    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let (web, _stop_web) = start_interop_gateway().await;
     let tcp = TcpStream::connect(web).await.unwrap();
     let (client, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
@@ -1200,7 +888,7 @@ async fn grpc_web_over_h2c_is_full_duplex() {
 async fn a_refused_request_with_a_body_leaves_the_connection_usable() {
     // The gateway reads a small body before refusing the request, so an
     // HTTP/1.1 client reads the refusal and can go on with the connection.
-    let (web, _stop_native, _stop_web) = start_interop_gateway().await;
+    let (web, _stop_web) = start_interop_gateway().await;
     let mut tcp = TcpStream::connect(web).await.unwrap();
     let body = [0u8; 1000];
     let head = format!(
@@ -1230,4 +918,92 @@ async fn a_refused_request_with_a_body_leaves_the_connection_usable() {
         text.contains("HTTP/1.1 200"),
         "the second request was not answered: {text}"
     );
+}
+
+/// A request body of one chunk, for calls made in process.
+struct OneChunk(Option<bytes::Bytes>);
+
+impl grpc_chat::rpc::RecvBody for OneChunk {
+    fn poll_chunk(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, Status>>> {
+        std::task::Poll::Ready(self.0.take().map(Ok))
+    }
+
+    fn poll_end(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<grpc_chat::framing::MetadataMap, Status>> {
+        std::task::Poll::Ready(Ok(grpc_chat::framing::MetadataMap::new()))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_process_calls_wait_for_their_reader() {
+    // The gateway's way in: a server-streaming call that wants to send
+    // 16 messages of 16 KiB may queue no more than the server's send buffer
+    // (32 KiB) ahead of a reader that takes nothing; taken, the rest flows.
+    use grpc_chat::interop::server::InteropService;
+    use grpc_chat::pb::grpc_testing::{
+        ResponseParameters, StreamingOutputCallRequest, TestServiceServer,
+    };
+    use grpc_chat::server::{DEFAULT_MAX_SEND_BUFFER_SIZE, LocalEvent};
+    let server = common::in_process::server(TestServiceServer::new(InteropService));
+    let calls = server.local_connection("127.0.0.1:9".parse().unwrap());
+    let size = 16 * 1024;
+    let request = StreamingOutputCallRequest {
+        response_parameters: (0..16)
+            .map(|_| ResponseParameters {
+                size,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let body: Box<dyn grpc_chat::rpc::RecvBody> = Box::new(OneChunk(Some(framed(&request))));
+    let mut native = http::Request::new(body);
+    *native.method_mut() = http::Method::POST;
+    *native.uri_mut() = "/grpc.testing.TestService/StreamingOutputCall"
+        .parse()
+        .unwrap();
+    native.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    let mut response = calls.call(native);
+    match response.event().await {
+        Some(LocalEvent::Headers { response, end }) => {
+            assert_eq!(response.status(), 200);
+            assert!(!end);
+        }
+        other => panic!("expected headers, got {other:?}"),
+    }
+    // With the clock paused, this sleep ends once every task is idle: the
+    // server has sent all it can without the reader.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut ahead = 0;
+    while let std::task::Poll::Ready(Some(LocalEvent::Data(data))) = response.poll_event(&mut cx) {
+        ahead += data.len();
+    }
+    assert!(ahead > 0, "nothing sent");
+    assert!(
+        ahead <= DEFAULT_MAX_SEND_BUFFER_SIZE,
+        "{ahead} bytes queued ahead of the reader"
+    );
+    // Read on: every message, then the status.
+    let mut total = ahead;
+    let trailers = loop {
+        match timeout(WAIT, response.event()).await.unwrap() {
+            Some(LocalEvent::Data(data)) => total += data.len(),
+            Some(LocalEvent::Trailers(trailers)) => break trailers,
+            other => panic!("expected data or trailers, got {other:?}"),
+        }
+    };
+    // Each message: the 5-byte prefix, then StreamingOutputCallResponse
+    // { payload (tag, 3-byte length) { body (tag, 3-byte length) } }.
+    assert_eq!(total, 16 * (5 + 4 + 4 + size as usize));
+    assert_eq!(trailers["grpc-status"], "0");
 }

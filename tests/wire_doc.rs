@@ -21,11 +21,12 @@
 
 mod common;
 
+use common::WAIT;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::in_process::serve;
 use common::{CLIENT_TIMEOUT, Server, cargo_bin, chat_server, run_client};
 use grpc_chat::chat::history::DEFAULT_HISTORY_LEN;
 use grpc_chat::chat::history::memory::MemoryHistory;
@@ -39,9 +40,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::timeout;
-
-/// Bound on every single wait of these tests.
-const WAIT: Duration = Duration::from_secs(10);
 
 /// The `:authority` the client sends: the server's default address, so the
 /// bytes do not depend on the tap's port.
@@ -198,10 +196,7 @@ fn varint_hex(mut v: u64) -> String {
 
 /// Runs the exchange and returns each step's frames, rendered.
 async fn record_exchange() -> Vec<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = listener.local_addr().unwrap();
-    let _stop = serve(
-        listener,
+    let server = common::in_process::start(
         // A fixed history epoch: it is sent as a response header, and a
         // random one would change the header block's bytes on every run.
         ChatServiceServer::new(ChatService::with_history(
@@ -211,7 +206,9 @@ async fn record_exchange() -> Vec<String> {
                 "5eed0fc0ffee0001",
             )),
         )),
-    );
+    )
+    .await;
+    let server_addr = server.addr;
     let recording = Arc::new(Recording::default());
     let port = tap(server_addr, Arc::clone(&recording)).await;
     // Bob and the test's own questions go straight to the server.

@@ -375,22 +375,12 @@ struct Listeners {
     grpc: TcpListener,
     /// `--metrics-addr`.
     metrics: Option<TcpListener>,
-    /// `--web-addr`, and the loopback port of the server it forwards to.
-    web: Option<WebListeners>,
-}
-
-/// The web front's two listeners.
-struct WebListeners {
     /// `--web-addr`: the page and gRPC-Web.
-    page: TcpListener,
-    /// Loopback: the native server the gateway forwards to.
-    inner: TcpListener,
-    /// `inner`'s address.
-    inner_addr: SocketAddr,
+    web: Option<TcpListener>,
 }
 
-/// Binds `--addr`, `--metrics-addr` and `--web-addr` (with the web
-/// gateway's loopback port), naming the flag of the one that fails.
+/// Binds `--addr`, `--metrics-addr` and `--web-addr`, naming the flag of
+/// the one that fails.
 async fn bind_all(args: &Args) -> Result<Listeners, StartupError> {
     let grpc = grpc_chat::server::bind(args.addr, args.listen_backlog)
         .map_err(|e| listen_error("--addr", args.addr, &e))?;
@@ -403,25 +393,11 @@ async fn bind_all(args: &Args) -> Result<Listeners, StartupError> {
         None => None,
     };
     let web = match args.web_addr {
-        Some(addr) => {
-            let web = TcpListener::bind(addr)
+        Some(addr) => Some(
+            TcpListener::bind(addr)
                 .await
-                .map_err(|e| listen_error("--web-addr", addr, &e))?;
-            let loopback = |e: std::io::Error| {
-                StartupError::flag(
-                    "--web-addr",
-                    addr,
-                    format!("cannot open the gateway's loopback port ({e})"),
-                )
-            };
-            let inner = TcpListener::bind("127.0.0.1:0").await.map_err(loopback)?;
-            let inner_addr = inner.local_addr().map_err(loopback)?;
-            Some(WebListeners {
-                page: web,
-                inner,
-                inner_addr,
-            })
-        }
+                .map_err(|e| listen_error("--web-addr", addr, &e))?,
+        ),
         None => None,
     };
     Ok(Listeners { grpc, metrics, web })
@@ -548,29 +524,24 @@ async fn serve(args: Args) -> Result<(), StartupError> {
         // with the process.
         tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
     }
-    // The web gateway stops with the server (see `serve_web`).
+    let server = builder
+        .add_service(ChatServiceServer::new(chat))
+        .add_service(HealthServer::new(health_service))
+        .add_service(reflection.v1())
+        .add_service(reflection.v1alpha())
+        .build();
+    // The web gateway serves its calls with this same server, in process,
+    // and stops with it (see `serve_web`).
     let (stop_web, web_stopped) = tokio::sync::watch::channel(());
-    let web = match listeners.web {
-        Some(listeners) => {
-            // The server the gateway forwards to: configured as the public
-            // one (TLS aside: it is on loopback), with the same services.
-            let mut inner = Server::builder();
-            configure(&mut inner, &args)?;
-            inner
-                .add_service(ChatServiceServer::new(chat.clone()))
-                .add_service(HealthServer::new(health.service()))
-                .add_service(reflection.v1())
-                .add_service(reflection.v1alpha());
-            Some(serve_web(
-                listeners,
-                inner.build(),
-                grace,
-                args.max_connections,
-                web_stopped,
-            ))
-        }
-        None => None,
-    };
+    let web = listeners.web.map(|listener| {
+        serve_web(
+            listener,
+            server.clone(),
+            grace,
+            args.max_connections,
+            web_stopped,
+        )
+    });
     let listener = listeners.grpc;
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "chat-server listening");
@@ -592,12 +563,7 @@ async fn serve(args: Args) -> Result<(), StartupError> {
         // this is the point to flush a history store (persisting everything
         // any member was sent) before the connections drain.
     };
-    builder
-        .add_service(ChatServiceServer::new(chat))
-        .add_service(HealthServer::new(health_service))
-        .add_service(reflection.v1())
-        .add_service(reflection.v1alpha())
-        .build()
+    server
         .serve(listener, shutdown)
         .await
         .map_err(serving_error)?;
@@ -610,7 +576,7 @@ async fn serve(args: Args) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Settings shared by the public server and the web gateway's inner one.
+/// The server's settings, from the flags.
 fn configure(builder: &mut Builder, args: &Args) -> Result<(), StartupError> {
     let keepalive = seconds("--keepalive-interval-secs", args.keepalive_interval_secs)?;
     builder
@@ -636,27 +602,17 @@ fn configure(builder: &mut Builder, args: &Args) -> Result<(), StartupError> {
     Ok(())
 }
 
-/// Starts the web front on bound listeners: the gRPC-Web gateway and the
-/// page on `listeners.page`, forwarding calls to `inner`, a native server of
-/// its own on the loopback listener `listeners.inner`.
-///
-/// `inner` is built like the public server, with the same services (clones
-/// share the chat's rooms), so web calls meet the same routing, limits and
-/// tokens; being plain HTTP/2 on loopback, it is independent of whether the
-/// public port uses TLS.
+/// Starts the web front on its bound listener: the gRPC-Web gateway and
+/// the page, serving calls with `server` — the public server's services,
+/// routing and limits — in process (TLS aside: the web front has its own).
 fn serve_web(
-    listeners: WebListeners,
-    inner: Server,
+    web_listener: TcpListener,
+    server: Server,
     grace: Duration,
     max_connections: usize,
     stopped: tokio::sync::watch::Receiver<()>,
 ) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    let WebListeners {
-        page: web_listener,
-        inner: inner_listener,
-        inner_addr,
-    } = listeners;
-    let gateway = grpc_chat::web::Gateway::builder(inner_addr)
+    let gateway = grpc_chat::web::Gateway::builder(server)
         .shutdown_grace(grace)
         .max_connections(max_connections)
         .build();
@@ -667,10 +623,5 @@ fn serve_web(
         // Err: the sender was dropped, which is the signal.
         while stopped.changed().await.is_ok() {}
     };
-    let inner_stopped = until_stopped(stopped.clone());
-    let inner_task = tokio::spawn(async move { inner.serve(inner_listener, inner_stopped).await });
-    tokio::spawn(async move {
-        gateway.serve(web_listener, until_stopped(stopped)).await?;
-        inner_task.await.map_err(std::io::Error::other)?
-    })
+    tokio::spawn(async move { gateway.serve(web_listener, until_stopped(stopped)).await })
 }

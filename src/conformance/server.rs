@@ -7,7 +7,7 @@
 //!         ◀─stdout── ServerCompatResponse {host, port, pem_cert}
 //!
 //!  PROTOCOL_GRPC:      reference client ──h2c / h2+TLS──▶ server::Server
-//!  PROTOCOL_GRPC_WEB:  reference client ──h1 / h2c / TLS──▶ web::Gateway ──h2c──▶ server::Server
+//!  PROTOCOL_GRPC_WEB:  reference client ──h1 / h2c / TLS──▶ web::Gateway ──in process──▶ server::Server
 //! ```
 //!
 //! Every call is answered from its *response definition* (headers,
@@ -390,22 +390,11 @@ pub async fn start(
     let pem_cert = tls.as_ref().map(|(_, pem)| pem.clone()).unwrap_or_default();
     let web = request.protocol == pb::Protocol::GrpcWeb as i32;
     if web {
-        // gRPC-Web: the gateway faces the client and forwards each call to
-        // the native server on a loopback port of its own.
-        let inner = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-        let upstream = inner.local_addr()?;
+        // gRPC-Web: the gateway faces the client and serves each call with
+        // the native server's services, in process.
         let server = builder.build();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let mut stop_inner = stop_rx.clone();
-        tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop_inner.wait_for(|s| *s).await;
-            };
-            if let Err(e) = server.serve(inner, stopped).await {
-                tracing::error!(error = %e, "conformance: native server failed");
-            }
-        });
-        let mut gateway = crate::web::Gateway::builder(upstream);
+        let mut gateway = crate::web::Gateway::builder(server);
         gateway.shutdown_grace(SHUTDOWN_GRACE);
         if let Some((config, _)) = &tls {
             gateway.tls(Arc::clone(config));

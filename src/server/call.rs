@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::connection::ActiveCall;
+use super::outbound::Opening;
 use super::sink::{Responder, ResponseSink, h2_error_to_status};
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
@@ -30,7 +31,8 @@ use crate::rpc::{RecvBody, Request, Response, Streaming};
 
 /// An accepted call, handed to the service that owns its path.
 pub struct ServerCall {
-    recv: RecvStream,
+    /// The request's DATA: an `h2` stream, or a body handed over in process.
+    body: Box<dyn RecvBody>,
     responder: Responder,
     metadata: MetadataMap,
     timeout: Option<Duration>,
@@ -69,12 +71,8 @@ impl ServerCall {
     }
 
     fn into_parts<In: prost::Message + Default>(self) -> (Request<Streaming<In>>, CallEnd) {
-        let body = ServerBody { recv: self.recv };
-        let streaming = Streaming::new(
-            Box::new(body),
-            self.request_encoding,
-            self.max_recv_message_size,
-        );
+        let streaming =
+            Streaming::new(self.body, self.request_encoding, self.max_recv_message_size);
         let request = Request::from_parts(self.metadata, streaming, self.timeout);
         let end = CallEnd {
             responder: self.responder,
@@ -132,12 +130,33 @@ impl RecvBody for ServerBody {
 /// per idle member).
 pub(crate) fn serve_stream(
     request: http::Request<RecvStream>,
-    mut respond: SendResponse<Bytes>,
+    respond: SendResponse<Bytes>,
     server: &Inner,
     peer: SocketAddr,
     call: ActiveCall,
 ) -> Option<Dispatch> {
     let (parts, recv) = request.into_parts();
+    serve(
+        parts,
+        Box::new(ServerBody { recv }),
+        Opening::H2(respond),
+        server,
+        peer,
+        call,
+    )
+}
+
+/// [`serve_stream`] for any transport: an HTTP/2 stream's request, or one
+/// served in process (`local.rs`). Everything from the header checks on is
+/// the same for both.
+pub(crate) fn serve(
+    parts: http::request::Parts,
+    body: Box<dyn RecvBody>,
+    mut respond: Opening,
+    server: &Inner,
+    peer: SocketAddr,
+    call: ActiveCall,
+) -> Option<Dispatch> {
     // Every refusal below is the peer's doing: logged once per connection.
     let refused = |why: &str, detail: &dyn std::fmt::Display| {
         if call.connection().first_offence() {
@@ -262,7 +281,7 @@ pub(crate) fn serve_stream(
     let method = method.to_owned();
 
     let call = ServerCall {
-        recv,
+        body,
         responder,
         metadata: MetadataMap::from_headers(&parts.headers),
         timeout,
@@ -324,7 +343,7 @@ fn accepts_gzip(headers: &http::HeaderMap) -> bool {
 }
 
 /// A plain HTTP error response, for requests that are not gRPC calls.
-fn http_error(respond: &mut SendResponse<Bytes>, status: StatusCode, message: &'static str) {
+fn http_error(respond: &mut Opening, status: StatusCode, message: &'static str) {
     let mut response = http::Response::new(());
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -363,6 +382,9 @@ fn drive<W>(end: CallEnd, mut work: W, watch_reset: bool) -> Dispatch
 where
     W: Future<Output = Result<(), Status>> + Unpin + Send + 'static,
 {
+    // In process, the watch costs nothing per message, and it is the only
+    // way to learn that a client whose request body was read whole has gone.
+    let watch_reset = watch_reset || end.responder.reset_watch_is_cheap();
     Box::pin(async move {
         let outcome = {
             let reset = std::future::poll_fn(|cx| {

@@ -15,6 +15,11 @@
 //!   cancellation.
 //! * `sink.rs` — the response side of a stream: headers, flow-controlled
 //!   messages, trailers (or trailers-only).
+//! * `outbound.rs` — where a response goes: an `h2` stream, or a call
+//!   served in process.
+//! * `local.rs` — calls served in process ([`LocalConnection`]): the
+//!   gRPC-Web gateway hands its calls to the same routers, limits and
+//!   statuses without HTTP/2 in between.
 //!
 //! Only this module and `src/client` touch `h2`; they drive the pure
 //! [`framing`](crate::framing) code over its streams.
@@ -31,6 +36,8 @@
 
 mod call;
 mod connection;
+mod local;
+mod outbound;
 mod ping_policy;
 mod sink;
 mod transport;
@@ -50,6 +57,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 pub use call::{ServerCall, bidi_streaming, client_streaming, server_streaming, unary};
+pub use local::{LocalConnection, LocalEvent, LocalResponse};
 pub use ping_policy::{DEFAULT_MAX_PING_STRIKES, DEFAULT_MIN_PING_INTERVAL};
 pub use sink::ResponseSink;
 

@@ -24,19 +24,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use h2::server::SendResponse;
-use h2::{Reason, SendStream};
+use h2::Reason;
 use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 
+use super::outbound::{Opening, Outgoing};
 use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, PREFIX_LEN, Prefix, Status};
 
 /// Where the response is: before headers, streaming, or done.
 enum Phase {
     /// Nothing sent yet: the next frame may be headers or trailers-only.
-    Start(SendResponse<Bytes>),
+    Start(Opening),
     /// Headers sent; messages may follow.
-    Streaming(SendStream<Bytes>),
+    Streaming(Outgoing),
     /// Trailers (or a reset) sent.
     Done,
 }
@@ -66,7 +66,7 @@ pub(crate) struct Responder {
 
 impl Responder {
     pub(crate) fn new(
-        respond: SendResponse<Bytes>,
+        respond: Opening,
         client_accepts_gzip: bool,
         max_send_message_size: usize,
     ) -> Self {
@@ -148,9 +148,7 @@ impl Responder {
             let Phase::Streaming(stream) = &mut shared.phase else {
                 return Err(Status::cancelled("stream closed"));
             };
-            stream
-                .send_data(chunk, false)
-                .map_err(|e| h2_error_to_status(&e))?;
+            stream.send_data(chunk)?;
         }
         Ok(())
     }
@@ -175,9 +173,7 @@ impl Responder {
         if stream.capacity() < data.len() {
             return Ok(Some(data));
         }
-        stream
-            .send_data(data, false)
-            .map_err(|e| h2_error_to_status(&e))?;
+        stream.send_data(data)?;
         Ok(None)
     }
 
@@ -203,7 +199,7 @@ impl Responder {
             // first and come back here until there is enough.
             match stream.poll_capacity(cx) {
                 Poll::Ready(Some(Ok(_))) => continue,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_error_to_status(&e))),
+                Poll::Ready(Some(Err(status))) => return Poll::Ready(Err(status)),
                 Poll::Ready(None) => return Poll::Ready(Err(Status::cancelled("stream closed"))),
                 Poll::Pending => return Poll::Pending,
             }
@@ -213,16 +209,20 @@ impl Responder {
     /// Completes when the client resets the stream (RST_STREAM), with its reason.
     pub(crate) fn poll_reset(&self, cx: &mut Context<'_>) -> Poll<Reason> {
         let mut shared = self.shared.lock();
-        let polled = match &mut shared.phase {
+        match &mut shared.phase {
             Phase::Start(respond) => respond.poll_reset(cx),
             Phase::Streaming(stream) => stream.poll_reset(cx),
-            Phase::Done => return Poll::Pending,
-        };
-        match polled {
-            Poll::Ready(Ok(reason)) => Poll::Ready(reason),
-            // The connection is gone: as good as a reset for this call.
-            Poll::Ready(Err(e)) => Poll::Ready(e.reason().unwrap_or(Reason::CANCEL)),
-            Poll::Pending => Poll::Pending,
+            Phase::Done => Poll::Pending,
+        }
+    }
+
+    /// Whether the call is served in process, where watching for the
+    /// client's departure costs nothing per message sent.
+    pub(crate) fn reset_watch_is_cheap(&self) -> bool {
+        match &self.shared.lock().phase {
+            Phase::Start(respond) => respond.reset_watch_is_cheap(),
+            Phase::Streaming(stream) => matches!(stream, Outgoing::Local(_)),
+            Phase::Done => false,
         }
     }
 
@@ -303,9 +303,7 @@ impl Shared {
             metadata.write_headers(response.headers_mut());
         }
         never_indexed(response.headers_mut());
-        let stream = respond
-            .send_response(response, false)
-            .map_err(|e| h2_error_to_status(&e))?;
+        let stream = respond.send_response(response, false)?;
         self.phase = Phase::Streaming(stream);
         Ok(())
     }

@@ -7,26 +7,26 @@
 //!                                      └─ POST application/grpc-web[-text]
 //!                                            │ translate.rs: body (base64 in text mode)
 //!                                            ▼
-//!                           HTTP/2 over loopback TCP, application/grpc
-//!                                            ▼
-//!                            our own native gRPC server (src/server)
+//!                          server::LocalConnection::call, in process:
+//!                          the native server's routers, limits, statuses
 //! ```
 //!
-//! The gateway does not implement calls itself: it translates a gRPC-Web
-//! request into a native gRPC call to the server in the same process, and
-//! the native response back (messages unchanged, trailers moved into the
-//! body as a `0x80` frame, see [`framing::grpc_web`](crate::framing::grpc_web)).
-//! So routing, services, deadlines, limits and error statuses are the
-//! native ones by construction, and a fix there is a fix here.
+//! The gateway does not implement calls itself: it hands each gRPC-Web
+//! request, as the native call it stands for, to the [`Server`] it was
+//! built with — in process, no HTTP/2 and no socket in between (see
+//! `server/local.rs`) — and turns the native response back into gRPC-Web
+//! (messages unchanged, trailers moved into the body as a `0x80` frame, see
+//! [`framing::grpc_web`](crate::framing::grpc_web)). So routing, services,
+//! deadlines, limits and error statuses are the native ones by
+//! construction, and a fix there is a fix here.
 //!
 //! Browsers reach it over HTTP/1.1; other gRPC-Web clients may use HTTP/2
 //! (h2c, or TLS with [`Builder::tls`]), where request bodies stream and
 //! calls can be full-duplex (see `translate.rs`).
 //!
-//! Each browser connection gets its own upstream HTTP/2 connection, opened
-//! at its first call: per-connection limits (concurrent streams, flow
-//! control) then apply per browser connection, as they would to a native
-//! client, rather than to all browsers together.
+//! Each browser connection is one [`LocalConnection`] to the server, so a
+//! misbehaving browser is logged once per connection, as a native client
+//! is.
 
 mod assets;
 mod translate;
@@ -43,12 +43,13 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use crate::framing::grpc_web::WebContentType;
+use crate::server::{LocalConnection, Server};
 
 /// Default for [`Builder::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -72,12 +73,22 @@ const ALLOWED_HEADERS: &str = "content-type, x-grpc-web, x-user-agent, grpc-time
 const EXPOSED_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, chat-epoch";
 
 /// Builds a [`Gateway`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Builder {
-    upstream: SocketAddr,
+    server: Server,
     shutdown_grace: Duration,
     max_connections: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Builder {
@@ -110,7 +121,7 @@ impl Builder {
     /// The gateway.
     pub fn build(&mut self) -> Gateway {
         Gateway {
-            upstream: self.upstream,
+            server: self.server.clone(),
             shutdown_grace: self.shutdown_grace,
             max_connections: self.max_connections,
             tls: self.tls.clone(),
@@ -119,20 +130,32 @@ impl Builder {
 }
 
 /// The gRPC-Web gateway and page server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Gateway {
-    upstream: SocketAddr,
+    /// Where calls go, in process.
+    server: Server,
     shutdown_grace: Duration,
     max_connections: usize,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Gateway {
-    /// A builder for a gateway forwarding calls to the native gRPC server
-    /// listening on `upstream` (plain HTTP/2, normally on loopback).
-    pub fn builder(upstream: SocketAddr) -> Builder {
+    /// A builder for a gateway serving calls with `server`'s services, in
+    /// process: `server` need not be serving anywhere (a clone of the one
+    /// serving native clients shares its services, and so the chat's rooms).
+    pub fn builder(server: Server) -> Builder {
         Builder {
-            upstream,
+            server,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
@@ -178,20 +201,20 @@ impl Gateway {
                         continue;
                     };
                     at_limit = false;
-                    let upstream = self.upstream;
+                    let server = self.server.clone();
                     let stopped = stopped.clone();
                     let tls = self.tls.clone();
                     connections.spawn(async move {
                         let _ = tcp.set_nodelay(true);
                         match tls {
-                            None => serve_connection(tcp, peer, upstream, stopped).await,
+                            None => serve_connection(tcp, peer, &server, stopped).await,
                             Some(config) => {
                                 // The handshake runs in the connection's own
                                 // task, bounded like the wait for request
                                 // headers, so a silent client holds only itself.
                                 let acceptor = tokio_rustls::TlsAcceptor::from(config);
                                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                                    Ok(Ok(tls)) => serve_connection(tls, peer, upstream, stopped).await,
+                                    Ok(Ok(tls)) => serve_connection(tls, peer, &server, stopped).await,
                                     Ok(Err(error)) => debug!(%peer, %error, "web: TLS handshake failed"),
                                     Err(_) => debug!(%peer, "web: TLS handshake timed out"),
                                 }
@@ -217,20 +240,19 @@ impl Gateway {
     }
 }
 
-/// What one browser connection keeps: its upstream HTTP/2 connection,
-/// opened on first use and again if it broke, and whether a refusal was
-/// logged yet.
-struct Upstream {
+/// What one browser connection keeps: its in-process connection to the
+/// server, and whether a refusal was logged yet.
+struct Browser {
     peer: SocketAddr,
-    sender: Mutex<Option<hyper::client::conn::http2::SendRequest<translate::UpstreamBody>>>,
+    calls: LocalConnection,
     refusal_logged: AtomicBool,
 }
 
-impl Upstream {
-    fn new(peer: SocketAddr) -> Self {
-        Upstream {
+impl Browser {
+    fn new(peer: SocketAddr, server: &Server) -> Self {
+        Browser {
             peer,
-            sender: Mutex::new(None),
+            calls: server.local_connection(peer),
             refusal_logged: AtomicBool::new(false),
         }
     }
@@ -245,31 +267,6 @@ impl Upstream {
             info!(peer = %self.peer, why, "web: request refused (further refusals on this connection are not logged)");
         }
     }
-
-    async fn sender(
-        &self,
-        addr: SocketAddr,
-    ) -> io::Result<hyper::client::conn::http2::SendRequest<translate::UpstreamBody>> {
-        let mut slot = self.sender.lock().await;
-        if let Some(sender) = slot.as_ref() {
-            if !sender.is_closed() {
-                return Ok(sender.clone());
-            }
-        }
-        let tcp = TcpStream::connect(addr).await?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-                .await
-                .map_err(io::Error::other)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(%error, "web: upstream connection ended");
-            }
-        });
-        *slot = Some(sender.clone());
-        Ok(sender)
-    }
 }
 
 /// Serves one browser connection (plain TCP or TLS) until it closes or
@@ -277,17 +274,15 @@ impl Upstream {
 async fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
-    upstream_addr: SocketAddr,
+    server: &Server,
     mut stopped: watch::Receiver<bool>,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let upstream = Arc::new(Upstream::new(peer));
+    let browser = Arc::new(Browser::new(peer, server));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let upstream = Arc::clone(&upstream);
-        async move {
-            Ok::<_, std::convert::Infallible>(route(request, &upstream, upstream_addr, peer).await)
-        }
+        let browser = Arc::clone(&browser);
+        async move { Ok::<_, std::convert::Infallible>(route(request, &browser).await) }
     });
     // HTTP/1.1 (what a page's fetch uses without TLS) or HTTP/2 with prior
     // knowledge (h2c: other gRPC-Web clients and proxies), told apart by the
@@ -322,12 +317,7 @@ async fn serve_connection<IO>(
 }
 
 /// What the gateway answers: the page, a preflight, or a translated call.
-async fn route(
-    request: Request<Incoming>,
-    upstream: &Upstream,
-    upstream_addr: SocketAddr,
-    peer: SocketAddr,
-) -> Response<ResponseBody> {
+async fn route(request: Request<Incoming>, browser: &Browser) -> Response<ResponseBody> {
     let origin = request.headers().get(header::ORIGIN).cloned();
     let content_type = request
         .headers()
@@ -342,18 +332,16 @@ async fn route(
     };
     let mut response = match (request.method(), content_type) {
         (&Method::OPTIONS, _) => preflight(),
-        (&Method::POST, Some(Ok(Some(web)))) => {
-            translate::call(request, web, upstream, upstream_addr, peer).await
-        }
+        (&Method::POST, Some(Ok(Some(web)))) => translate::call(request, web, browser).await,
         (&Method::POST, Some(Err(error))) => {
-            upstream.log_refusal(&error.to_string());
+            browser.log_refusal(&error.to_string());
             plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 &format!("{error}: only protobuf is supported\n"),
             )
         }
         (&Method::POST, _) => {
-            upstream.log_refusal("POST without a gRPC-Web content-type");
+            browser.log_refusal("POST without a gRPC-Web content-type");
             plain(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "expected content-type application/grpc-web[+proto] or application/grpc-web-text[+proto]\n",
@@ -361,7 +349,7 @@ async fn route(
         }
         (&Method::GET | &Method::HEAD, _) => assets::serve(request.uri().path()),
         _ => {
-            upstream.log_refusal("method not allowed");
+            browser.log_refusal("method not allowed");
             plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
     };

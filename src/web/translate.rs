@@ -1,17 +1,18 @@
-//! One gRPC-Web call, translated to a native gRPC call and back.
+//! One gRPC-Web call, translated to a native gRPC call, served in process,
+//! and its response translated back.
 //!
 //! ```text
-//!  browser request                         native request (HTTP/2)
+//!  browser request                         native request (LocalConnection::call)
 //!  POST /chat.ChatService/SendMessage  ─▶  POST /chat.ChatService/SendMessage
-//!  content-type: application/grpc-web      content-type: application/grpc+proto, te: trailers
+//!  content-type: application/grpc-web      content-type: application/grpc+proto
 //!  x-grpc-web, grpc-timeout, chat-room …   the same metadata (browser-only headers dropped)
-//!  body: frames (base64 in text mode)      body: the same frames, as bytes
+//!  body: frames (base64 in text mode)      body: the same frames, as bytes (a RecvBody)
 //!
-//!  browser response (HTTP/1.1)             native response
-//!  200, content-type grpc-web[-text]   ◀─  200, headers
-//!  body: frames passed through         ◀─  DATA: frames
-//!        + 80 <len> "grpc-status:0\r\n" ◀─  trailers (or status in the headers:
-//!        (base64 per chunk in text mode)        trailers-only)
+//!  browser response (HTTP/1.1)             native response (LocalEvent)
+//!  200, content-type grpc-web[-text]   ◀─  Headers
+//!  body: frames passed through         ◀─  Data: frames
+//!        + 80 <len> "grpc-status:0\r\n" ◀─  Trailers (or the status in the
+//!        (base64 per chunk in text mode)        Headers: trailers-only)
 //! ```
 //!
 //! How the request body travels depends on the HTTP version the client
@@ -20,79 +21,68 @@
 //! * **HTTP/1.1** — what a browser's `fetch` uses. A fetch uploads its body
 //!   whole before it reads a byte of the answer, so the body is read (and,
 //!   in text mode, decoded as it arrives) up to a size cap and a time limit,
-//!   then sent upstream in one piece: a slow or oversized upload is refused
-//!   here, before it costs the native server anything.
+//!   then handed to the call in one piece ([`WholeBody`]): a slow or
+//!   oversized upload is refused here, before it costs the server anything.
 //! * **HTTP/2** — other gRPC-Web clients (and proxies) may stream requests
 //!   as native gRPC does, up to full-duplex bidi: each message must reach
-//!   the server while responses flow back, so the body is forwarded chunk
-//!   by chunk ([`StreamingBody`]), under HTTP/2 flow control on both legs;
-//!   the native server's per-message limit and the call's deadline bound
-//!   it, as they bound a native client.
+//!   the service while responses flow back, so the body is handed over
+//!   chunk by chunk ([`StreamingBody`]), read only as the call asks for
+//!   messages, so HTTP/2 flow control holds the client back; the server's
+//!   per-message limit and the call's deadline bound it, as they bound a
+//!   native client.
 //!
-//! Errors found here — a bad body, no upstream — are answered in gRPC-Web
-//! form too, so a client always gets a `grpc-status`; one found while
-//! streaming ends the call with that status in place of the upstream's
-//! reset.
+//! The response flows back as the service sends it: the server may queue
+//! only a bounded amount the browser has not taken (`server/local.rs`), so
+//! a browser that stops reading makes the call wait; a browser that goes
+//! away drops the response, which cancels the call.
+//!
+//! Errors found here — a bad body — are answered in gRPC-Web form too, so a
+//! client always gets a `grpc-status`; one found while streaming ends the
+//! call with that status in place of whatever the call then ended with.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use parking_lot::Mutex;
-use tracing::{debug, warn};
 
-use super::{ResponseBody, Upstream};
+use super::{Browser, ResponseBody};
 use crate::framing::grpc_web::{
     Mode, TextDecoder, WebContentType, X_GRPC_WEB, encode_text, encode_trailers,
 };
 use crate::framing::{
-    DEFAULT_MAX_RECV_MESSAGE_SIZE, GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN, PREFIX_LEN,
-    Status,
+    DEFAULT_MAX_RECV_MESSAGE_SIZE, GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN, MetadataMap,
+    PREFIX_LEN, Status,
 };
+use crate::rpc::RecvBody;
+use crate::server::{LocalEvent, LocalResponse};
 
-/// The request body sent upstream: one buffered piece (HTTP/1.1), or the
-/// client's body forwarded as it arrives (HTTP/2).
-pub(crate) enum UpstreamBody {
-    Whole(Full<Bytes>),
-    Streaming(StreamingBody),
-}
+/// An HTTP/1.1 request body, read whole: handed to the call in one piece.
+pub(crate) struct WholeBody(Option<Bytes>);
 
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            UpstreamBody::Whole(full) => Pin::new(full)
-                .poll_frame(cx)
-                .map_err(|never| match never {}),
-            UpstreamBody::Streaming(streaming) => Pin::new(streaming).poll_frame(cx),
-        }
+impl RecvBody for WholeBody {
+    fn poll_chunk(&mut self, _cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
+        Poll::Ready(self.0.take().filter(|b| !b.is_empty()).map(Ok))
     }
 
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpstreamBody::Whole(full) => full.is_end_stream(),
-            UpstreamBody::Streaming(streaming) => streaming.done,
-        }
+    fn poll_end(&mut self, _cx: &mut Context<'_>) -> Poll<Result<MetadataMap, Status>> {
+        // gRPC-Web requests have no trailers; the end of the body is the end.
+        Poll::Ready(Ok(MetadataMap::new()))
     }
 }
 
 /// Where a [`StreamingBody`] leaves the status of a body it could not
-/// forward (bad base64, the client's stream broken), for the response side
-/// to report instead of the upstream reset that error causes.
+/// hand over (bad base64, the client's stream broken), for the response
+/// side to report instead of whatever status the call ends with once its
+/// request stream failed.
 pub(crate) type BodyFailure = Arc<Mutex<Option<Status>>>;
 
-/// A client's HTTP/2 request body forwarded upstream as it arrives: binary
+/// A client's HTTP/2 request body handed to the call as it arrives: binary
 /// chunks pass through, text-mode chunks are decoded from base64 (cut
 /// wherever the network cut them; [`TextDecoder`] keeps the remainder).
 pub(crate) struct StreamingBody {
@@ -103,54 +93,53 @@ pub(crate) struct StreamingBody {
 }
 
 impl StreamingBody {
-    fn fail(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn fail(&mut self, status: Status) -> Poll<Option<Result<Bytes, Status>>> {
         self.done = true;
-        let error: BoxError = Box::new(status.clone());
-        *self.failure.lock() = Some(status);
-        // The error resets the upstream stream: the handler is cancelled.
-        Poll::Ready(Some(Err(error)))
+        *self.failure.lock() = Some(status.clone());
+        // The call's next read fails with it.
+        Poll::Ready(Some(Err(status)))
     }
 }
 
-impl Body for StreamingBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
+impl RecvBody for StreamingBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Status>>> {
         loop {
-            if this.done {
+            if self.done {
                 return Poll::Ready(None);
             }
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            let frame = match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
                 None => {
-                    if let Some(Err(e)) = this.text.as_ref().map(TextDecoder::finish) {
-                        return this.fail(Status::invalid_argument(e.to_string()));
+                    if let Some(Err(e)) = self.text.as_ref().map(TextDecoder::finish) {
+                        return self.fail(Status::invalid_argument(e.to_string()));
                     }
-                    this.done = true;
+                    self.done = true;
                     return Poll::Ready(None);
                 }
-                Some(Err(e)) => return this.fail(Status::cancelled(format!("request body: {e}"))),
+                Some(Err(e)) => return self.fail(Status::cancelled(format!("request body: {e}"))),
                 Some(Ok(frame)) => frame,
             };
             // Request trailers are not part of gRPC-Web: skipped.
             let Ok(chunk) = frame.into_data() else {
                 continue;
             };
-            let Some(decoder) = this.text.as_mut() else {
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            let Some(decoder) = self.text.as_mut() else {
+                if chunk.is_empty() {
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(chunk)));
             };
             let mut out = BytesMut::new();
             if let Err(e) = decoder.push(&chunk, &mut out) {
-                return this.fail(Status::invalid_argument(e.to_string()));
+                return self.fail(Status::invalid_argument(e.to_string()));
             }
             if !out.is_empty() {
-                return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                return Poll::Ready(Some(Ok(out.freeze())));
             }
         }
+    }
+
+    fn poll_end(&mut self, _cx: &mut Context<'_>) -> Poll<Result<MetadataMap, Status>> {
+        Poll::Ready(Ok(MetadataMap::new()))
     }
 }
 
@@ -195,18 +184,16 @@ fn is_browser_only(name: &HeaderName) -> bool {
     DROPPED.contains(&name) || name.starts_with("sec-") || name.starts_with("access-control-")
 }
 
-/// Translates one call.
+/// Translates one call, serves it in process, and translates its answer.
 pub(super) async fn call(
     request: Request<Incoming>,
     web: WebContentType,
-    upstream: &Upstream,
-    upstream_addr: SocketAddr,
-    peer: SocketAddr,
+    browser: &Browser,
 ) -> Response<ResponseBody> {
     let (parts, body) = request.into_parts();
     let failure = BodyFailure::default();
-    let body = if parts.version >= http::Version::HTTP_2 {
-        UpstreamBody::Streaming(StreamingBody {
+    let body: Box<dyn RecvBody> = if parts.version >= http::Version::HTTP_2 {
+        Box::new(StreamingBody {
             inner: body,
             text: (web.mode == Mode::Text).then(TextDecoder::new),
             failure: Arc::clone(&failure),
@@ -214,41 +201,23 @@ pub(super) async fn call(
         })
     } else {
         match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(body, web.mode)).await {
-            Ok(Ok(body)) => UpstreamBody::Whole(Full::new(body)),
+            Ok(Ok(body)) => Box::new(WholeBody(Some(body))),
             Ok(Err(status)) => {
-                upstream.log_refusal(status.message());
+                browser.log_refusal(status.message());
                 return status_only(web, &status);
             }
             Err(_) => {
                 let status = Status::deadline_exceeded(format!(
                     "the request body took longer than {BODY_READ_TIMEOUT:?}"
                 ));
-                upstream.log_refusal(status.message());
+                browser.log_refusal(status.message());
                 return status_only(web, &status);
             }
         }
     };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    let uri = match Uri::builder()
-        .scheme("http")
-        .authority(upstream_addr.to_string())
-        .path_and_query(path.as_str())
-        .build()
-    {
-        Ok(uri) => uri,
-        Err(error) => {
-            let status = Status::invalid_argument(format!("bad request path: {error}"));
-            upstream.log_refusal(status.message());
-            return status_only(web, &status);
-        }
-    };
     let mut native = Request::new(body);
     *native.method_mut() = http::Method::POST;
-    *native.uri_mut() = uri;
+    *native.uri_mut() = parts.uri;
     let headers = native.headers_mut();
     for (name, value) in &parts.headers {
         if !is_browser_only(name) {
@@ -263,32 +232,21 @@ pub(super) async fn call(
     // trailers; this side of the gateway can.
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
 
-    let mut sender = match upstream.sender(upstream_addr).await {
-        Ok(sender) => sender,
-        Err(error) => {
-            // Our own inner server is gone: not the client's doing.
-            warn!(%peer, %error, "web: the inner gRPC server is not reachable");
-            return status_only(
-                web,
-                &Status::unavailable(format!("the chat server is not reachable: {error}")),
-            );
+    let mut response = browser.calls.call(native);
+    match response.event().await {
+        Some(LocalEvent::Headers {
+            response: head,
+            end,
+        }) => translate_response(head, end, response, web, failure),
+        // No headers: the call was abandoned (or our request body failed).
+        _ => {
+            let status = failure
+                .lock()
+                .take()
+                .unwrap_or_else(|| Status::internal("the server ended the call without a status"));
+            status_only(web, &status)
         }
-    };
-    let response = match sender.send_request(native).await {
-        Ok(response) => response,
-        Err(error) => {
-            if let Some(status) = failure.lock().take() {
-                upstream.log_refusal(status.message());
-                return status_only(web, &status);
-            }
-            debug!(%peer, %path, %error, "web: upstream call failed");
-            return status_only(
-                web,
-                &Status::unavailable(format!("the call failed: {error}")),
-            );
-        }
-    };
-    translate_response(response, web, failure)
+    }
 }
 
 /// Reads the whole request body, decoding base64 as it arrives in text
@@ -361,11 +319,13 @@ fn trailers_frame(trailers: &HeaderMap, mode: Mode) -> Bytes {
 
 /// Turns the native response into the gRPC-Web one.
 fn translate_response(
-    response: Response<Incoming>,
+    head: http::Response<()>,
+    end: bool,
+    body: LocalResponse,
     web: WebContentType,
     failure: BodyFailure,
 ) -> Response<ResponseBody> {
-    let (parts, body) = response.into_parts();
+    let (parts, ()) = head.into_parts();
     if parts.status != StatusCode::OK {
         // Not a gRPC answer at all (our server answers 200 to every gRPC
         // request): map the HTTP status as a gRPC client would.
@@ -383,11 +343,18 @@ fn translate_response(
             headers.append(name.clone(), value.clone());
         }
     }
-    let trailers_only = early.contains_key(GRPC_STATUS);
+    let trailers_only = end || early.contains_key(GRPC_STATUS);
+    let pending = trailers_only.then(|| {
+        let status = failure.lock().take();
+        match status {
+            Some(status) => trailers_frame(&status_trailers(&status), web.mode),
+            None => trailers_frame(&early, web.mode),
+        }
+    });
     let mut out = Response::new(
         DownstreamBody {
             inner: (!trailers_only).then_some(body),
-            pending: trailers_only.then(|| trailers_frame(&early, web.mode)),
+            pending,
             mode: web.mode,
             failure,
         }
@@ -403,14 +370,15 @@ fn translate_response(
 }
 
 /// The response body: native frames passed through (base64 per chunk in
-/// text mode), then the trailers as a frame.
+/// text mode), then the trailers as a frame. Dropping it (the browser went
+/// away) drops the [`LocalResponse`], which cancels the call.
 struct DownstreamBody {
-    /// The native body, until its trailers (or its end) came.
-    inner: Option<Incoming>,
+    /// The native response, until its trailers (or its end) came.
+    inner: Option<LocalResponse>,
     /// A frame still to send before the end.
     pending: Option<Bytes>,
     mode: Mode,
-    /// Why the request body failed, if it did: the reason for a reset.
+    /// Why the request body failed, if it did: the call's real status.
     failure: BodyFailure,
 }
 
@@ -432,34 +400,29 @@ impl Body for DownstreamBody {
             let Some(inner) = this.inner.as_mut() else {
                 return Poll::Ready(None);
             };
-            let next = ready!(Pin::new(inner).poll_frame(cx));
-            let trailers = match next {
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) => {
-                        let data = match this.mode {
-                            Mode::Binary => data,
-                            Mode::Text => encode_text(&data),
-                        };
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                    Err(frame) => match frame.into_trailers() {
-                        Ok(trailers) => trailers,
-                        Err(_) => continue,
-                    },
-                },
-                // The native stream ended without trailers, or was reset:
-                // the client still deserves a status.
-                None => status_trailers(&Status::internal(
-                    "the server ended the call without a status",
-                )),
-                Some(Err(error)) => match this.failure.lock().take() {
-                    // Our own request body failed, and reset the call.
+            let trailers = match ready!(inner.poll_event(cx)) {
+                Some(LocalEvent::Data(data)) if data.is_empty() => continue,
+                Some(LocalEvent::Data(data)) => {
+                    let data = match this.mode {
+                        Mode::Binary => data,
+                        Mode::Text => encode_text(&data),
+                    };
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // Headers come once, and were read before the body.
+                Some(LocalEvent::Headers { .. }) => continue,
+                Some(LocalEvent::Trailers(trailers)) => match this.failure.lock().take() {
+                    // Our own request body failed, and with it the call.
                     Some(status) => status_trailers(&status),
-                    None => {
-                        status_trailers(&Status::internal(format!("the call was reset: {error}")))
-                    }
+                    None => trailers,
                 },
+                // The call ended without trailers, or was abandoned: the
+                // client still deserves a status.
+                Some(LocalEvent::Reset) | None => {
+                    status_trailers(&this.failure.lock().take().unwrap_or_else(|| {
+                        Status::internal("the server ended the call without a status")
+                    }))
+                }
             };
             this.inner = None;
             this.pending = Some(trailers_frame(&trailers, this.mode));

@@ -1,15 +1,12 @@
 //! ChatStream members on our own client, for tests that need people in a
 //! room: open calls, name them, and know when they are really members.
 
-use std::time::Duration;
-
 use grpc_chat::client::{BidiCall, Channel};
 use grpc_chat::pb::chat::{ChatMessage, ChatServiceClient, WhoRequest};
 use grpc_chat::rpc::Request;
 use tokio::time::timeout;
 
-/// Bound on every wait here.
-const WAIT: Duration = Duration::from_secs(10);
+use super::WAIT;
 
 /// A ChatStream call.
 pub type Member = BidiCall<ChatMessage, ChatMessage>;
@@ -46,23 +43,15 @@ pub async fn next_from(call: &mut Member, user: &str) -> ChatMessage {
 /// joins its room in its own server task, so "the call is open" does not yet
 /// mean "the member receives"; a name listed by `Who` does.
 pub async fn wait_named(client: &ChatServiceClient, room: &str, names: &[&str]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    super::wait_until(format_args!("{names:?} all in room {room}"), async || {
         let who = client
             .who(WhoRequest { room: room.into() })
             .await
             .expect("Who")
             .into_inner();
-        if names.iter().all(|n| who.users.iter().any(|u| u == n)) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{names:?} never all in room {room}: {:?}",
-            who.users
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        names.iter().all(|n| who.users.iter().any(|u| u == n))
+    })
+    .await;
 }
 
 /// ChatStream members of `room` at 127.0.0.1:`port`, on one connection,

@@ -18,15 +18,21 @@
 //! * [`chat_server`] / [`chat_server_on`] start a `chat-server` process.
 //! * [`ChatPeer`] / [`chat_peer_args`] run a Go or Python chat peer.
 //! * [`Collected`] holds what a reader thread received, and waits for it.
-//! * [`chat_stream`] opens named ChatStream members on our client.
+//! * [`chat_stream`] opens named ChatStream members on our client;
+//!   [`session`] subscribes browser sessions (`Subscribe`) natively.
 //! * [`java`] runs grpc-java's interop client and server (after
 //!   `scripts/setup-java.sh`).
+//! * [`wait`]: the one bound every test waits with, [`WAIT`], and
+//!   [`wait_until`] (async) / [`wait_until_blocking`] (threads), which wait
+//!   for a condition instead of sleeping a fixed time.
 //! * [`json`] reads the peers' flat JSON lines; [`in_process`] serves one of
-//!   our services in this process; [`hostile`] is a chat server that sends
+//!   our services in this process (its [`in_process::start`] is the one
+//!   way a test starts a server of ours in process); [`hostile`] is a chat server that sends
 //!   escape sequences; [`raw`] speaks raw HTTP/2 (the `h2` crate, or frames
 //!   written by hand) for tests that play a misbehaving client.
 //!
-//! Only `std` is used here and in [`json`]. Each test file includes this with
+//! Only `std` is used here and in [`json`] (tokio in the modules that need
+//! it). Each test file includes this with
 //! `mod common;`, and not every file uses every helper.
 #![allow(dead_code)]
 
@@ -38,7 +44,12 @@ pub mod json;
 pub mod member;
 pub mod raw;
 pub mod redis;
+pub mod session;
 pub mod tls;
+pub mod wait;
+
+#[allow(unused_imports)] // not every test file waits
+pub use wait::{WAIT, wait_until, wait_until_blocking};
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// How long a test waits for any one answer before failing.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub use super::WAIT;
 
 /// The request headers of a gRPC call.
 pub const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
