@@ -66,7 +66,7 @@ async fn bench(address: &str, args: &[&str]) -> String {
 }
 
 /// The raw value of `"key":` in a flat JSON object (a number, `true`, `null`,
-/// or a quoted string with its quotes).
+/// a quoted string with its quotes, or a flat array with its brackets).
 fn field<'a>(json: &'a str, key: &str) -> &'a str {
     let pattern = format!("\"{key}\":");
     let at = json
@@ -76,6 +76,8 @@ fn field<'a>(json: &'a str, key: &str) -> &'a str {
     let rest = &json[at..];
     let end = if let Some(quoted) = rest.strip_prefix('"') {
         quoted.find('"').map_or(rest.len(), |i| i + 2)
+    } else if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |i| i + 1)
     } else {
         rest.find([',', '}']).unwrap_or(rest.len())
     };
@@ -160,6 +162,40 @@ async fn a_second_run_counts_only_its_own_messages() {
     .await;
     assert!(number(&json, "replayed") > 0, "{json}");
     assert_eq!(number(&json, "dups"), 0, "{json}");
+}
+
+/// Members spread over rooms and servers: each room expects only its own
+/// senders' messages, and the report says per room and per server what
+/// arrived. (The same server twice stands for two servers here: what is
+/// checked is the spreading and the counting; tests/history.rs has real
+/// servers sharing a Redis.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_and_servers_are_reported_apart() {
+    let server = start(Duration::from_secs(5)).await;
+    let both = format!("{0},{0}", server.address);
+    let json = bench(
+        &both,
+        &[
+            "--rooms",
+            "2",
+            "--clients",
+            "8",
+            "--senders",
+            "4",
+            "--messages",
+            "30",
+        ],
+    )
+    .await;
+    // Room 0 holds members 0, 2, 4, 6 (senders 0 and 2), room 1 the others:
+    // 2 senders × 30 messages × 3 other members in each.
+    assert_eq!(field(&json, "per_room_expected"), "[180,180]", "{json}");
+    assert_eq!(field(&json, "per_room_delivered"), "[180,180]", "{json}");
+    assert_eq!(number(&json, "delivered"), 360, "{json}");
+    assert_eq!(number(&json, "dups"), 0, "{json}");
+    // Connections alternate between the two addresses: members 0, 2, 4, 6
+    // on the first, so each got its room's deliveries.
+    assert_eq!(field(&json, "per_server_delivered"), "[180,180]", "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,10 +52,19 @@ impl Protocol {
 }
 
 /// What to run. [`Config::new`] fills in the defaults.
+///
+/// With several servers and rooms, members are spread round-robin over
+/// both: member `i` is in room `i % rooms`, and its connection (`i % conns`)
+/// goes to server `(i % conns) % addrs.len()`. The first two members of
+/// each room probe during the warm-up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The server, `host:port`.
-    pub addr: String,
+    /// The servers, `host:port` each (several servers sharing one Redis are
+    /// one chat). At least one.
+    pub addrs: Vec<String>,
+    /// Rooms the members are spread over (named `bench-0`, `bench-1`, …;
+    /// with 1, the server's default room).
+    pub rooms: usize,
     /// Members (C).
     pub clients: usize,
     /// Members that send (S), members `0..S`.
@@ -96,7 +105,8 @@ impl Config {
     /// The defaults, against `addr`.
     pub fn new(addr: impl Into<String>) -> Self {
         Config {
-            addr: addr.into(),
+            addrs: vec![addr.into()],
+            rooms: 1,
             clients: DEFAULT_CLIENTS,
             senders: DEFAULT_SENDERS,
             messages: DEFAULT_MESSAGES,
@@ -126,11 +136,64 @@ impl Config {
         }
     }
 
+    /// The room member `member` is in (0-based).
+    pub(super) fn room_of(&self, member: usize) -> usize {
+        member % self.rooms
+    }
+
+    /// The name of room `room` for the `chat-room` metadata; `None` with a
+    /// single room (the server's default room, so a server without rooms
+    /// can be measured too).
+    pub(super) fn room_name(&self, room: usize) -> Option<String> {
+        (self.rooms > 1).then(|| format!("bench-{room}"))
+    }
+
+    /// The server connection `conn` goes to (an index into `addrs`).
+    pub(super) fn server_of_conn(&self, conn: usize) -> usize {
+        conn % self.addrs.len()
+    }
+
+    /// The server member `member` talks to.
+    pub(super) fn server_of(&self, member: usize) -> usize {
+        self.server_of_conn(member % self.conns())
+    }
+
+    /// Members that read (all but the stalled ones, which are the last).
+    pub(super) fn readers(&self) -> usize {
+        self.clients - self.stall
+    }
+
+    /// Deliveries expected per room: each measured message by every member
+    /// of its sender's room that reads, but its sender.
+    pub(super) fn expected_per_room(&self) -> Vec<u64> {
+        let mut readers = vec![0u64; self.rooms];
+        for member in 0..self.readers() {
+            readers[self.room_of(member)] += 1;
+        }
+        let mut expected = vec![0u64; self.rooms];
+        for sender in 0..self.senders {
+            let room = self.room_of(sender);
+            expected[room] += self.messages as u64 * readers[room].saturating_sub(1);
+        }
+        expected
+    }
+
     /// Checks the combination of settings.
     pub(super) fn validate(&self) -> Result<(), Error> {
         let invalid = |why: &str| Err(Error::Config(why.to_owned()));
+        if self.addrs.is_empty() {
+            return invalid("need at least one server address");
+        }
+        if self.rooms == 0 {
+            return invalid("need at least one room");
+        }
         if self.clients < 2 {
             return invalid("need at least 2 clients (two of them probe during the warm-up)");
+        }
+        if self.clients.saturating_sub(self.stall) < 2 * self.rooms {
+            return invalid(
+                "each room needs two members that read (they probe during the warm-up):                  need clients - stall >= 2 * rooms",
+            );
         }
         if self.senders == 0 || self.senders > self.clients || self.messages == 0 {
             return invalid("need 1 <= senders <= clients and messages >= 1");

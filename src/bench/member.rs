@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::marker::{self, Marker};
 use super::{Protocol, Shared};
+use crate::chat::ROOM_METADATA_KEY;
 use crate::chat::history::REPLAYED_METADATA_KEY;
 use crate::client::{RequestSink, ResponseStream};
 use crate::framing::{MetadataMap, Status};
@@ -149,15 +150,30 @@ impl Source {
     }
 }
 
-/// Opens member `id`'s call and splits it.
-async fn open(client: &ChatServiceClient, protocol: Protocol) -> Result<(Sink, Source), Status> {
+/// Opens a member's call in `room` (`None`: the server's default room) and
+/// splits it.
+async fn open(
+    client: &ChatServiceClient,
+    protocol: Protocol,
+    room: Option<&str>,
+) -> Result<(Sink, Source), Status> {
+    let request = || {
+        let mut request = Request::new(());
+        if let Some(room) = room {
+            request
+                .metadata_mut()
+                .insert(ROOM_METADATA_KEY, room)
+                .map_err(|e| Status::invalid_argument(format!("room {room:?}: {e}")))?;
+        }
+        Ok::<_, Status>(request)
+    };
     Ok(match protocol {
         Protocol::ChatStream => {
-            let (sink, source) = client.chat_stream(Request::new(())).await?.split();
+            let (sink, source) = client.chat_stream(request()?).await?.split();
             (Sink::Stream(sink), Source::Stream(source))
         }
         Protocol::Chat => {
-            let (sink, source) = client.chat(Request::new(())).await?.split();
+            let (sink, source) = client.chat(request()?).await?.split();
             (Sink::Events(sink), Source::Events(source))
         }
     })
@@ -201,6 +217,12 @@ pub(super) struct MemberSpec {
     pub name: String,
     /// Whether it stops reading at [`Phase::Stall`].
     pub stalls: bool,
+    /// Its room (an index), and the room's name for the `chat-room`
+    /// metadata (`None`: the server's default room).
+    pub room: usize,
+    pub room_name: Option<String>,
+    /// The server it talks to (an index into the run's addresses).
+    pub server: usize,
 }
 
 /// Runs one member until [`Phase::Stop`] or the end of its call.
@@ -214,7 +236,7 @@ pub(super) async fn run(
 ) -> MemberStats {
     let mut stats = MemberStats::default();
     let opened = tokio::select! {
-        opened = open(&client, protocol) => opened,
+        opened = open(&client, protocol, spec.room_name.as_deref()) => opened,
         _ = phase.wait_for(|p| *p == Phase::Stop) => return stats,
     };
     let (sink, mut source) = match opened {
@@ -336,7 +358,13 @@ async fn read(
         seen[word] |= mask;
         shared.delivered.fetch_add(1, Relaxed);
         shared.last_delivery_ns.fetch_max(now, Relaxed);
-        shared.record_latency(spec.id, bit, now.saturating_sub(sent_ns));
+        shared.record_latency(
+            spec.id,
+            spec.room,
+            spec.server,
+            bit,
+            now.saturating_sub(sent_ns),
+        );
     }
 }
 

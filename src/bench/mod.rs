@@ -61,7 +61,7 @@ use crate::client::Channel;
 use crate::pb::chat::ChatServiceClient;
 pub use config::*;
 use member::{MemberSpec, MemberStats, Outbound, Phase};
-pub use report::{Fanout, Report};
+pub use report::{Fanout, Report, RoomFigures, ServerFigures};
 use report::{MAX_LATENCY_US, latency_histogram};
 
 /// Capacity of each member's outbox, in messages.
@@ -134,6 +134,11 @@ pub(crate) struct Shared {
     stalled: AtomicUsize,
     /// Latency in µs, sharded by receiving member.
     histograms: Vec<Mutex<Histogram<u64>>>,
+    /// Distinct measured deliveries per room (index: room).
+    per_room: Vec<AtomicU64>,
+    /// Per server (index into `addrs`): distinct measured deliveries to its
+    /// members, and their latency (µs). Empty with a single server.
+    per_server: Vec<(AtomicU64, Mutex<Histogram<u64>>)>,
     /// Per measured message (`sender * messages + seq`): the smallest and the
     /// largest delivery latency so far, ns (`u64::MAX` and 0 before the
     /// first). Empty when the run has more than [`MAX_TRACKED_MESSAGES`].
@@ -146,11 +151,27 @@ impl Shared {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Records one delivery of measured message `index` to `member`.
-    fn record_latency(&self, member: usize, index: usize, latency_ns: u64) {
+    /// Records one delivery of measured message `index` to `member`, of
+    /// room `room`, on server `server`.
+    fn record_latency(
+        &self,
+        member: usize,
+        room: usize,
+        server: usize,
+        index: usize,
+        latency_ns: u64,
+    ) {
+        let us = (latency_ns / 1000).clamp(1, MAX_LATENCY_US);
         self.histograms[member % HISTOGRAM_SHARDS]
             .lock()
-            .saturating_record((latency_ns / 1000).clamp(1, MAX_LATENCY_US));
+            .saturating_record(us);
+        if let Some(delivered) = self.per_room.get(room) {
+            delivered.fetch_add(1, Relaxed);
+        }
+        if let Some((delivered, histogram)) = self.per_server.get(server) {
+            delivered.fetch_add(1, Relaxed);
+            histogram.lock().saturating_record(us);
+        }
         if let Some([first, last]) = self.fanout.get(index) {
             first.fetch_min(latency_ns, Relaxed);
             last.fetch_max(latency_ns, Relaxed);
@@ -171,9 +192,11 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
     let t0 = Instant::now();
     let deadline = t0 + config.timeout;
     let conns = config.conns();
-    let readers = config.clients - config.stall;
-    // Every measured message is expected by every member that reads, but its sender.
-    let expected = (config.senders * config.messages * (readers - 1)) as u64;
+    let readers = config.readers();
+    // Every measured message is expected by every member of its room that
+    // reads, but its sender.
+    let expected_per_room = config.expected_per_room();
+    let expected: u64 = expected_per_room.iter().sum();
     let mut report_progress = |stage, shared: &Shared| {
         progress(Progress {
             stage,
@@ -217,6 +240,14 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         histograms: (0..HISTOGRAM_SHARDS)
             .map(|_| Mutex::new(latency_histogram()))
             .collect(),
+        per_room: (0..config.rooms).map(|_| AtomicU64::new(0)).collect(),
+        per_server: if config.addrs.len() > 1 {
+            (0..config.addrs.len())
+                .map(|_| (AtomicU64::new(0), Mutex::new(latency_histogram())))
+                .collect()
+        } else {
+            Vec::new()
+        },
         fanout: {
             let n = config.senders.saturating_mul(config.messages);
             let n = if n <= MAX_TRACKED_MESSAGES { n } else { 0 };
@@ -231,7 +262,8 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
     // i carries member i, so the stalled members' connections are the last.
     let dials: Vec<_> = (0..conns)
         .map(|i| {
-            let mut builder = Channel::builder(config.addr.clone());
+            let addr = &config.addrs[config.server_of_conn(i)];
+            let mut builder = Channel::builder(addr.clone());
             builder
                 .connect_timeout(CONNECT_TIMEOUT)
                 .initial_connection_window_size(config.conn_window)
@@ -249,8 +281,7 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
             Ok(Ok(Ok(channel))) => channel,
             Ok(Ok(Err(status))) => {
                 return Err(Error::Connect(format!(
-                    "cannot connect to {}: {}",
-                    config.addr,
+                    "cannot connect: {}",
                     status.message()
                 )));
             }
@@ -273,6 +304,9 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
             id,
             name: format!("{}{id}", config.name_prefix),
             stalls: id >= readers,
+            room: config.room_of(id),
+            room_name: config.room_name(config.room_of(id)),
+            server: config.server_of(id),
         };
         members.push(tokio::spawn(member::run(
             spec,
@@ -284,15 +318,16 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
         )));
     }
 
-    // 3. Warm-up barrier: every member must hear another member. Members 0
-    // and 1 probe every 100 ms, so everyone (0 and 1 included) has something
-    // to hear even if joins are not forwarded (`Chat` forwards no join text).
+    // 3. Warm-up barrier: every member must hear another member. The first
+    // two members of each room (0 and 1 with one room) probe every 100 ms,
+    // so everyone (they included) has something to hear even if joins are
+    // not forwarded (`Chat` forwards no join text).
     let warm_deadline = (t0 + config.warmup).min(deadline);
     let mut probe = 0u64;
     while shared.ready.load(Relaxed) + shared.failed.load(Relaxed) < config.clients
         && Instant::now() < warm_deadline
     {
-        for (id, outbox) in outboxes.iter().enumerate().take(2) {
+        for (id, outbox) in outboxes.iter().enumerate().take(2 * config.rooms) {
             let _ = outbox.try_send(Outbound::Text(marker::probe(id, probe)));
         }
         probe += 1;
@@ -407,7 +442,45 @@ pub async fn run(config: &Config, mut progress: impl FnMut(Progress)) -> Result<
             .server_pid
             .and_then(|pid| procfs::status_kb(pid, key))
     };
+    let per_room = if config.rooms > 1 {
+        expected_per_room
+            .iter()
+            .enumerate()
+            .map(|(room, &expected)| RoomFigures {
+                name: config.room_name(room).unwrap_or_default(),
+                expected,
+                delivered: shared.per_room[room].load(Relaxed),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let per_server = shared
+        .per_server
+        .iter()
+        .enumerate()
+        .map(|(server, (delivered, histogram))| {
+            let histogram = histogram.lock();
+            let at = |q| {
+                if histogram.is_empty() {
+                    0
+                } else {
+                    histogram.value_at_quantile(q)
+                }
+            };
+            ServerFigures {
+                addr: config.addrs[server].clone(),
+                members: (0..config.clients)
+                    .filter(|&m| config.server_of(m) == server)
+                    .count(),
+                delivered: delivered.load(Relaxed),
+                latency_us: [at(0.5), at(0.99)],
+            }
+        })
+        .collect();
     Ok(Report {
+        per_room,
+        per_server,
         label: config.label.clone(),
         protocol: config.protocol,
         clients: config.clients,

@@ -68,9 +68,38 @@ pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).unwrap_or_else(|_| unreachable!())
 }
 
+/// One room's figures, in a run over several rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomFigures {
+    /// The room's name.
+    pub name: String,
+    /// Deliveries expected in it.
+    pub expected: u64,
+    /// Distinct measured deliveries in it.
+    pub delivered: u64,
+}
+
+/// One server's figures, in a run over several servers: what its members
+/// received, wherever it was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFigures {
+    /// Its address.
+    pub addr: String,
+    /// Members connected to it.
+    pub members: usize,
+    /// Distinct measured deliveries to its members.
+    pub delivered: u64,
+    /// Their latency, p50 and p99, µs.
+    pub latency_us: [u64; 2],
+}
+
 /// The figures of one run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
+    /// Per room, when the run had more than one (else empty).
+    pub per_room: Vec<RoomFigures>,
+    /// Per server, when the run had more than one (else empty).
+    pub per_server: Vec<ServerFigures>,
     /// Free text naming the run (`--label`).
     pub label: String,
     /// Which RPC the members used.
@@ -233,6 +262,27 @@ impl Report {
             ("fanout_spread_p50_us", fanout(|f| f.spread_us[0])),
             ("fanout_spread_p99_us", fanout(|f| f.spread_us[1])),
         ]);
+        let list = |values: Vec<u64>| {
+            let items: Vec<String> = values.iter().map(u64::to_string).collect();
+            format!("[{}]", items.join(","))
+        };
+        let room = |pick: fn(&RoomFigures) -> u64| list(self.per_room.iter().map(pick).collect());
+        let server =
+            |pick: fn(&ServerFigures) -> u64| list(self.per_server.iter().map(pick).collect());
+        let addrs: Vec<String> = self
+            .per_server
+            .iter()
+            .map(|s| json_string(&s.addr))
+            .collect();
+        fields.extend([
+            ("rooms", self.per_room.len().max(1).to_string()),
+            ("per_room_expected", room(|r| r.expected)),
+            ("per_room_delivered", room(|r| r.delivered)),
+            ("servers", format!("[{}]", addrs.join(","))),
+            ("per_server_delivered", server(|s| s.delivered)),
+            ("per_server_p50_us", server(|s| s.latency_us[0])),
+            ("per_server_p99_us", server(|s| s.latency_us[1])),
+        ]);
         let body: Vec<String> = fields
             .iter()
             .map(|(key, value)| format!("\"{key}\":{value}"))
@@ -326,6 +376,28 @@ impl Report {
                 ),
             ));
         }
+        for room in &self.per_room {
+            rows.push((
+                "room",
+                format!(
+                    "{}: {} / {} delivered",
+                    room.name, room.delivered, room.expected
+                ),
+            ));
+        }
+        for server in &self.per_server {
+            rows.push((
+                "server",
+                format!(
+                    "{}: {} members, {} delivered to them, latency ms p50 {} · p99 {}",
+                    server.addr,
+                    server.members,
+                    server.delivered,
+                    ms(server.latency_us[0]),
+                    ms(server.latency_us[1])
+                ),
+            ));
+        }
         if self.stream_errors > 0 {
             rows.push((
                 "call errors",
@@ -416,6 +488,8 @@ mod tests {
 
     fn report() -> Report {
         Report {
+            per_room: Vec::new(),
+            per_server: Vec::new(),
             label: "a \"b\"\n".into(),
             protocol: Protocol::Chat,
             clients: 3,
@@ -495,9 +569,12 @@ mod tests {
         r.fanout = Some(f);
         let json = r.to_json();
         assert!(
-            json.ends_with("\"fanout_spread_p50_us\":1300,\"fanout_spread_p99_us\":1700}"),
+            json.contains("\"fanout_spread_p50_us\":1300,\"fanout_spread_p99_us\":1700,"),
             "{json}"
         );
+        // Fields are only added at the end: the per-room and per-server ones
+        // came last.
+        assert!(json.ends_with("\"per_server_p99_us\":[]}"), "{json}");
         let table = r.table();
         assert!(table.contains("spread p50 1.30 · p99 1.70"), "{table}");
     }

@@ -24,9 +24,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The server, host:port.
-    #[arg(long)]
-    addr: String,
+    /// The server, host:port. Repeat it (or give a comma-separated list)
+    /// to spread the members over several servers sharing one Redis.
+    #[arg(long, required = true, value_delimiter = ',')]
+    addr: Vec<String>,
+    /// Rooms to spread the members over (bench-0, bench-1, …; with 1, the
+    /// server's default room).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Members (C), each with its own call.
     #[arg(long, default_value_t = bench::DEFAULT_CLIENTS)]
     clients: usize,
@@ -172,7 +177,8 @@ fn main() {
         server_pid: args.server_pid,
         name_prefix: args.name_prefix,
         label: args.label,
-        ..Config::new(args.addr)
+        addrs: args.addr,
+        rooms: args.rooms,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
