@@ -21,7 +21,7 @@
 
 use bytes::BufMut;
 
-use super::decoder::DecodeError;
+use super::decode_error::DecodeError;
 
 /// Size of the prefix: 1 flag byte + 4 length bytes.
 pub const PREFIX_LEN: usize = 5;
