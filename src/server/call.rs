@@ -22,8 +22,8 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::connection::ActiveCall;
 use super::sink::{Responder, ResponseSink, h2_error_to_status};
+use super::state::ActiveCall;
 use super::{Dispatch, Inner};
 use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
 use crate::rpc::{RecvBody, Request, Response, Streaming};

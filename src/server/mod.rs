@@ -8,6 +8,8 @@
 //!   connection limit: the excess get GOAWAY).
 //! * `connection.rs` — one HTTP/2 connection: handshake with explicit
 //!   settings, keepalive pings, idle timeout, graceful shutdown (GOAWAY).
+//! * `state.rs` — what a connection's task, calls and transport share (the
+//!   active-call count, the PING-flood flag, the logged-once flag).
 //! * `transport.rs` — what HTTP/2 runs on: TCP or TLS, watched for PINGs.
 //! * `ping_policy.rs` — which client PINGs are too many (pure).
 //! * `call.rs` — one stream: request header checks (405, 415, path,
@@ -33,6 +35,7 @@ mod call;
 mod connection;
 mod ping_policy;
 mod sink;
+mod state;
 mod transport;
 
 use std::collections::HashMap;
