@@ -25,7 +25,7 @@ use http::StatusCode;
 use tokio::time::{Instant, Sleep};
 
 use super::Channel;
-use crate::framing::{Code, Encoding, MetadataMap, Status};
+use crate::framing::{CONTENT_TYPE_GRPC, Code, Encoding, GRPC_ENCODING, MetadataMap, Status};
 use crate::rpc::{RecvBody, Request, Response, Streaming};
 
 /// Sends `data` on `stream`, waiting for flow-control capacity, optionally
@@ -297,13 +297,13 @@ async fn read_response<Out: prost::Message + Default>(
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !content_type.starts_with(b"application/grpc") {
+    if !content_type.starts_with(CONTENT_TYPE_GRPC.as_bytes()) {
         return Err(Status::unknown(format!(
             "unexpected content-type {:?} from the server",
             String::from_utf8_lossy(content_type)
         )));
     }
-    let encoding = match parts.headers.get("grpc-encoding") {
+    let encoding = match parts.headers.get(GRPC_ENCODING) {
         None => Encoding::Identity,
         Some(value) => Encoding::from_header(value.as_bytes()).map_err(|unsupported| {
             Status::internal(format!(

@@ -59,7 +59,7 @@ pub use compression::{
 pub use decode_error::DecodeError;
 pub use decoder::{DEFAULT_MAX_RECV_MESSAGE_SIZE, Decoder};
 pub use encoder::{DEFAULT_MAX_SEND_MESSAGE_SIZE, EncodeError, encode_message, encode_with};
-pub use message::{PREFIX_LEN, Prefix};
+pub use message::{CONTENT_TYPE_GRPC, PREFIX_LEN, Prefix};
 pub use metadata::{MetadataError, MetadataMap};
 pub use status::{
     Code, GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN, Status, decode_grpc_message,

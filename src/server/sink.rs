@@ -29,7 +29,10 @@ use h2::{Reason, SendStream};
 use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 
-use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, PREFIX_LEN, Prefix, Status};
+use crate::framing::{
+    ACCEPT_ENCODING, CONTENT_TYPE_GRPC, Encoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, MetadataMap,
+    PREFIX_LEN, Prefix, Status,
+};
 
 /// Where the response is: before headers, streaming, or done.
 enum Phase {
@@ -320,14 +323,14 @@ fn boxed(metadata: MetadataMap) -> Option<Box<MetadataMap>> {
 fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
     headers.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
+        HeaderValue::from_static(CONTENT_TYPE_GRPC),
     );
     headers.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(ACCEPT_ENCODING),
     );
     if let Some(encoding) = encoding {
-        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        headers.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
     }
 }
 
