@@ -34,7 +34,7 @@ use super::ping_policy::PingPolicy;
 use super::state::ConnectionState;
 use super::transport::{Transport, Watched};
 use super::{Config, Inner, call};
-use crate::wire_trace;
+use crate::wire_trace::{Side, Tap};
 
 /// How long a connection told to calm down has to take its GOAWAY before it
 /// is dropped.
@@ -69,7 +69,7 @@ async fn open(
     // The wire trace sees the bytes after TLS and before the watch: HTTP/2
     // frames as the client sent them (the watch joins runs of DATA frames
     // on their way to h2; see `http2::coalesce`).
-    let io = wire_trace::tap(transport, wire_trace::Side::Server, peer);
+    let io = Tap::new(transport, Side::Server, peer, config.wire_trace.as_ref());
     let io = Watched::new(io, policy, Arc::clone(state), peer);
     // Made here, not by the caller: whatever `serve` keeps in scope stays in
     // its future for the connection's whole life, and the builder is only
@@ -156,7 +156,7 @@ pub(crate) fn serve(
             }
         };
         debug!(%peer, "connection open");
-        let _counted = crate::metrics::METRICS.connection_opened();
+        let _counted = config.metrics.connection_opened();
 
         // Keepalive: a PING `keepalive_interval` after the last answer,
         // answered within `keepalive_timeout` or the connection is closed —

@@ -57,6 +57,13 @@ pub use ping_policy::{DEFAULT_MAX_PING_STRIKES, DEFAULT_MIN_PING_INTERVAL};
 pub use sink::ResponseSink;
 
 use crate::framing::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE};
+use crate::metrics::Metrics;
+use crate::wire_trace::WireTrace;
+
+/// The default of [`Builder::metrics`]: counted into, never read. (The
+/// counters are atomics, and a `&'static` keeps every connection's guard
+/// free of reference counting.)
+static DISCARDED_METRICS: Metrics = Metrics::new();
 
 /// The future that serves one call, as returned by [`Service::call`].
 pub type Dispatch = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -190,6 +197,10 @@ pub(crate) struct Config {
     pub(crate) max_local_error_reset_streams: usize,
     pub(crate) max_concurrent_reset_streams: usize,
     pub(crate) reset_stream_duration: Duration,
+    /// Traces every frame of every connection; `None`: not traced.
+    pub(crate) wire_trace: Option<WireTrace>,
+    /// Where connections are counted.
+    pub(crate) metrics: &'static Metrics,
 }
 
 impl Default for Config {
@@ -218,6 +229,8 @@ impl Default for Config {
             max_local_error_reset_streams: DEFAULT_MAX_LOCAL_ERROR_RESET_STREAMS,
             max_concurrent_reset_streams: DEFAULT_MAX_CONCURRENT_RESET_STREAMS,
             reset_stream_duration: DEFAULT_RESET_STREAM_DURATION,
+            wire_trace: None,
+            metrics: &DISCARDED_METRICS,
         }
     }
 }
@@ -413,6 +426,24 @@ impl Builder {
     /// [`DEFAULT_RESET_STREAM_DURATION`].
     pub fn reset_stream_duration(&mut self, duration: Duration) -> &mut Self {
         self.config.reset_stream_duration = duration;
+        self
+    }
+
+    /// Traces every HTTP/2 frame of every connection, as `--trace-wire`
+    /// does (see [`crate::wire_trace`]). Default: no trace.
+    pub fn wire_trace(&mut self, trace: WireTrace) -> &mut Self {
+        self.config.wire_trace = Some(trace);
+        self
+    }
+
+    /// Counts connections (`chat_connections_total`,
+    /// `chat_connections_open`) in `metrics`: the binaries pass the
+    /// process's [`crate::metrics::METRICS`], which `--metrics-addr` serves.
+    /// Default: a registry of the server's own that nobody reads, so a
+    /// server built without this (a test, a library user) counts nothing
+    /// anyone sees and touches no global.
+    pub fn metrics(&mut self, metrics: &'static Metrics) -> &mut Self {
+        self.config.metrics = metrics;
         self
     }
 
