@@ -1,9 +1,13 @@
 //! Server metrics in the Prometheus text format, served over HTTP/1.1 (hyper)
 //! on `chat-server --metrics-addr`.
 //!
-//! The registry is a set of atomics in one process-wide [`METRICS`]: the code
-//! that sees an event bumps a counter with one call, without a handle passed
-//! down to it, and a scrape reads every value without stopping anyone.
+//! The registry is a set of atomics ([`Metrics`]): the code that sees an
+//! event bumps a counter with one call, and a scrape reads every value
+//! without stopping anyone. The process's registry is [`METRICS`], which
+//! [`serve`] renders; the server is handed it through its builder
+//! (`server::Builder::metrics`) rather than reaching for it, so a server in a
+//! test counts into a registry of its own. (`src/chat` still reaches
+//! [`METRICS`] directly, as does [`record_redis_error`].)
 //! Relaxed atomics are enough: each figure is read on its own, and a scrape
 //! that sees one counter a moment before another is still a fair picture.
 //!
@@ -11,7 +15,7 @@
 //!
 //! | metric | type | where it moves |
 //! |---|---|---|
-//! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`) |
+//! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`, into the registry given to `server::Builder::metrics`) |
 //! | `chat_room_members{room}` | gauge | a chat call joins / leaves a room (`chat/service.rs`) |
 //! | `chat_messages_received_total` | counter | messages (`ChatStream`) and events (`Chat`) read from chat clients (`chat/service.rs`) |
 //! | `chat_messages_delivered_total` | counter | messages (chat messages, events, notices) handed to HTTP/2 for a member (`chat/service.rs`) |
