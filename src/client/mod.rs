@@ -7,7 +7,14 @@
 //!   reconnecting after failure, opening streams with the request headers.
 //! * `call.rs` — the calls: [`unary`](Channel::unary),
 //!   [`server_streaming`](Channel::server_streaming), [`ClientStreamingCall`],
-//!   [`BidiCall`]; response headers, trailers → [`Status`], deadlines.
+//!   [`BidiCall`], with their deadlines.
+//! * `request.rs` — [`RequestSink`]: request messages under flow control,
+//!   half-close, cancel.
+//! * `response.rs` — [`ResponseStream`]: response headers checked
+//!   (trailers-only, HTTP status, content-type), messages, trailers →
+//!   [`Status`].
+//! * `stream_error.rs` — what an `h2` stream error means for the call's
+//!   status (PROTOCOL-HTTP2.md's RST_STREAM table, the deadline's part).
 //!
 //! Generated clients (`FooClient`, see `build.rs`) wrap a `Channel` and call
 //! these with the right path and types.
@@ -17,6 +24,9 @@
 //! working on a call nobody waits for.
 
 mod call;
+mod request;
+mod response;
+mod stream_error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,7 +38,9 @@ use http::HeaderValue;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-pub use call::{BidiCall, ClientStreamingCall, RequestSink, ResponseStream};
+pub use call::{BidiCall, ClientStreamingCall};
+pub use request::RequestSink;
+pub use response::ResponseStream;
 
 use crate::framing::{
     ACCEPT_ENCODING, CONTENT_TYPE_GRPC, DEFAULT_MAX_RECV_MESSAGE_SIZE,
