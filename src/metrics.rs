@@ -4,10 +4,11 @@
 //! The registry is a set of atomics ([`Metrics`]): the code that sees an
 //! event bumps a counter with one call, and a scrape reads every value
 //! without stopping anyone. The process's registry is [`METRICS`], which
-//! [`serve`] renders; the server is handed it through its builder
+//! the binary serves; the server is handed it through its builder
 //! (`server::Builder::metrics`) rather than reaching for it, so a server in a
-//! test counts into a registry of its own. (`src/chat` still reaches
-//! [`METRICS`] directly, as does [`record_redis_error`].)
+//! test counts into a registry of its own, and [`serve`] is told which
+//! registry to render. (`src/chat` still reaches [`METRICS`] directly, as
+//! does [`record_redis_error`].)
 //! Relaxed atomics are enough: each figure is read on its own, and a scrape
 //! that sees one counter a moment before another is still a fair picture.
 //!
@@ -398,8 +399,11 @@ fn escape_label(value: &str) -> String {
     out
 }
 
-/// Answers one HTTP request: `GET /metrics` (or `/`) renders [`METRICS`].
-async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers one HTTP request: `GET /metrics` (or `/`) renders `metrics`.
+async fn respond(
+    metrics: &'static Metrics,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -410,7 +414,7 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
         response
     };
     Ok(match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics" | "/") => reply(StatusCode::OK, CONTENT_TYPE, METRICS.render()),
+        (&Method::GET, "/metrics" | "/") => reply(StatusCode::OK, CONTENT_TYPE, metrics.render()),
         (&Method::GET, _) => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -424,10 +428,14 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
     })
 }
 
-/// Serves [`METRICS`] over HTTP/1.1 on `listener` until `shutdown`
-/// completes. Each connection runs in its own task; they end with the
-/// process.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+/// Serves `metrics` (the process's: [`METRICS`]) over HTTP/1.1 on
+/// `listener` until `shutdown` completes. Each connection runs in its own
+/// task; they end with the process.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: &'static Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving metrics");
     }
@@ -438,7 +446,10 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) ->
                 Ok((socket, peer)) => {
                     tokio::spawn(async move {
                         let served = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(socket), service_fn(respond))
+                            .serve_connection(
+                                TokioIo::new(socket),
+                                service_fn(move |request| respond(metrics, request)),
+                            )
                             .await;
                         if let Err(e) = served {
                             debug!(%peer, error = %e, "metrics connection failed");

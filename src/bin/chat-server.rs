@@ -543,7 +543,11 @@ async fn serve(args: Args) -> Result<(), StartupError> {
         }
         // Scrapes keep working while the chat server drains; the task ends
         // with the process.
-        tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
+        tokio::spawn(grpc_chat::metrics::serve(
+            metrics,
+            &grpc_chat::metrics::METRICS,
+            std::future::pending(),
+        ));
     }
     // The web gateway stops with the server (see `serve_web`).
     let (stop_web, web_stopped) = tokio::sync::watch::channel(());
