@@ -6,7 +6,8 @@
 # On a bare machine it first installs what the tests need: the Go interop
 # peers, grpcurl and Python packages (scripts/setup-interop.sh), Chromium and
 # the web tests' npm packages (scripts/setup-web.sh), and redis-server
-# (scripts/setup-redis.sh). Then it checks formatting, lints and docs, and
+# (scripts/setup-redis.sh). Then it checks formatting, lints, import cycles
+# and docs, and
 # runs every test: unit, property, hostile input, end-to-end chat, history on
 # Redis, interop against grpc-go and grpcio, and the page in headless Chromium.
 set -euo pipefail
@@ -31,6 +32,10 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+step "no import cycles between the files of src/ (scripts/import-cycles.py)"
+python3 scripts/import-cycles.py --self-test
+python3 scripts/import-cycles.py
 
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps

@@ -1,9 +1,14 @@
 //! Server metrics in the Prometheus text format, served over HTTP/1.1 (hyper)
 //! on `chat-server --metrics-addr`.
 //!
-//! The registry is a set of atomics in one process-wide [`METRICS`]: the code
-//! that sees an event bumps a counter with one call, without a handle passed
-//! down to it, and a scrape reads every value without stopping anyone.
+//! The registry is a set of atomics ([`Metrics`]): the code that sees an
+//! event bumps a counter with one call, and a scrape reads every value
+//! without stopping anyone. The process's registry is [`METRICS`], which
+//! the binary serves; the server is handed it through its builder
+//! (`server::Builder::metrics`) rather than reaching for it, so a server in a
+//! test counts into a registry of its own, and [`serve`] is told which
+//! registry to render. (`src/chat` still reaches [`METRICS`] directly, as
+//! does [`record_redis_error`].)
 //! Relaxed atomics are enough: each figure is read on its own, and a scrape
 //! that sees one counter a moment before another is still a fair picture.
 //!
@@ -11,7 +16,7 @@
 //!
 //! | metric | type | where it moves |
 //! |---|---|---|
-//! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`) |
+//! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`, into the registry given to `server::Builder::metrics`) |
 //! | `chat_room_members{room}` | gauge | a chat call joins / leaves a room (`chat/service.rs`) |
 //! | `chat_messages_received_total` | counter | messages (`ChatStream`) and events (`Chat`) read from chat clients (`chat/service.rs`) |
 //! | `chat_messages_delivered_total` | counter | messages (chat messages, events, notices) handed to HTTP/2 for a member (`chat/service.rs`) |
@@ -394,8 +399,11 @@ fn escape_label(value: &str) -> String {
     out
 }
 
-/// Answers one HTTP request: `GET /metrics` (or `/`) renders [`METRICS`].
-async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers one HTTP request: `GET /metrics` (or `/`) renders `metrics`.
+async fn respond(
+    metrics: &'static Metrics,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let reply = |status: StatusCode, content_type: &'static str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -406,7 +414,7 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
         response
     };
     Ok(match (request.method(), request.uri().path()) {
-        (&Method::GET, "/metrics" | "/") => reply(StatusCode::OK, CONTENT_TYPE, METRICS.render()),
+        (&Method::GET, "/metrics" | "/") => reply(StatusCode::OK, CONTENT_TYPE, metrics.render()),
         (&Method::GET, _) => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -420,10 +428,14 @@ async fn respond(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, In
     })
 }
 
-/// Serves [`METRICS`] over HTTP/1.1 on `listener` until `shutdown`
-/// completes. Each connection runs in its own task; they end with the
-/// process.
-pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+/// Serves `metrics` (the process's: [`METRICS`]) over HTTP/1.1 on
+/// `listener` until `shutdown` completes. Each connection runs in its own
+/// task; they end with the process.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: &'static Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving metrics");
     }
@@ -434,7 +446,10 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()>) ->
                 Ok((socket, peer)) => {
                     tokio::spawn(async move {
                         let served = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(socket), service_fn(respond))
+                            .serve_connection(
+                                TokioIo::new(socket),
+                                service_fn(move |request| respond(metrics, request)),
+                            )
                             .await;
                         if let Err(e) = served {
                             debug!(%peer, error = %e, "metrics connection failed");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use grpc_chat::Code;
 use grpc_chat::client::Channel;
+use grpc_chat::http2::FrameHead;
 use grpc_chat::interop::server::InteropService;
 use grpc_chat::pb::grpc_testing::{
     Empty, ResponseParameters, StreamingOutputCallRequest, TestServiceClient, TestServiceServer,
@@ -124,12 +125,11 @@ async fn scripted_server(then: Vec<u8>) -> String {
             assert!(n > 0, "client closed before its request");
             seen.extend_from_slice(&chunk[..n]);
             let mut at = 24;
-            while seen.len() >= at + 9 {
-                let len = u32::from_be_bytes([0, seen[at], seen[at + 1], seen[at + 2]]) as usize;
-                if seen[at + 3] == 0x1 {
+            while let Some(head) = seen.get(at..).and_then(FrameHead::peek) {
+                if head.kind == grpc_chat::http2::frame::HEADERS {
                     break 'read;
                 }
-                at += 9 + len;
+                at += grpc_chat::http2::frame::HEADER_LEN + head.length as usize;
             }
         }
         socket.write_all(&then).await.unwrap();

@@ -38,6 +38,7 @@ use common::raw::{
 };
 use grpc_chat::client::Channel;
 use grpc_chat::framing::Code;
+use grpc_chat::http2::frame::{FrameHead, HEADER_LEN};
 use grpc_chat::pb::grpc_testing::{Payload, SimpleRequest, SimpleResponse, TestServiceClient};
 use grpc_chat::rpc::Request;
 use prost::Message;
@@ -300,16 +301,15 @@ impl Conn {
     async fn read_frame(&mut self) -> std::io::Result<Option<Frame>> {
         loop {
             // A frame header is 9 bytes: length (24), type, flags, stream (31).
-            if let Some(head) = self.inbox.get(..9) {
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                if self.inbox.len() >= 9 + len {
-                    let bytes: Vec<u8> = self.inbox.drain(..9 + len).collect();
+            if let Some(head) = FrameHead::peek(&self.inbox) {
+                let total = HEADER_LEN + head.length as usize;
+                if self.inbox.len() >= total {
+                    let bytes: Vec<u8> = self.inbox.drain(..total).collect();
                     return Ok(Some(Frame {
-                        kind: bytes[3],
-                        flags: bytes[4],
-                        stream: u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]])
-                            & 0x7fff_ffff,
-                        payload: bytes[9..].to_vec(),
+                        kind: head.kind,
+                        flags: head.flags,
+                        stream: head.stream,
+                        payload: bytes[HEADER_LEN..].to_vec(),
                     }));
                 }
             }

@@ -83,9 +83,6 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(mode) = args.trace_wire {
-        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
-    }
     // Logs go to stderr only when asked for (RUST_LOG): they would garble
     // the TUI.
     if std::env::var_os("RUST_LOG").is_some() {
@@ -101,6 +98,7 @@ async fn main() -> ExitCode {
             .or_else(|| std::env::var("CHAT_TOKEN").ok())
             .filter(|t| !t.is_empty()),
         server_name: args.server_name.clone(),
+        wire_trace: args.trace_wire.map(wire_trace),
         ..Transport::default()
     };
     match Duration::try_from_secs_f64(args.keepalive_secs) {
@@ -130,4 +128,14 @@ async fn main() -> ExitCode {
         transport,
     })
     .await
+}
+
+/// The `--trace-wire` trace: to stderr, with our services' message types
+/// (they are compiled in, so decoding them cannot fail in practice; if it
+/// did, messages would be shown by size, and the program would still run).
+fn wire_trace(mode: grpc_chat::wire_trace::Mode) -> grpc_chat::wire_trace::WireTrace {
+    use grpc_chat::wire_trace::{MessageTypes, WireTrace};
+    let types =
+        MessageTypes::from_descriptor_set(grpc_chat::pb::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    WireTrace::stderr(mode).with_types(types)
 }

@@ -335,9 +335,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(mode) = args.trace_wire {
-        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
-    }
     let runtime = match args.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -522,7 +519,11 @@ async fn serve(args: Args) -> Result<(), StartupError> {
         }
         // Scrapes keep working while the chat server drains; the task ends
         // with the process.
-        tokio::spawn(grpc_chat::metrics::serve(metrics, std::future::pending()));
+        tokio::spawn(grpc_chat::metrics::serve(
+            metrics,
+            &grpc_chat::metrics::METRICS,
+            std::future::pending(),
+        ));
     }
     let server = builder
         .add_service(ChatServiceServer::new(chat))
@@ -579,7 +580,12 @@ async fn serve(args: Args) -> Result<(), StartupError> {
 /// The server's settings, from the flags.
 fn configure(builder: &mut Builder, args: &Args) -> Result<(), StartupError> {
     let keepalive = seconds("--keepalive-interval-secs", args.keepalive_interval_secs)?;
+    if let Some(mode) = args.trace_wire {
+        builder.wire_trace(wire_trace(mode));
+    }
     builder
+        // Counted where `--metrics-addr` serves them from.
+        .metrics(&grpc_chat::metrics::METRICS)
         .keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
         .keepalive_timeout(seconds(
             "--keepalive-timeout-secs",
@@ -624,4 +630,14 @@ fn serve_web(
         while stopped.changed().await.is_ok() {}
     };
     tokio::spawn(async move { gateway.serve(web_listener, until_stopped(stopped)).await })
+}
+
+/// The `--trace-wire` trace: to stderr, with our services' message types
+/// (they are compiled in, so decoding them cannot fail in practice; if it
+/// did, messages would be shown by size, and the program would still run).
+fn wire_trace(mode: grpc_chat::wire_trace::Mode) -> grpc_chat::wire_trace::WireTrace {
+    use grpc_chat::wire_trace::{MessageTypes, WireTrace};
+    let types =
+        MessageTypes::from_descriptor_set(grpc_chat::pb::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    WireTrace::stderr(mode).with_types(types)
 }

@@ -67,11 +67,11 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if let Some(mode) = args.trace_wire {
-        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
-    }
     let address = format!("{}:{}", args.server_host, args.server_port);
     let mut builder = Channel::builder(address.clone());
+    if let Some(mode) = args.trace_wire {
+        builder.wire_trace(wire_trace(mode));
+    }
     if args.use_tls {
         let ca = match (&args.ca_file, args.use_test_ca) {
             (Some(ca), _) => Some(ca.as_path()),
@@ -135,4 +135,14 @@ fn selected_cases(flag: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|case| !case.is_empty())
         .collect()
+}
+
+/// The `--trace-wire` trace: to stderr, with our services' message types
+/// (they are compiled in, so decoding them cannot fail in practice; if it
+/// did, messages would be shown by size, and the program would still run).
+fn wire_trace(mode: grpc_chat::wire_trace::Mode) -> grpc_chat::wire_trace::WireTrace {
+    use grpc_chat::wire_trace::{MessageTypes, WireTrace};
+    let types =
+        MessageTypes::from_descriptor_set(grpc_chat::pb::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    WireTrace::stderr(mode).with_types(types)
 }

@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Server::builder();
     builder.max_recv_message_size(args.max_receive_message_size);
     if let Some(mode) = args.trace_wire {
-        grpc_chat::wire_trace::enable(grpc_chat::wire_trace::WireTrace::stderr(mode));
+        builder.wire_trace(wire_trace(mode));
     }
     if args.use_tls {
         let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_key_file) else {
@@ -93,4 +93,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .serve(listener, shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The `--trace-wire` trace: to stderr, with our services' message types
+/// (they are compiled in, so decoding them cannot fail in practice; if it
+/// did, messages would be shown by size, and the program would still run).
+fn wire_trace(mode: grpc_chat::wire_trace::Mode) -> grpc_chat::wire_trace::WireTrace {
+    use grpc_chat::wire_trace::{MessageTypes, WireTrace};
+    let types =
+        MessageTypes::from_descriptor_set(grpc_chat::pb::FILE_DESCRIPTOR_SET).unwrap_or_default();
+    WireTrace::stderr(mode).with_types(types)
 }

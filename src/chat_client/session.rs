@@ -116,6 +116,8 @@ pub struct Transport {
     /// Keepalive PING interval and ACK timeout, so a dead server or path is
     /// noticed while nobody talks; `None` turns it off.
     pub keepalive: Option<(Duration, Duration)>,
+    /// Traces every frame (`--trace-wire`); `None` for no trace.
+    pub wire_trace: Option<crate::wire_trace::WireTrace>,
 }
 
 impl Default for Transport {
@@ -128,6 +130,7 @@ impl Default for Transport {
                 crate::client::DEFAULT_KEEPALIVE_INTERVAL,
                 crate::client::DEFAULT_KEEPALIVE_TIMEOUT,
             )),
+            wire_trace: None,
         }
     }
 }
@@ -701,6 +704,9 @@ async fn join(
         }
         if let Some(name) = &transport.server_name {
             builder.server_name(name.clone());
+        }
+        if let Some(trace) = &transport.wire_trace {
+            builder.wire_trace(trace.clone());
         }
         let channel = builder.connect().await?;
         let client = ChatServiceClient::new(channel);

@@ -7,7 +7,14 @@
 //!   reconnecting after failure, opening streams with the request headers.
 //! * `call.rs` — the calls: [`unary`](Channel::unary),
 //!   [`server_streaming`](Channel::server_streaming), [`ClientStreamingCall`],
-//!   [`BidiCall`]; response headers, trailers → [`Status`], deadlines.
+//!   [`BidiCall`], with their deadlines.
+//! * `request.rs` — [`RequestSink`]: request messages under flow control,
+//!   half-close, cancel.
+//! * `response.rs` — [`ResponseStream`]: response headers checked
+//!   (trailers-only, HTTP status, content-type), messages, trailers →
+//!   [`Status`].
+//! * `stream_error.rs` — what an `h2` stream error means for the call's
+//!   status (PROTOCOL-HTTP2.md's RST_STREAM table, the deadline's part).
 //!
 //! Generated clients (`FooClient`, see `build.rs`) wrap a `Channel` and call
 //! these with the right path and types.
@@ -17,6 +24,9 @@
 //! working on a call nobody waits for.
 
 mod call;
+mod request;
+mod response;
+mod stream_error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,12 +38,16 @@ use http::HeaderValue;
 use tokio::net::TcpStream;
 use tracing::debug;
 
-pub use call::{BidiCall, ClientStreamingCall, RequestSink, ResponseStream};
+pub use call::{BidiCall, ClientStreamingCall};
+pub use request::RequestSink;
+pub use response::ResponseStream;
 
 use crate::framing::{
-    ACCEPT_ENCODING, DEFAULT_MAX_RECV_MESSAGE_SIZE, DEFAULT_MAX_SEND_MESSAGE_SIZE, Encoding,
+    ACCEPT_ENCODING, CONTENT_TYPE_GRPC, DEFAULT_MAX_RECV_MESSAGE_SIZE,
+    DEFAULT_MAX_SEND_MESSAGE_SIZE, Encoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT,
     MetadataMap, Status, format_timeout,
 };
+use crate::wire_trace::{Side, Tap, WireTrace};
 
 /// Default for [`Builder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -66,6 +80,8 @@ pub(crate) struct Config {
     pub(crate) server_name: Option<String>,
     /// `:authority` of every call; `None` means the address.
     pub(crate) authority: Option<String>,
+    /// Traces every frame of the connection; `None`: not traced.
+    pub(crate) wire_trace: Option<WireTrace>,
 }
 
 impl fmt::Debug for Config {
@@ -75,6 +91,7 @@ impl fmt::Debug for Config {
             .field("keepalive", &self.keepalive)
             .field("tls", &self.tls.is_some())
             .field("server_name", &self.server_name)
+            .field("wire_trace", &self.wire_trace)
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +171,13 @@ impl Builder {
         self
     }
 
+    /// Traces every HTTP/2 frame the channel's connections carry, as
+    /// `--trace-wire` does (see [`crate::wire_trace`]). Default: no trace.
+    pub fn wire_trace(&mut self, trace: WireTrace) -> &mut Self {
+        self.config.wire_trace = Some(trace);
+        self
+    }
+
     /// A channel that connects on its first call.
     pub fn connect_lazy(&self) -> Channel {
         Channel {
@@ -213,6 +237,7 @@ impl Channel {
                 tls: None,
                 server_name: None,
                 authority: None,
+                wire_trace: None,
             },
         }
     }
@@ -298,7 +323,12 @@ impl Channel {
         // runs of DATA frames are joined and reads paced on their way to h2,
         // so a server that cuts its responses small is read as fast as it
         // writes (see `http2::pace`).
-        let io = crate::wire_trace::tap(io, crate::wire_trace::Side::Client, address);
+        let io = Tap::new(
+            io,
+            Side::Client,
+            address,
+            self.inner.config.wire_trace.as_ref(),
+        );
         let io = crate::http2::Paced::from_server(io);
         let (sender, mut connection) = h2::client::Builder::new()
             .initial_window_size(self.inner.config.initial_stream_window_size)
@@ -361,7 +391,7 @@ impl Channel {
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
+            HeaderValue::from_static(CONTENT_TYPE_GRPC),
         );
         // PROTOCOL-HTTP2.md: "TE → "te" "trailers" # Used to detect incompatible
         // proxies" — a proxy that drops trailers would lose every status.
@@ -371,15 +401,15 @@ impl Channel {
             HeaderValue::from_static(USER_AGENT),
         );
         headers.insert(
-            "grpc-accept-encoding",
+            GRPC_ACCEPT_ENCODING,
             HeaderValue::from_static(ACCEPT_ENCODING),
         );
         if let Some(encoding) = compression.filter(|e| *e != Encoding::Identity) {
-            headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+            headers.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
         }
         if let Some(timeout) = timeout {
             if let Ok(value) = HeaderValue::from_str(&format_timeout(timeout)) {
-                headers.insert("grpc-timeout", value);
+                headers.insert(GRPC_TIMEOUT, value);
             }
         }
         metadata.write_headers(&mut headers);

@@ -27,7 +27,7 @@ use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 
-use super::decoder::DecodeError;
+use super::decode_error::DecodeError;
 use super::status::Status;
 
 /// Header naming the encoding of the sender's compressed messages.

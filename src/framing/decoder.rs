@@ -32,13 +32,11 @@
 //! reserved for it: the length is chosen by the peer, and trusting it would let five
 //! bytes make us allocate 4 GiB.
 
-use std::fmt;
-
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::compression::{Encoding, decompress};
+pub use super::decode_error::DecodeError;
 use super::message::{PREFIX_LEN, Prefix};
-use super::status::Status;
 
 /// Default limit on one received message: 4 MiB, gRPC's usual default. It applies to
 /// the length on the wire and again to the decompressed size.
@@ -49,74 +47,6 @@ pub const DEFAULT_MAX_RECV_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 /// sends only a prefix pin the full limit per stream; this keeps the up-front cost to
 /// about one flow-control window while the buffer still grows by doubling after it.
 const MAX_EAGER_RESERVE: usize = 64 * 1024;
-
-/// Why a received byte stream is not a valid sequence of gRPC messages.
-///
-/// These are plain facts about the bytes; `From<DecodeError> for Status` is the one
-/// place that decides which gRPC code the peer gets for each.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DecodeError {
-    /// The Compressed-Flag byte was neither 0 nor 1.
-    InvalidFlag(u8),
-    /// The declared message length exceeds the receive limit.
-    TooLarge { len: usize, limit: usize },
-    /// Compressed-Flag 1, but the call negotiated no `grpc-encoding` (identity).
-    CompressedWithoutEncoding,
-    /// The compressed payload could not be decompressed.
-    Decompress(String),
-    /// The payload decompresses to more than the receive limit.
-    DecompressedTooLarge { limit: usize },
-    /// The stream ended in the middle of a message; `buffered` bytes of it (prefix
-    /// included) had arrived.
-    Truncated { buffered: usize },
-}
-
-impl fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DecodeError::InvalidFlag(flag) => {
-                write!(f, "invalid compressed flag {flag} in message prefix")
-            }
-            DecodeError::TooLarge { len, limit } => write!(
-                f,
-                "received message larger than max ({len} vs. {limit} bytes)"
-            ),
-            DecodeError::CompressedWithoutEncoding => {
-                f.write_str("compressed flag set but no grpc-encoding was negotiated for the call")
-            }
-            DecodeError::Decompress(reason) => {
-                write!(f, "failed to decompress message: {reason}")
-            }
-            DecodeError::DecompressedTooLarge { limit } => write!(
-                f,
-                "received message after decompression larger than max ({limit} bytes)"
-            ),
-            DecodeError::Truncated { buffered } => write!(
-                f,
-                "stream ended in the middle of a message ({buffered} bytes of it received)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
-
-impl From<DecodeError> for Status {
-    fn from(err: DecodeError) -> Status {
-        let message = err.to_string();
-        match err {
-            // Limits are the receiver's resource policy, not a broken peer.
-            DecodeError::TooLarge { .. } | DecodeError::DecompressedTooLarge { .. } => {
-                Status::resource_exhausted(message)
-            }
-            // The rest means the framing itself is corrupt.
-            DecodeError::InvalidFlag(_)
-            | DecodeError::CompressedWithoutEncoding
-            | DecodeError::Decompress(_)
-            | DecodeError::Truncated { .. } => Status::internal(message),
-        }
-    }
-}
 
 /// Where the decoder is within the current message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,7 +180,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::framing::status::Code;
+    use crate::framing::status::{Code, Status};
 
     fn decode_all(decoder: &mut Decoder, buf: &mut BytesMut) -> Vec<Bytes> {
         let mut out = Vec::new();

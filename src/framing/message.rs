@@ -21,7 +21,12 @@
 
 use bytes::BufMut;
 
-use super::decoder::DecodeError;
+use super::decode_error::DecodeError;
+
+/// The `content-type` of a body made of Length-Prefixed-Messages with
+/// protobuf inside. PROTOCOL-HTTP2.md: "Content-Type → "content-type"
+/// "application/grpc" [("+proto" / "+json" / {custom})]".
+pub const CONTENT_TYPE_GRPC: &str = "application/grpc";
 
 /// Size of the prefix: 1 flag byte + 4 length bytes.
 pub const PREFIX_LEN: usize = 5;

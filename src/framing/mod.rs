@@ -28,6 +28,8 @@
 //! * [`message`]: the 5-byte Length-Prefixed-Message prefix.
 //! * [`decoder`]: incremental decoder turning DATA frame bytes into messages, with the
 //!   receive size limit.
+//! * [`decode_error`]: [`DecodeError`], what the prefix parser, the decompressor and
+//!   the decoder reject, and the gRPC code each becomes.
 //! * [`encoder`]: writes one message (optionally compressed) with the send size limit.
 //! * [`compression`]: `grpc-encoding` values (identity, gzip), capped decompression.
 //! * [`status`]: `Code`, `Status`, and the `grpc-status`/`grpc-message`/
@@ -41,6 +43,7 @@
 //! [PROTOCOL-HTTP2.md](https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md).
 
 pub mod compression;
+pub mod decode_error;
 pub mod decoder;
 pub mod encoder;
 pub mod grpc_web;
@@ -53,9 +56,10 @@ pub use compression::{
     ACCEPT_ENCODING, Encoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, UnsupportedEncoding, compress,
     decompress,
 };
-pub use decoder::{DEFAULT_MAX_RECV_MESSAGE_SIZE, DecodeError, Decoder};
+pub use decode_error::DecodeError;
+pub use decoder::{DEFAULT_MAX_RECV_MESSAGE_SIZE, Decoder};
 pub use encoder::{DEFAULT_MAX_SEND_MESSAGE_SIZE, EncodeError, encode_message, encode_with};
-pub use message::{PREFIX_LEN, Prefix};
+pub use message::{CONTENT_TYPE_GRPC, PREFIX_LEN, Prefix};
 pub use metadata::{MetadataError, MetadataMap};
 pub use status::{
     Code, GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS_BIN, Status, decode_grpc_message,

@@ -39,16 +39,12 @@
 //!
 //! Pure: a byte slice in, its new length out.
 
-use super::scan::{DATA, FrameHead, FrameScanner, HEADER_LEN};
+use super::frame::{DATA, FLAG_END_STREAM, FLAG_PADDED, FrameHead, HEADER_LEN};
+use super::scan::FrameScanner;
 
 /// The largest frame this produces: the size every endpoint must accept
 /// (RFC 9113 §4.2), whatever SETTINGS_MAX_FRAME_SIZE it advertised.
 pub const MAX_JOINED_FRAME: u32 = 1 << 14;
-
-/// PADDED flag of a DATA frame (RFC 9113 §6.1).
-const FLAG_PADDED: u8 = 0x8;
-/// END_STREAM flag of a DATA frame (RFC 9113 §6.1).
-const FLAG_END_STREAM: u8 = 0x1;
 
 /// A DATA frame already written out in this pass that later frames of the
 /// same stream may join.
@@ -98,13 +94,9 @@ impl FrameScanner {
 
         let mut open: Option<Open> = None;
         while read < len {
-            let Some(octets) = buf
-                .get(read..read + HEADER_LEN)
-                .and_then(|h| <[u8; HEADER_LEN]>::try_from(h).ok())
-            else {
+            let Some(head) = buf.get(read..len).and_then(FrameHead::peek) else {
                 break; // a header cut by the end of the read
             };
-            let head = FrameHead::parse(&octets);
             let total = HEADER_LEN + head.length as usize;
             if len - read < total {
                 break; // a payload cut by the end of the read

@@ -40,7 +40,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::scan::{DATA, FrameHead, FrameScanner};
+use super::frame::{DATA, FrameHead};
+use super::scan::FrameScanner;
 
 /// `h2` counts a received DATA frame shorter than this as framing overhead
 /// (its private `DEFAULT_DATA_FRAME_OVERHEAD_THRESHOLD`, 256 in 0.4).

@@ -4,18 +4,9 @@
 //! which frames pass through a socket, not what is in them. `h2` parses the
 //! same bytes for real; this only keeps step.
 //!
-//! Every HTTP/2 frame starts with the same 9 octets (RFC 9113 §4.1):
-//!
-//! ```text
-//! +-----------------------------------------------+
-//! |                 Length (24)                   |
-//! +---------------+---------------+---------------+
-//! |   Type (8)    |   Flags (8)   |
-//! +-+-------------+---------------+-------------------------------+
-//! |R|                 Stream Identifier (31)                      |
-//! +=+=============================================================+
-//! |                   Frame Payload (Length octets)             ...
-//! ```
+//! Every frame starts with a 9-octet header ([`FrameHead`], `frame.rs`);
+//! the scanner finds each one in the stream and skips the payload it
+//! announces.
 //!
 //! The scanner keeps only where it is in that pattern (a partial header, or
 //! how much payload to skip), so it costs a few bytes per connection and
@@ -23,58 +14,11 @@
 //! bytes, rejects malformed frames; the scanner just has to stay in step
 //! with well-formed ones.
 
+use super::frame::{FrameHead, HEADER_LEN};
+
 /// The client connection preface: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24
 /// octets before the first frame a server reads.
 const CLIENT_PREFACE_LEN: usize = 24;
-/// Octets in a frame header.
-pub const HEADER_LEN: usize = 9;
-
-/// DATA (RFC 9113 §6.1).
-pub const DATA: u8 = 0x0;
-/// HEADERS (RFC 9113 §6.2).
-pub const HEADERS: u8 = 0x1;
-/// PING (RFC 9113 §6.7).
-pub const PING: u8 = 0x6;
-/// The ACK flag of a PING frame.
-pub const FLAG_ACK: u8 = 0x1;
-
-/// A frame header, as scanned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameHead {
-    /// Payload octets that follow the header.
-    pub length: u32,
-    /// The frame type (`DATA`, `HEADERS`, …).
-    pub kind: u8,
-    /// The type's flags (`END_STREAM`, `ACK`, …).
-    pub flags: u8,
-    /// The stream it belongs to (0: the connection).
-    pub stream: u32,
-}
-
-impl FrameHead {
-    /// The header in `octets` (RFC 9113 §4.1; the reserved bit of the
-    /// stream identifier is ignored, as the RFC says a receiver must).
-    pub fn parse(octets: &[u8; HEADER_LEN]) -> FrameHead {
-        let [l0, l1, l2, kind, flags, s0, s1, s2, s3] = *octets;
-        FrameHead {
-            length: u32::from_be_bytes([0, l0, l1, l2]),
-            kind,
-            flags,
-            stream: u32::from_be_bytes([s0, s1, s2, s3]) & 0x7fff_ffff,
-        }
-    }
-
-    /// A PING the peer wants answered (not an ACK of ours).
-    pub fn is_ping(&self) -> bool {
-        self.kind == PING && self.flags & FLAG_ACK == 0
-    }
-
-    /// DATA or HEADERS: the frames that carry a response.
-    pub fn is_response(&self) -> bool {
-        self.kind == DATA || self.kind == HEADERS
-    }
-}
-
 /// Follows one direction of an HTTP/2 byte stream and reports each frame
 /// header as it completes.
 #[derive(Debug, Clone)]

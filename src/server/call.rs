@@ -22,11 +22,14 @@ use http::{HeaderValue, Method, StatusCode};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::connection::ActiveCall;
-use super::outbound::Opening;
-use super::sink::{Responder, ResponseSink, h2_error_to_status};
+use super::outbound::{Opening, h2_error_to_status};
+use super::sink::{Responder, ResponseSink};
+use super::state::ActiveCall;
 use super::{Dispatch, Inner};
-use crate::framing::{ACCEPT_ENCODING, Code, Encoding, MetadataMap, Status, parse_timeout};
+use crate::framing::{
+    ACCEPT_ENCODING, CONTENT_TYPE_GRPC, Code, Encoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING,
+    GRPC_MESSAGE, GRPC_STATUS, GRPC_TIMEOUT, MetadataMap, Status, parse_timeout,
+};
 use crate::rpc::{RecvBody, Request, Response, Streaming};
 
 /// An accepted call, handed to the service that owns its path.
@@ -231,7 +234,7 @@ pub(crate) fn serve(
     };
 
     // PROTOCOL-HTTP2.md: "Timeout → "grpc-timeout" TimeoutValue TimeoutUnit".
-    let timeout = match parts.headers.get("grpc-timeout") {
+    let timeout = match parts.headers.get(GRPC_TIMEOUT) {
         None => None,
         Some(value) => match parse_timeout(value.as_bytes()) {
             Ok(t) => Some(t),
@@ -252,7 +255,7 @@ pub(crate) fn serve(
     // grpc-accept-encoding response header which specifies the algorithms
     // that the server accepts." We reject at the header: the encoding applies
     // to every message of the stream.
-    let request_encoding = match parts.headers.get("grpc-encoding") {
+    let request_encoding = match parts.headers.get(GRPC_ENCODING) {
         None => Encoding::Identity,
         Some(value) => match Encoding::from_header(value.as_bytes()) {
             Ok(encoding) => encoding,
@@ -261,7 +264,7 @@ pub(crate) fn serve(
                 let mut status: Status = unsupported.into();
                 if let Err(e) = status
                     .metadata_mut()
-                    .insert("grpc-accept-encoding", ACCEPT_ENCODING)
+                    .insert(GRPC_ACCEPT_ENCODING, ACCEPT_ENCODING)
                 {
                     debug!(error = ?e, "grpc-accept-encoding not added");
                 }
@@ -298,8 +301,7 @@ pub(crate) fn serve(
 /// `application/grpc`, optionally followed by `+subtype` and `;…`
 /// parameters.
 fn is_grpc_content_type(value: &[u8]) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    match value.strip_prefix(GRPC) {
+    match value.strip_prefix(CONTENT_TYPE_GRPC.as_bytes()) {
         Some(rest) => rest.is_empty() || rest.starts_with(b"+") || rest.starts_with(b";"),
         None => false,
     }
@@ -312,7 +314,7 @@ fn is_grpc_content_type(value: &[u8]) -> bool {
 /// encoded, so one we cannot decode must be refused before any message is
 /// misread as protobuf.
 fn is_proto_codec(value: &[u8]) -> bool {
-    let Some(rest) = value.strip_prefix(b"application/grpc".as_slice()) else {
+    let Some(rest) = value.strip_prefix(CONTENT_TYPE_GRPC.as_bytes()) else {
         return false;
     };
     let subtype = rest.split(|&b| b == b';').next().unwrap_or_default();
@@ -333,12 +335,12 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
 /// itself, which implies it can read it).
 fn accepts_gzip(headers: &http::HeaderMap) -> bool {
     let listed = headers
-        .get_all("grpc-accept-encoding")
+        .get_all(GRPC_ACCEPT_ENCODING)
         .iter()
         .any(|v| Encoding::negotiate(v.as_bytes()) == Some(Encoding::Gzip));
     listed
         || headers
-            .get("grpc-encoding")
+            .get(GRPC_ENCODING)
             .is_some_and(|v| v.as_bytes() == b"gzip")
 }
 
@@ -351,8 +353,8 @@ fn http_error(respond: &mut Opening, status: StatusCode, message: &'static str) 
         headers.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
     }
     // A gRPC client that reached us by mistake still gets a readable status.
-    headers.insert("grpc-status", HeaderValue::from_static("13"));
-    headers.insert("grpc-message", HeaderValue::from_static(message));
+    headers.insert(GRPC_STATUS, HeaderValue::from_static("13"));
+    headers.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
     super::sink::never_indexed(headers);
     if let Err(e) = respond.send_response(response, true) {
         debug!(error = %e, "could not send HTTP error");

@@ -19,7 +19,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -32,9 +31,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::{debug, info, warn};
 
 use super::ping_policy::PingPolicy;
+use super::state::ConnectionState;
 use super::transport::{Transport, Watched};
 use super::{Config, Inner, call};
-use crate::wire_trace;
+use crate::wire_trace::{Side, Tap};
 
 /// How long a connection told to calm down has to take its GOAWAY before it
 /// is dropped.
@@ -69,7 +69,7 @@ async fn open(
     // The wire trace sees the bytes after TLS and before the watch: HTTP/2
     // frames as the client sent them (the watch joins runs of DATA frames
     // on their way to h2; see `http2::coalesce`).
-    let io = wire_trace::tap(transport, wire_trace::Side::Server, peer);
+    let io = Tap::new(transport, Side::Server, peer, config.wire_trace.as_ref());
     let io = Watched::new(io, policy, Arc::clone(state), peer);
     // Made here, not by the caller: whatever `serve` keeps in scope stays in
     // its future for the connection's whole life, and the builder is only
@@ -113,63 +113,11 @@ pub(crate) fn h2_builder(config: &Config) -> h2::server::Builder {
     builder
 }
 
-/// What a connection's task, its calls and its transport share: one
-/// allocation per connection for all three (an idle chat member pays for
-/// every one).
-#[derive(Debug, Default)]
-pub(crate) struct ConnectionState {
-    /// Whether this connection has already been logged for misbehaving. A
-    /// peer that sends a thousand bad requests gets a thousand error
-    /// statuses but one log line at `info`; the rest go to `debug`. That
-    /// keeps the log useful for finding offenders, and stops an offender
-    /// from filling the disk.
-    logged: AtomicBool,
-    /// Calls being served, to tell an idle connection.
-    active: AtomicUsize,
-    /// Set by the transport when the peer breaks the PING policy.
-    calm: AtomicBool,
-}
-
-impl ConnectionState {
-    /// `true` the first time only: whether to log an offence at `info`.
-    pub(crate) fn first_offence(&self) -> bool {
-        !self.logged.swap(true, Ordering::Relaxed)
-    }
-
-    /// Counts a call as active until the returned guard is dropped.
-    pub(crate) fn call_started(self: &Arc<Self>) -> ActiveCall {
-        self.active.fetch_add(1, Ordering::Relaxed);
-        ActiveCall(Arc::clone(self))
-    }
-
-    /// Notes that the peer sent too many PINGs (see [`Watched`]).
-    pub(crate) fn too_many_pings(&self) {
-        self.calm.store(true, Ordering::Relaxed);
-    }
-}
-
 /// What the connection's `accept` branch found: a stream (or the end), or
 /// the transport's word that the peer broke the PING policy.
 enum Next<T> {
     Stream(T),
     Calm,
-}
-
-/// A call counted as active on its connection while this lives.
-#[derive(Debug)]
-pub(crate) struct ActiveCall(Arc<ConnectionState>);
-
-impl ActiveCall {
-    /// The connection the call runs on.
-    pub(crate) fn connection(&self) -> &ConnectionState {
-        &self.0
-    }
-}
-
-impl Drop for ActiveCall {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Serves the connection `socket` until it closes or the server shuts down.
@@ -208,7 +156,7 @@ pub(crate) fn serve(
             }
         };
         debug!(%peer, "connection open");
-        let _counted = crate::metrics::METRICS.connection_opened();
+        let _counted = config.metrics.connection_opened();
 
         // Keepalive: a PING `keepalive_interval` after the last answer,
         // answered within `keepalive_timeout` or the connection is closed —
@@ -244,7 +192,7 @@ pub(crate) fn serve(
                 // one is taken first, and the next pass looks again.)
                 next = std::future::poll_fn(|cx| {
                     let polled = conn.poll_accept(cx);
-                    if polled.is_pending() && !calmed && state.calm.load(Ordering::Relaxed) {
+                    if polled.is_pending() && !calmed && state.calmed() {
                         return Poll::Ready(Next::Calm);
                     }
                     polled.map(Next::Stream)
@@ -336,7 +284,7 @@ pub(crate) fn serve(
                             pong_by = Some(now + config.keepalive_timeout);
                         }
                     }
-                    if state.active.load(Ordering::Relaxed) > 0 {
+                    if state.has_calls() {
                         idle_since = None;
                     } else if let (Some(since), Some(limit)) = (idle_since, config.idle_timeout) {
                         if now.duration_since(since) >= limit && grace_deadline.is_none() {

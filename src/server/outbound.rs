@@ -21,8 +21,7 @@ use h2::server::SendResponse;
 use h2::{Reason, SendStream};
 use http::HeaderMap;
 
-use super::local::{LocalOpening, LocalStream};
-use super::sink::h2_error_to_status;
+use super::pipe::{LocalOpening, LocalStream};
 use crate::framing::Status;
 
 /// A response whose headers are not sent yet.
@@ -146,5 +145,16 @@ fn reason(polled: Poll<Result<Reason, h2::Error>>) -> Poll<Reason> {
         Poll::Ready(Ok(reason)) => Poll::Ready(reason),
         Poll::Ready(Err(e)) => Poll::Ready(e.reason().unwrap_or(Reason::CANCEL)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Maps an `h2` stream error to the status a handler sees.
+pub(crate) fn h2_error_to_status(e: &h2::Error) -> Status {
+    match e.reason() {
+        Some(Reason::CANCEL) | Some(Reason::NO_ERROR) => {
+            Status::cancelled("the client cancelled the call")
+        }
+        _ if e.is_io() || e.is_go_away() => Status::unavailable(format!("connection lost: {e}")),
+        _ => Status::cancelled(format!("stream ended: {e}")),
     }
 }

@@ -16,7 +16,8 @@
 //! * PING ACKs (the answers to *our* keepalive PINGs) are not PINGs.
 //!
 //! The frame headers come from [`crate::http2::FrameScanner`], which follows
-//! the byte stream without buffering or validating it.
+//! the byte stream without buffering or validating it and reads each header
+//! with the crate's one frame-header parser, [`crate::http2::FrameHead`].
 
 use std::time::{Duration, Instant};
 

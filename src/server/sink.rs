@@ -29,7 +29,10 @@ use http::{HeaderMap, HeaderValue};
 use parking_lot::Mutex;
 
 use super::outbound::{Opening, Outgoing};
-use crate::framing::{ACCEPT_ENCODING, Encoding, MetadataMap, PREFIX_LEN, Prefix, Status};
+use crate::framing::{
+    ACCEPT_ENCODING, CONTENT_TYPE_GRPC, Encoding, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, MetadataMap,
+    PREFIX_LEN, Prefix, Status,
+};
 
 /// Where the response is: before headers, streaming, or done.
 enum Phase {
@@ -318,14 +321,14 @@ fn boxed(metadata: MetadataMap) -> Option<Box<MetadataMap>> {
 fn response_headers(headers: &mut HeaderMap, encoding: Option<Encoding>) {
     headers.insert(
         http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
+        HeaderValue::from_static(CONTENT_TYPE_GRPC),
     );
     headers.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(ACCEPT_ENCODING),
     );
     if let Some(encoding) = encoding {
-        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        headers.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
     }
 }
 
@@ -376,17 +379,6 @@ fn whole_messages_within(data: &[u8], limit: usize) -> usize {
         }
     }
     end
-}
-
-/// Maps an `h2` stream error to the status a handler sees.
-pub(crate) fn h2_error_to_status(e: &h2::Error) -> Status {
-    match e.reason() {
-        Some(Reason::CANCEL) | Some(Reason::NO_ERROR) => {
-            Status::cancelled("the client cancelled the call")
-        }
-        _ if e.is_io() || e.is_go_away() => Status::unavailable(format!("connection lost: {e}")),
-        _ => Status::cancelled(format!("stream ended: {e}")),
-    }
 }
 
 /// The server's side of a streaming response: send messages of type `T`.

@@ -25,8 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use super::connection::ConnectionState;
 use super::ping_policy::{PingPolicy, Verdict};
+use super::state::ConnectionState;
 use crate::http2::{FrameHead, FrameScanner, ReadPacer, poll_read_joined};
 use crate::wire_trace::Tap;
 

@@ -194,20 +194,14 @@ pub async fn until_closed(mut socket: TcpStream, within: Duration) -> Duration {
 pub const PREFACE_AND_SETTINGS: &[u8] =
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
 
-/// Frame types (RFC 9113 §6).
-pub const DATA: u8 = 0x0;
-pub const HEADERS: u8 = 0x1;
-pub const RST_STREAM: u8 = 0x3;
-pub const SETTINGS: u8 = 0x4;
-pub const PING: u8 = 0x6;
-pub const GOAWAY: u8 = 0x7;
-pub const WINDOW_UPDATE: u8 = 0x8;
-pub const CONTINUATION: u8 = 0x9;
-
-/// Frame flags.
-pub const END_STREAM: u8 = 0x1;
-pub const ACK: u8 = 0x1;
-pub const END_HEADERS: u8 = 0x4;
+/// Frame types and flags (RFC 9113 §6), from the crate's one frame-header
+/// module. (Each test binary uses a few of them; the rest are not unused.)
+#[allow(unused_imports)]
+pub use grpc_chat::http2::frame::{
+    CONTINUATION, DATA, FLAG_ACK as ACK, FLAG_END_HEADERS as END_HEADERS,
+    FLAG_END_STREAM as END_STREAM, GOAWAY, HEADERS, PING, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+};
+use grpc_chat::http2::frame::{FrameHead, HEADER_LEN, MAX_LENGTH};
 
 /// One HTTP/2 frame:
 ///
@@ -223,13 +217,16 @@ pub const END_HEADERS: u8 = 0x4;
 /// +---------------------------------------------------------------+
 /// ```
 pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).unwrap();
-    assert!(len < 1 << 24, "frame payload too long");
-    let mut out = Vec::with_capacity(9 + payload.len());
-    out.extend_from_slice(&len.to_be_bytes()[1..]);
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    let length = u32::try_from(payload.len()).unwrap();
+    assert!(length <= MAX_LENGTH, "frame payload too long");
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    FrameHead {
+        length,
+        kind,
+        flags,
+        stream,
+    }
+    .encode(&mut out);
     out.extend_from_slice(payload);
     out
 }
@@ -345,16 +342,15 @@ impl FrameReader {
     /// The next frame, or `None` when the connection closed (or failed).
     pub async fn next(&mut self, socket: &mut (impl AsyncReadExt + Unpin)) -> Option<Frame> {
         loop {
-            if self.buf.len() >= 9 {
-                let len = u32::from_be_bytes([0, self.buf[0], self.buf[1], self.buf[2]]) as usize;
-                if self.buf.len() >= 9 + len {
-                    let head: Vec<u8> = self.buf.drain(..9 + len).collect();
+            if let Some(head) = FrameHead::peek(&self.buf) {
+                let total = HEADER_LEN + head.length as usize;
+                if self.buf.len() >= total {
+                    let whole: Vec<u8> = self.buf.drain(..total).collect();
                     return Some(Frame {
-                        kind: head[3],
-                        flags: head[4],
-                        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]])
-                            & 0x7fff_ffff,
-                        payload: head[9..].to_vec(),
+                        kind: head.kind,
+                        flags: head.flags,
+                        stream: head.stream,
+                        payload: whole[HEADER_LEN..].to_vec(),
                     });
                 }
             }
