@@ -860,7 +860,13 @@ async fn open(
     request
         .metadata_mut()
         .insert(ROOM_METADATA_KEY, room)
-        .map_err(|e| Status::invalid_argument(format!("room name {room:?}: {e}")))?;
+        .map_err(|_| {
+            // gRPC's ASCII metadata: printable ASCII, 0x20-0x7E.
+            Status::invalid_argument(format!(
+                "room name {room:?} cannot be sent: the chat-room metadata takes printable \
+                 ASCII only"
+            ))
+        })?;
     if let Some(id) = resume.last_id {
         // Digits and the server's own epoch: valid header values; a
         // failure would only mean a fresh join.

@@ -255,6 +255,10 @@ impl ChatView {
                     Entry::Room(sanitize(room).into_owned()),
                 )));
             }
+            Update::JoinFailed { room, .. } if *room == self.room => {
+                let text = format!("you are already in #{}", sanitize(room));
+                changes.push(Change::Line(self.local(&text)));
+            }
             Update::JoinFailed { room, reason } => {
                 let text = format!(
                     "cannot join #{}: {}; still in #{}",
@@ -610,6 +614,14 @@ mod tests {
         assert_eq!(
             plain(&v.update(&failed, t)),
             ["-- cannot join #xxx: room name is too long; still in #tea --"]
+        );
+        let here = Update::JoinFailed {
+            room: "tea".into(),
+            reason: "you are already there".into(),
+        };
+        assert_eq!(
+            plain(&v.update(&here, t)),
+            ["-- you are already in #tea --"]
         );
         let changes = v.update(
             &Update::Switched {
