@@ -164,9 +164,9 @@ impl App {
     }
 
     /// An edit happened: typing started or continues, or stopped when the
-    /// line is now empty.
+    /// line is now empty or a command (`/join …` tells the room nothing).
     fn edited(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let signal = if self.input.is_empty() {
+        let signal = if self.input.is_empty() || command::is_command(self.input.text()) {
             self.typing.stop()
         } else {
             self.typing.key(now)
@@ -397,6 +397,24 @@ mod tests {
         assert_eq!(
             app.key(key(KeyCode::Backspace), t),
             [Outgoing::Typing(Signal::Stop)]
+        );
+    }
+
+    #[test]
+    fn typing_a_command_is_not_typing() {
+        let t = Instant::now();
+        let mut app = App::new("alice", "lobby", "x");
+        assert!(type_str(&mut app, "/join tea", t).is_empty());
+        app.key(key(KeyCode::Enter), t);
+        assert_eq!(
+            type_str(&mut app, "/me waves", t),
+            [Outgoing::Typing(Signal::Start)],
+            "an action is said: typing from the space after /me"
+        );
+        app.key(ctrl('u'), t);
+        assert_eq!(
+            type_str(&mut app, "//x", t),
+            [Outgoing::Typing(Signal::Start)]
         );
     }
 

@@ -58,6 +58,15 @@ pub const HELP: &[&str] = &[
     "  F2 or Ctrl-N shows or hides the member list",
 ];
 
+/// Whether `line` (typed so far) is a command rather than something to
+/// say: it starts with `/`, but not `//` (an escaped slash) or `/me ` (an
+/// action, which is said). Typing one is not typing to the room.
+pub fn is_command(line: &str) -> bool {
+    line.starts_with('/')
+        && !line.starts_with("//")
+        && !line.starts_with(super::display::ACTION_PREFIX)
+}
+
 /// Parses one line of input (without its line ending).
 pub fn parse(line: &str) -> Command {
     let line = line.trim_end_matches(['\r', '\n']);
@@ -136,6 +145,17 @@ mod tests {
             assert_eq!(parse(input), want, "{input:?}");
         }
         assert!(matches!(parse("/me"), Command::Invalid(_)));
+        for (typed, command) in [
+            ("/join kit", true),
+            ("/", true),
+            ("/m", true),
+            ("/me waves", false),
+            ("//etc", false),
+            ("hello /join", false),
+            ("", false),
+        ] {
+            assert_eq!(is_command(typed), command, "{typed:?}");
+        }
         assert!(matches!(parse("/frobnicate x"), Command::Invalid(m) if m.contains("/frobnicate")));
     }
 }
