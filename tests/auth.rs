@@ -406,6 +406,15 @@ fn chat_client_sends_its_token() {
         lines.snapshot(),
         alice.stderr()
     );
+    // `/who` and `/rooms` carry the token too (before, `/who` was refused).
+    alice.send_line("/who");
+    alice.send_line("/rooms");
+    let answered = lines.wait(WAIT, |seen| {
+        let has = |want: &str| seen.iter().any(|l| l == want);
+        (has("-- in vault: alice (1) --") && has("  #vault · 1 member (you are here)"))
+            .then_some(())
+    });
+    assert!(answered.is_some(), "{:?}", lines.snapshot());
     alice.close_stdin();
 
     // Without a token (and none in CHAT_TOKEN): refused, and told why.

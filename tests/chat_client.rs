@@ -273,6 +273,45 @@ fn rooms_are_separate_and_scripts_deliver_before_leaving() {
     );
 }
 
+/// A script's `/join`, written before the server is even reached, waits
+/// its turn: the lines before it go to the first room, the lines after it
+/// to the next, and the switch is printed between the two rooms' traffic.
+#[test]
+fn a_script_can_join_another_room() {
+    let port = free_port();
+    let _server = chat_server(port);
+    let mut tea = Client::join(port, "tea", "tea");
+    tea.expect("-- welcome to tea, tea: you are the only one here --");
+    let mut kitchen = Client::join(port, "cook", "kitchen");
+    kitchen.expect("-- welcome to kitchen, cook: you are the only one here --");
+
+    let mut bot = Client::join(port, "bot", "tea");
+    bot.say("for tea");
+    bot.say("/join #kitchen");
+    bot.say("for the kitchen");
+    bot.close_stdin();
+    assert!(bot.exit_status().success(), "{}", bot.dump());
+    tea.expect("[bot] for tea");
+    tea.expect("* bot left");
+    kitchen.expect("* bot joined");
+    kitchen.expect("[bot] for the kitchen");
+    for line in [
+        "[you] for tea",
+        "──── #kitchen ────",
+        "-- welcome to kitchen, bot: also here: cook --",
+        "[you] for the kitchen",
+    ] {
+        bot.expect(line);
+    }
+    assert!(
+        !tea.all_stdout()
+            .iter()
+            .any(|l| l.contains("for the kitchen")),
+        "{}",
+        tea.dump()
+    );
+}
+
 /// The README's scripting example, `printf 'hello from a script\n' |
 /// chat-client --user bot --room kitchen`, run 20 times against one fresh
 /// server: every run prints its own message, as `[you]`, before it exits at

@@ -771,3 +771,203 @@ fn capture_quickstart_screens() {
     bob.quit();
     alice.quit();
 }
+
+/// The member list's first column (the client draws it in the rightmost
+/// 20 columns of the message pane).
+const MEMBERS_COL: usize = (COLS - 20) as usize;
+
+impl Snapshot {
+    /// The member list's rows (`"│ alice"`), without trailing blanks; when
+    /// it is hidden, whatever the message pane has in those columns.
+    fn members(&self) -> Vec<String> {
+        (STATUS_ROW + 1..TYPING_ROW)
+            .map(|i| {
+                let row: String = self.rows[usize::from(i)]
+                    .chars()
+                    .skip(MEMBERS_COL)
+                    .collect();
+                row.trim_end().to_owned()
+            })
+            .collect()
+    }
+
+    /// Whether the member list is shown: its border down the left.
+    fn members_shown(&self) -> bool {
+        self.members().iter().all(|r| r.starts_with('│'))
+    }
+
+    /// How many pane rows show `text` after their time.
+    fn count_line(&self, text: &str) -> usize {
+        (STATUS_ROW + 1..TYPING_ROW)
+            .filter(|&i| pane_text(self.row(i)) == Some(text))
+            .count()
+    }
+}
+
+/// `/join` moves to another room on the same connection: the status bar
+/// names it, a separator line divides the rooms, the new room's history
+/// and live traffic follow, and the room left sees us go. Back in a room,
+/// the client resumes: it shows what was said meanwhile, and nothing it
+/// had shown already. `/leave` goes back to lobby, and says so in lobby.
+#[test]
+fn join_moves_between_rooms_and_resumes_each() {
+    let port = free_port();
+    let _server = chat_server(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+    bob.type_keys("first in tea\r");
+    alice.wait_line("[bob] first in tea");
+    let mut carol = Tui::start(port, "carol", Some("kitchen"));
+    carol.wait_connected(1);
+    carol.type_keys("earlier in kitchen\r");
+    carol.wait_line("[you] earlier in kitchen");
+
+    alice.type_keys("/join #kitchen\r");
+    let screen = alice.wait_for("kitchen's welcome", |s| {
+        s.has_line("-- welcome to kitchen, alice: also here: carol --")
+    });
+    let order = [
+        "[bob] first in tea",
+        "──── #kitchen ────",
+        "[carol] earlier in kitchen",
+        "-- end of history (1 message) --",
+        "-- welcome to kitchen, alice: also here: carol --",
+    ];
+    let rows: Vec<Option<u16>> = order.iter().map(|l| screen.pane_row(l)).collect();
+    assert!(
+        rows.iter().all(Option::is_some) && rows.is_sorted(),
+        "{order:?} in order:\n{}",
+        screen.dump()
+    );
+    alice.wait_connected(2);
+    assert!(
+        alice
+            .snapshot()
+            .row(STATUS_ROW)
+            .starts_with(" #kitchen · alice"),
+        "{}",
+        alice.snapshot().dump()
+    );
+    bob.wait_line("* alice left");
+    carol.wait_line("* alice joined");
+
+    // Live in kitchen, both ways; tea goes on without her.
+    carol.type_keys("live in kitchen\r");
+    alice.wait_line("[carol] live in kitchen");
+    alice.type_keys("hi carol\r");
+    carol.wait_line("[alice] hi carol");
+    bob.type_keys("missed in tea\r");
+    bob.wait_line("[you] missed in tea");
+
+    // Back to tea: only what she missed is replayed.
+    alice.type_keys("/join tea\r");
+    let screen = alice.wait_for("tea's welcome again", |s| {
+        s.has_line("──── #tea ────") && s.has_line("-- welcome to tea, alice: also here: bob --")
+    });
+    let back = screen.pane_row("──── #tea ────").unwrap();
+    assert!(
+        screen.pane_row("[bob] missed in tea") > Some(back),
+        "{}",
+        screen.dump()
+    );
+    assert_eq!(
+        screen.count_line("[bob] first in tea"),
+        1,
+        "replayed again:\n{}",
+        screen.dump()
+    );
+    assert_eq!(
+        screen.count_line("-- end of history (1 message) --"),
+        2,
+        "one message replayed in each room:\n{}",
+        screen.dump()
+    );
+    bob.wait_line("* alice joined");
+    carol.wait_line("* alice left");
+    bob.type_keys("welcome back\r");
+    alice.wait_line("[bob] welcome back");
+
+    // /leave: to lobby; in lobby, nowhere to go.
+    alice.type_keys("/leave\r");
+    alice.wait_line("──── #lobby ────");
+    alice.wait_for("#lobby in the status bar", |s| {
+        s.row(STATUS_ROW).starts_with(" #lobby · alice")
+    });
+    alice.type_keys("/leave\r");
+    alice.wait_for("the notice that lobby is the default room", |s| {
+        s.pane()
+            .iter()
+            .any(|r| r.contains("you are in lobby, the default room"))
+    });
+    bob.wait_line("* alice left");
+
+    carol.quit();
+    bob.quit();
+    alice.quit();
+}
+
+/// `/rooms` lists the rooms with their member counts, ours marked; a room
+/// the server refuses leaves us where we were, with its reason; F2 shows
+/// the member list, which follows joins, and hides it again, as `/names`
+/// does.
+#[test]
+fn rooms_refusals_and_the_member_list() {
+    let port = free_port();
+    let _server = chat_server(port, &[]);
+    let (mut alice, mut bob) = alice_and_bob(port);
+    let mut carol = Tui::start(port, "carol", Some("kitchen"));
+    carol.wait_connected(1);
+
+    alice.type_keys("/rooms\r");
+    let screen = alice.wait_line("  #tea · 2 members (you are here)");
+    let listing = [
+        "-- 2 rooms: --",
+        "  #kitchen · 1 member",
+        "  #tea · 2 members (you are here)",
+    ];
+    let rows: Vec<Option<u16>> = listing.iter().map(|l| screen.pane_row(l)).collect();
+    assert!(
+        rows.iter().all(Option::is_some) && rows.is_sorted(),
+        "{}",
+        screen.dump()
+    );
+
+    // A name the server keeps for itself: refused, still in tea.
+    alice.type_keys("/join server\r");
+    let screen = alice.wait_for("the refusal", |s| {
+        // The line wraps: read the pane as words.
+        let pane = s.pane().join(" ");
+        let words = pane.split_whitespace().collect::<Vec<_>>().join(" ");
+        words.contains("cannot join #server: room name is reserved for the server; still in #tea")
+    });
+    assert!(
+        screen.row(STATUS_ROW).starts_with(" #tea · alice"),
+        "{}",
+        screen.dump()
+    );
+    bob.type_keys("still there?\r");
+    alice.wait_line("[bob] still there?");
+
+    // F2: the member list, us among them.
+    assert!(!alice.snapshot().members_shown());
+    alice.type_keys("\x1bOQ");
+    alice.wait_for("the member list", |s| {
+        s.members()[..3] == ["│ 2 here", "│ alice", "│ bob"]
+    });
+    carol.type_keys("/join tea\r");
+    alice.wait_for("carol in the member list", |s| {
+        s.members()[..4] == ["│ 3 here", "│ alice", "│ bob", "│ carol"]
+    });
+    alice.type_keys("\x1bOQ");
+    alice.wait_for("the member list hidden", |s| !s.members_shown());
+    alice.type_keys("/names\r");
+    alice.wait_for("the member list again", |s| {
+        s.members()[..4] == ["│ 3 here", "│ alice", "│ bob", "│ carol"]
+    });
+
+    carol.quit();
+    alice.wait_for("carol gone from the list", |s| {
+        s.members()[..3] == ["│ 2 here", "│ alice", "│ bob"] && s.members()[3].starts_with('│')
+    });
+    bob.quit();
+    alice.quit();
+}

@@ -14,6 +14,7 @@ use super::sanitize::sanitize;
 use super::session::{Outgoing, Update};
 use super::typing::TypingSender;
 use super::view::{Change, ChatView, Connection};
+use crate::chat::DEFAULT_ROOM;
 
 /// Lines kept in the message pane; older ones are dropped.
 pub const MAX_LINES: usize = 5_000;
@@ -39,8 +40,8 @@ pub struct App {
     pub unread: usize,
     /// Rows in the message pane at the last draw (for paging).
     pub page: usize,
-    /// The room, for the status bar.
-    pub room: String,
+    /// Whether the member list is shown (F2, Ctrl-N, `/names`).
+    pub show_members: bool,
     /// The server address, for the status bar.
     pub address: String,
     /// Set once the user asked to leave.
@@ -52,8 +53,10 @@ pub struct App {
 impl App {
     /// A fresh screen for `user` in `room` at `address`.
     pub fn new(user: &str, room: &str, address: &str) -> Self {
+        let mut view = ChatView::new(user);
+        view.set_room(room);
         App {
-            view: ChatView::new(user),
+            view,
             lines: Vec::new(),
             typing_line: None,
             pending: VecDeque::new(),
@@ -61,7 +64,7 @@ impl App {
             scroll: 0,
             unread: 0,
             page: 10,
-            room: room.to_owned(),
+            show_members: false,
             address: address.to_owned(),
             quitting: false,
             typing: TypingSender::new(),
@@ -118,9 +121,13 @@ impl App {
                 self.pending.remove(at);
             }
         }
-        if let Update::Disconnected { .. } = update {
-            // The indicator belonged to the lost call.
+        if let Update::Disconnected { .. } | Update::Switched { .. } = update {
+            // The indicator belonged to the lost call, or the room left.
             self.typing.reset();
+        }
+        if let Update::Switched { .. } = update {
+            // To the bottom, to see the new room.
+            self.scroll_down(usize::MAX);
         }
         let changes = self.view.update(update, now);
         self.apply(changes);
@@ -157,9 +164,9 @@ impl App {
     }
 
     /// An edit happened: typing started or continues, or stopped when the
-    /// line is now empty.
+    /// line is now empty or a command (`/join …` tells the room nothing).
     fn edited(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let signal = if self.input.is_empty() {
+        let signal = if self.input.is_empty() || command::is_command(self.input.text()) {
             self.typing.stop()
         } else {
             self.typing.key(now)
@@ -199,6 +206,14 @@ impl App {
             }
             KeyCode::Char('e') if ctrl => {
                 self.input.end();
+                false
+            }
+            KeyCode::Char('n') if ctrl => {
+                self.toggle_members(&mut out);
+                false
+            }
+            KeyCode::F(2) => {
+                self.toggle_members(&mut out);
                 false
             }
             KeyCode::Char(_) if ctrl || key.modifiers.contains(KeyModifiers::ALT) => false,
@@ -246,6 +261,16 @@ impl App {
         }
     }
 
+    /// Shows or hides the member list; shown, it is refreshed at once
+    /// (the event loop refreshes it on a timer while it stays shown).
+    fn toggle_members(&mut self, out: &mut Vec<Outgoing>) {
+        self.show_members = !self.show_members;
+        if self.show_members && *self.view.connection() == Connection::Connected {
+            self.view.expect_silent_who();
+            out.push(Outgoing::Who);
+        }
+    }
+
     /// Asks to leave (once). Returns false: quitting edits nothing.
     fn quit(&mut self, out: &mut Vec<Outgoing>) -> bool {
         if !self.quitting {
@@ -253,6 +278,18 @@ impl App {
             out.push(Outgoing::Leave);
         }
         false
+    }
+
+    /// `/join`: the session moves; while not connected it will once it is.
+    fn join(&mut self, room: String, out: &mut Vec<Outgoing>) {
+        if *self.view.connection() != Connection::Connected {
+            let line = self.view.local(&format!(
+                "not connected: will join #{} once connected",
+                sanitize(&room)
+            ));
+            self.push(line);
+        }
+        out.push(Outgoing::Join(room));
     }
 
     fn enter(&mut self, out: &mut Vec<Outgoing>) {
@@ -271,6 +308,16 @@ impl App {
                 self.quit(out);
             }
             Command::Who => out.push(Outgoing::Who),
+            Command::Names => self.toggle_members(out),
+            Command::Rooms => out.push(Outgoing::Rooms),
+            Command::Join(room) => self.join(room, out),
+            Command::Leave if self.view.room() == DEFAULT_ROOM => {
+                let line = self.view.local(&format!(
+                    "you are in {DEFAULT_ROOM}, the default room: /join ROOM moves, /quit leaves the chat"
+                ));
+                self.push(line);
+            }
+            Command::Leave => self.join(DEFAULT_ROOM.to_owned(), out),
             Command::Help => {
                 for text in command::HELP {
                     self.push(DisplayLine::new(
@@ -354,6 +401,24 @@ mod tests {
     }
 
     #[test]
+    fn typing_a_command_is_not_typing() {
+        let t = Instant::now();
+        let mut app = App::new("alice", "lobby", "x");
+        assert!(type_str(&mut app, "/join tea", t).is_empty());
+        app.key(key(KeyCode::Enter), t);
+        assert_eq!(
+            type_str(&mut app, "/me waves", t),
+            [Outgoing::Typing(Signal::Start)],
+            "an action is said: typing from the space after /me"
+        );
+        app.key(ctrl('u'), t);
+        assert_eq!(
+            type_str(&mut app, "//x", t),
+            [Outgoing::Typing(Signal::Start)]
+        );
+    }
+
+    #[test]
     fn quitting() {
         let t = Instant::now();
         let mut app = App::new("alice", "lobby", "x");
@@ -390,6 +455,45 @@ mod tests {
         let sent = app.key(key(KeyCode::Enter), t);
         assert!(!sent.iter().any(|o| matches!(o, Outgoing::Message(_))));
         assert!(app.lines[0].plain().contains("unknown command"));
+    }
+
+    #[test]
+    fn rooms_and_the_member_list() {
+        let t = Instant::now();
+        let mut app = App::new("alice", "lobby", "x");
+        // What is sent besides typing signals (a command typed is typing).
+        let enter = |app: &mut App| -> Vec<Outgoing> {
+            let mut sent = app.key(key(KeyCode::Enter), t);
+            sent.retain(|o| !matches!(o, Outgoing::Typing(_)));
+            sent
+        };
+        // Not connected yet: the /join waits, and says so.
+        type_str(&mut app, "/join #tea", t);
+        assert_eq!(enter(&mut app), [Outgoing::Join("tea".into())]);
+        assert!(
+            app.lines[0]
+                .plain()
+                .contains("will join #tea once connected")
+        );
+        app.update(&Update::Connected { reconnected: false }, t);
+        // In lobby, /leave has nowhere to go.
+        type_str(&mut app, "/leave", t);
+        assert!(enter(&mut app).is_empty());
+        assert!(app.lines.last().unwrap().plain().contains("default room"));
+        app.update(&Update::Switched { room: "tea".into() }, t);
+        assert_eq!(app.view.room(), "tea");
+        type_str(&mut app, "/leave", t);
+        assert_eq!(enter(&mut app), [Outgoing::Join("lobby".into())]);
+        type_str(&mut app, "/rooms", t);
+        assert_eq!(enter(&mut app), [Outgoing::Rooms]);
+        // F2, Ctrl-N and /names toggle the list; shown, it is refreshed.
+        assert_eq!(app.key(key(KeyCode::F(2)), t), [Outgoing::Who]);
+        assert!(app.show_members);
+        assert!(app.key(ctrl('n'), t).is_empty());
+        assert!(!app.show_members);
+        type_str(&mut app, "/names", t);
+        assert_eq!(enter(&mut app), [Outgoing::Who]);
+        assert!(app.show_members);
     }
 
     #[test]

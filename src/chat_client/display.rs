@@ -9,6 +9,7 @@
 //! * bob joined           a member joined
 //! * bob left             a member left
 //! -- rate limited --     a notice, from the server or from this client
+//! ──── #kitchen ────     now in another room (after `/join`)
 //! ```
 //!
 //! Text in a `DisplayLine` is already [sanitised](super::sanitize): building
@@ -63,6 +64,9 @@ pub enum Entry {
     Notice(String),
     /// Help text from this client, shown as it is.
     Info(String),
+    /// From here on, another room (sanitised name): the separator a
+    /// `/join` draws.
+    Room(String),
 }
 
 /// One line of the conversation.
@@ -158,6 +162,7 @@ impl DisplayLine {
             Entry::Left(name) => format!("* {name} left"),
             Entry::Notice(text) => format!("-- {text} --"),
             Entry::Info(text) => text.clone(),
+            Entry::Room(name) => format!("──── #{name} ────"),
         }
     }
 

@@ -22,6 +22,11 @@
 //! [you] hello from a script
 //! ```
 //!
+//! `/join ROOM`, `/leave` and `/rooms` work as in the TUI: a `/join` before
+//! the server is reached waits its turn, after the lines before it, and
+//! the switch prints `──── #ROOM ────` before the new room's history.
+//! `/names` lists the members, as `/who` does.
+//!
 //! The typing line is printed only when it changes to someone typing. Errors
 //! that end the session go to stderr, with a non-zero exit status.
 
@@ -34,8 +39,9 @@ use tokio::sync::mpsc;
 use super::Options;
 use super::command::{self, Command};
 use super::display::DisplayLine;
-use super::session::{self, Outgoing, SessionConfig, Update};
+use super::session::{self, Outgoing, SessionConfig, Update, room_name};
 use super::view::{Change, ChatView};
+use crate::chat::DEFAULT_ROOM;
 
 /// Reads stdin lines on a thread of its own (a blocking read cannot be
 /// cancelled; the thread simply ends with the process). `None` at EOF.
@@ -129,6 +135,9 @@ pub async fn run(options: Options) -> ExitCode {
     config.transport = options.transport.clone();
     let (outgoing, mut updates) = session::start(config);
     let mut view = ChatView::new(&user);
+    if let Some(room) = &options.room {
+        view.set_room(&room_name(room));
+    }
     let mut printer = Printer {
         timestamps: options.timestamps,
         typing: None,
@@ -175,8 +184,21 @@ pub async fn run(options: Options) -> ExitCode {
                         leaving = true;
                         let _ = outgoing.send(Outgoing::Finish);
                     }
-                    Command::Who => {
+                    // No member pane here: /names lists them, as /who does.
+                    Command::Who | Command::Names => {
                         let _ = outgoing.send(Outgoing::Who);
+                    }
+                    Command::Rooms => {
+                        let _ = outgoing.send(Outgoing::Rooms);
+                    }
+                    Command::Join(room) => {
+                        let _ = outgoing.send(Outgoing::Join(room));
+                    }
+                    // The session says so if we are in the default room
+                    // already (the view may not know yet where a held
+                    // /join will have taken us).
+                    Command::Leave => {
+                        let _ = outgoing.send(Outgoing::Join(DEFAULT_ROOM.to_owned()));
                     }
                     Command::Help => {
                         for text in command::HELP {

@@ -13,20 +13,21 @@
 //! * [`display`] — a [`DisplayLine`](display::DisplayLine) per event and its
 //!   text: `[you] hi`, `[alice] hi`, `* bob joined`, `-- notice --`; local
 //!   `HH:MM`; stable name colours.
-//! * [`command`] — what a typed line means: a message, `/me`, `/who`,
-//!   `/help`, `/clear`, `/quit`.
+//! * [`command`] — what a typed line means: a message, `/me`, `/join`,
+//!   `/leave`, `/rooms`, `/who`, `/names`, `/help`, `/clear`, `/quit`.
 //! * [`typing`] — the typing state machines: ours (START on the first key,
 //!   STOP after 2 s idle or on send) and everyone else's typing line.
 //! * [`view`] — the conversation built from session updates, shared by both
 //!   front ends.
 //! * [`input`] — the editable input line.
 //! * [`app`] — the TUI's state and key bindings.
-//! * [`render`] — drawing the TUI with `ratatui`, wrapping and scrolling.
+//! * [`render`] — drawing the TUI with `ratatui`, wrapping and scrolling,
+//!   the member list.
 //!
 //! I/O:
 //!
-//! * [`session`] — the connection: join, events both ways, reconnection
-//!   with backoff, leave.
+//! * [`session`] — the connection: join, events both ways, moving between
+//!   rooms with a resume point per room, reconnection with backoff, leave.
 //! * [`line`](mod@line) — line mode (stdin/stdout are not a terminal).
 //! * [`tui`] — terminal setup and restore, the TUI event loop.
 

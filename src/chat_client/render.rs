@@ -14,6 +14,21 @@
 //! └───────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! The member list (F2, Ctrl-N or `/names`) takes the right-hand
+//! [`MEMBERS_WIDTH`] columns of the message pane, when the pane keeps at
+//! least [`MIN_PANE_WIDTH`] of its own:
+//!
+//! ```text
+//! │12:02 [bob] hi!                          │ 3 here            │
+//! │12:02 [you] hello                        │ alice             │
+//! │                                         │ bob               │
+//! │                                         │ +1 listening      │
+//! ```
+//!
+//! It shows the members the client knows of (its last `/who` answer, then
+//! joins and leaves), us among them in bold, and draws only as many names
+//! as it has rows.
+//!
 //! While the connection is down, the status bar says so and follows each
 //! attempt (`#lobby · alice · reconnecting… · retry in 4s · cannot connect
 //! to …`), and messages typed meanwhile show at the bottom of the pane,
@@ -56,6 +71,12 @@ pub const PALETTE: &[Color] = &[
 pub fn name_color(name: &str) -> Color {
     PALETTE[color_index(name, PALETTE.len())]
 }
+
+/// The member list's width, its border included.
+pub const MEMBERS_WIDTH: u16 = 20;
+/// The member list is drawn only when the message pane keeps this many
+/// columns beside it.
+pub const MIN_PANE_WIDTH: u16 = 40;
 
 const TIME_WIDTH: usize = 6; // "HH:MM "
 const PROMPT: &str = "> ";
@@ -113,6 +134,14 @@ pub fn spans(line: &DisplayLine, me: &str) -> Vec<Span<'static>> {
             spans.push(Span::styled(
                 line.plain(),
                 dim().add_modifier(Modifier::ITALIC),
+            ));
+        }
+        Entry::Room(_) => {
+            spans.push(Span::styled(
+                line.plain(),
+                Style::default()
+                    .fg(Color::Cyan)
+                    .add_modifier(Modifier::BOLD),
             ));
         }
     }
@@ -240,6 +269,60 @@ pub fn visible_rows(app: &mut App, width: usize, height: usize) -> Vec<Line<'sta
     shown
 }
 
+/// The member list's rows, at most `height`: how many are here, then the
+/// names (ours bold), then how many more did not fit and how many have no
+/// name yet. Walks only the names it shows.
+pub fn member_rows(app: &App, height: usize) -> Vec<Line<'static>> {
+    let view = &app.view;
+    let named = view.member_count() + 1;
+    let listeners = usize::try_from(view.listeners()).unwrap_or(usize::MAX);
+    let border = || Span::styled("│ ", dim());
+    let mut rows = vec![Line::from(vec![
+        border(),
+        Span::styled(
+            format!("{} here", named.saturating_add(listeners)),
+            Style::default().add_modifier(Modifier::BOLD),
+        ),
+    ])];
+    let tail = usize::from(listeners > 0);
+    let room = height.saturating_sub(1 + tail);
+    let shown = if named <= room {
+        named
+    } else {
+        room.saturating_sub(1)
+    };
+    for (name, us) in view.everyone().take(shown) {
+        let mut style = Style::default().fg(name_color(name));
+        if us {
+            style = style.add_modifier(Modifier::BOLD);
+        }
+        rows.push(Line::from(vec![
+            border(),
+            Span::styled(name.to_owned(), style),
+        ]));
+    }
+    if shown < named {
+        rows.push(Line::from(vec![
+            border(),
+            Span::styled(format!("+{} more", named - shown), dim()),
+        ]));
+    }
+    if listeners > 0 {
+        rows.push(Line::from(vec![
+            border(),
+            Span::styled(
+                format!("+{listeners} listening"),
+                dim().add_modifier(Modifier::ITALIC),
+            ),
+        ]));
+    }
+    rows.truncate(height);
+    while rows.len() < height {
+        rows.push(Line::from(border()));
+    }
+    rows
+}
+
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     let [status, pane, typing, input] = Layout::vertical([
@@ -257,10 +340,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
         Connection::Reconnecting => ("reconnecting…", Color::Yellow),
         Connection::Closed => ("closed", Color::Red),
     };
-    let here = app.view.members().count() + 1;
+    let here = app.view.member_count() + 1;
     let bar = Style::default().bg(Color::DarkGray).fg(Color::White);
     let mut status_spans = vec![Span::styled(
-        format!(" #{} ", app.room),
+        format!(" #{} ", sanitize(app.view.room())),
         bar.add_modifier(Modifier::BOLD),
     )];
     match app.view.disconnect() {
@@ -308,7 +391,20 @@ pub fn draw(frame: &mut Frame<'_>, app: &mut App) {
     status_spans.push(Span::styled(" ".repeat(usize::from(status.width)), bar));
     frame.render_widget(Paragraph::new(Line::from(status_spans)), status);
 
-    // Message pane.
+    // Message pane, and the member list beside it when it is shown and
+    // there is room.
+    let pane = if app.show_members && pane.width >= MIN_PANE_WIDTH + MEMBERS_WIDTH {
+        let [messages, members] = Layout::horizontal([
+            Constraint::Min(MIN_PANE_WIDTH),
+            Constraint::Length(MEMBERS_WIDTH),
+        ])
+        .areas(pane);
+        let rows = member_rows(app, usize::from(members.height));
+        frame.render_widget(Paragraph::new(rows), members);
+        messages
+    } else {
+        pane
+    };
     app.page = usize::from(pane.height);
     let rows = visible_rows(app, usize::from(pane.width), usize::from(pane.height));
     frame.render_widget(Paragraph::new(rows), pane);
@@ -402,6 +498,49 @@ mod tests {
         app.scroll = 0;
         let rows = visible_rows(&mut app, 40, 3);
         assert!(text(&rows[2]).contains("n4"));
+    }
+
+    #[test]
+    fn the_member_list_fits_its_rows() {
+        use crate::chat_client::session::Update;
+        use crate::pb::chat::WhoResponse;
+        let mut app = App::new("carol", "lobby", "x");
+        let who = |users: &[&str], listeners| {
+            Update::Who(Ok(WhoResponse {
+                room: "lobby".into(),
+                users: users.iter().map(|u| (*u).to_owned()).collect(),
+                listeners,
+            }))
+        };
+        let rows = |app: &App, height| -> Vec<String> {
+            member_rows(app, height).iter().map(text).collect()
+        };
+        app.view.expect_silent_who();
+        app.update(
+            &who(&["alice", "bob", "carol"], 1),
+            std::time::Instant::now(),
+        );
+        assert_eq!(
+            rows(&app, 6),
+            [
+                "│ 4 here",
+                "│ alice",
+                "│ bob",
+                "│ carol",
+                "│ +1 listening",
+                "│ "
+            ]
+        );
+        assert_eq!(
+            rows(&app, 4),
+            ["│ 4 here", "│ alice", "│ +2 more", "│ +1 listening"]
+        );
+        let everyone: Vec<String> = (0..1000).map(|i| format!("u{i:04}")).collect();
+        let names: Vec<&str> = everyone.iter().map(String::as_str).collect();
+        app.view.expect_silent_who();
+        app.update(&who(&names, 0), std::time::Instant::now());
+        let shown = rows(&app, 3);
+        assert_eq!(shown, ["│ 1001 here", "│ carol", "│ +1000 more"]);
     }
 
     #[test]

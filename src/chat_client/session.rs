@@ -4,8 +4,8 @@
 //! channels and never sees a socket or a `Status`.
 //!
 //! ```text
-//!   UI ── Outgoing (message, typing, /who, leave) ──▶ session task ──▶ server
-//!   UI ◀── Update (events, connected, disconnected) ── session task ◀── server
+//!   UI ── Outgoing (message, typing, /who, /rooms, /join, leave) ──▶ session task ──▶ server
+//!   UI ◀── Update (events, connected, switched, disconnected) ──── session task ◀── server
 //! ```
 //!
 //! States of the task:
@@ -42,7 +42,33 @@
 //! so the server replays exactly what was missed (see
 //! [`crate::chat::history`]). The epoch is learnt from the `SystemEvent`s
 //! that carry one.
+//!
+//! # Changing rooms
+//!
+//! [`Outgoing::Join`] moves the session to another room on the same
+//! connection (`switch`). The new room's call is opened **first**: a room
+//! the server refuses (a bad name, our name in use there) ends only that
+//! call, reported [`Update::JoinFailed`], and the session stays where it
+//! was. Once the new call is joined, the old room is left as on `/quit`
+//! (`USER_LEFT`, half-close, what it still sends passed on), then
+//! [`Update::Switched`] separates the two rooms' events. The resume point is
+//! kept **per room** ([`Rooms`]): going back to a room resumes where we
+//! left it rather than replaying its newest messages again.
+//!
+//! ```text
+//!  joined in A ── Join(B) ──▶ open B ──refused──▶ JoinFailed, still in A
+//!                                │ first event
+//!                                ▼
+//!                   leave A (USER_LEFT, half-close, drain)
+//!                                ▼
+//!                   Switched { B }, B's first event, … joined in B
+//! ```
+//!
+//! A `/join` asked while not connected is held in order with the messages
+//! (a script's `/join` usually comes before the server answers) and carried
+//! out once joined.
 
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -53,11 +79,12 @@ use tracing::debug;
 use super::display::same_name;
 use super::typing::Signal;
 use crate::chat::history::{EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY};
-use crate::chat::{AUTHORIZATION_METADATA_KEY, ROOM_METADATA_KEY};
+use crate::chat::{AUTHORIZATION_METADATA_KEY, DEFAULT_ROOM, ROOM_METADATA_KEY};
 use crate::client::{Channel, RequestSink};
 use crate::pb::chat::{
-    ChatMessageEvent, ChatServiceClient, ClientEvent, ServerEvent, TypingEvent, TypingEventType,
-    UserEvent, UserEventType, WhoRequest, WhoResponse, client_event, server_event,
+    ChatMessageEvent, ChatServiceClient, ClientEvent, RoomsRequest, RoomsResponse, ServerEvent,
+    TypingEvent, TypingEventType, UserEvent, UserEventType, WhoRequest, WhoResponse, client_event,
+    server_event,
 };
 use crate::rpc::Request;
 use crate::{Code, Status};
@@ -172,6 +199,12 @@ pub enum Outgoing {
     Typing(Signal),
     /// Ask who is in the room; answered by [`Update::Who`].
     Who,
+    /// Ask which rooms have members; answered by [`Update::Rooms`].
+    Rooms,
+    /// Move to this room (`/join`): answered by [`Update::Switched`] or
+    /// [`Update::JoinFailed`]. While not connected it waits, in order with
+    /// the messages, for the next call.
+    Join(String),
     /// Leave now: `USER_LEFT`, half-close, then [`Update::Left`]. While
     /// not connected: stop trying, report held messages
     /// [`Update::NotSent`], then [`Update::Left`].
@@ -198,6 +231,23 @@ pub enum Update {
     Event(ServerEvent),
     /// The answer to [`Outgoing::Who`].
     Who(Result<WhoResponse, String>),
+    /// The answer to [`Outgoing::Rooms`].
+    Rooms(Result<RoomsResponse, String>),
+    /// Now in `room` after [`Outgoing::Join`]: the earlier room's call has
+    /// ended; the events from here on are the new room's, starting with its
+    /// replayed history.
+    Switched {
+        /// The room joined.
+        room: String,
+    },
+    /// [`Outgoing::Join`] failed; the session is still in its room.
+    JoinFailed {
+        /// The room asked for.
+        room: String,
+        /// Why, for the user (the server's refusal, or "you are already
+        /// there").
+        reason: String,
+    },
     /// Not connected; a new attempt follows. The notice says why and when.
     Disconnected {
         /// For the user, e.g. "connection lost, reconnecting in 2s".
@@ -411,14 +461,78 @@ impl Drop for Joined {
     }
 }
 
-/// Requests made while not connected, carried out once joined: messages
-/// are sent in the order they were typed, before anything typed later.
+/// Something asked while not connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Asked {
+    /// A message to send.
+    Say(String),
+    /// A room to move to.
+    Join(String),
+}
+
+/// Requests made while not connected, carried out once joined, in the
+/// order they were made, before anything asked later.
 #[derive(Debug, Default)]
 struct Held {
-    /// Messages to send.
-    messages: Vec<String>,
-    /// Leave right after sending them ([`Outgoing::Finish`]).
+    /// Messages to send and rooms to move to, oldest first.
+    asked: VecDeque<Asked>,
+    /// Leave right after carrying them out ([`Outgoing::Finish`]).
     finish: bool,
+}
+
+/// Where the session is, and where to resume in each room it has been in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rooms {
+    /// The room joined, or to join (the `chat-room` of every call).
+    current: String,
+    /// Where to resume from in `current`.
+    resume: Resume,
+    /// Where to resume from in the rooms left earlier.
+    earlier: HashMap<String, Resume>,
+}
+
+impl Rooms {
+    /// Starting in `room` (the server's default when `None`), with nothing
+    /// seen anywhere.
+    pub fn new(room: Option<&str>) -> Self {
+        Rooms {
+            current: room_name(room.unwrap_or(DEFAULT_ROOM)),
+            resume: Resume::default(),
+            earlier: HashMap::new(),
+        }
+    }
+
+    /// The room joined, or to join.
+    pub fn current(&self) -> &str {
+        &self.current
+    }
+
+    /// Where to resume from in the current room.
+    pub fn resume(&self) -> &Resume {
+        &self.resume
+    }
+
+    /// Where to resume from in `room` if we move there: where we left it,
+    /// or nothing (a first visit replays the room's newest messages).
+    pub fn resume_in(&self, room: &str) -> Resume {
+        self.earlier.get(room).cloned().unwrap_or_default()
+    }
+
+    /// Now in `room`, resuming from `resume` there; the room we leave
+    /// keeps its resume point for a later return.
+    pub fn enter(&mut self, room: String, resume: Resume) {
+        let left = std::mem::replace(&mut self.current, room);
+        let seen = std::mem::replace(&mut self.resume, resume);
+        self.earlier.remove(&self.current);
+        self.earlier.insert(left, seen);
+    }
+}
+
+/// A room name as the server will take it: trimmed, and without the `#`
+/// an IRC user types in front (`/join #tea` is `tea`).
+pub fn room_name(asked: &str) -> String {
+    let name = asked.trim();
+    name.strip_prefix('#').unwrap_or(name).trim().to_owned()
 }
 
 /// Our own messages on the current call that the server has not echoed
@@ -482,14 +596,14 @@ async fn run(
     let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
     let mut ever_joined = false;
     let mut failed_attempts = 0u32;
-    // Where to resume from on the next connection.
-    let mut resume = Resume::default();
+    // Which room, and where to resume from on the next connection.
+    let mut rooms = Rooms::new(config.room.as_deref());
     // What was asked while not connected: done once joined (a script's
     // input usually arrives before the server answers; a person types on
     // while the connection is down).
     let mut held = Held::default();
     loop {
-        let cause = match join(&config, &mut resume).await {
+        let cause = match join(&config, &rooms.current, &mut rooms.resume).await {
             Ok((mut joined, first)) => {
                 backoff.reset();
                 failed_attempts = 0;
@@ -497,20 +611,18 @@ async fn run(
                     reconnected: ever_joined,
                 });
                 ever_joined = true;
-                let mut echoes = Echoes::new();
-                echoes.observe(&first, &config.user);
-                resume.observe(&first);
-                let _ = updates.send(Update::Event(first));
-                match send_held(&mut joined, &mut held, &mut echoes).await {
+                let mut call = Call {
+                    rooms: &mut rooms,
+                    echoes: Echoes::new(),
+                    finish_by: None,
+                };
+                call.forward(first, &config.user, &updates);
+                match send_held(&config, &mut joined, &mut held, &mut call, &updates).await {
                     Err(status) => Cause::Lost(status),
                     Ok(()) => {
-                        let call = Call {
-                            resume: &mut resume,
-                            echoes,
-                            finish_by: held
-                                .finish
-                                .then(|| tokio::time::Instant::now() + FINISH_TIMEOUT),
-                        };
+                        call.finish_by = held
+                            .finish
+                            .then(|| tokio::time::Instant::now() + FINISH_TIMEOUT);
                         match serve(
                             &config,
                             &mut joined,
@@ -563,8 +675,10 @@ async fn run(
             .is_break()
         {
             // Leaving while messages wait: say which were dropped.
-            for text in held.messages.drain(..) {
-                let _ = updates.send(Update::NotSent(text));
+            for asked in held.asked.drain(..) {
+                if let Asked::Say(text) = asked {
+                    let _ = updates.send(Update::NotSent(text));
+                }
             }
             let _ = updates.send(Update::Left);
             return;
@@ -572,35 +686,52 @@ async fn run(
     }
 }
 
-/// Sends the held messages, in order, on a new call. On failure the unsent
-/// ones (the failed one first) stay held for the next call.
+/// Carries out what was held, in order, on a new call: sends the messages
+/// and moves rooms. On a failed send the unsent ones (the failed one first)
+/// stay held for the next call.
 async fn send_held(
+    config: &SessionConfig,
     joined: &mut Joined,
     held: &mut Held,
-    echoes: &mut Echoes,
+    call: &mut Call<'_>,
+    updates: &mpsc::UnboundedSender<Update>,
 ) -> Result<(), Status> {
-    while !held.messages.is_empty() {
-        let text = held.messages.remove(0);
-        let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
-            message: text,
-            ..Default::default()
-        }));
-        if let Err(status) = joined.sink.send(&message).await {
-            if let Some(client_event::Event::ChatMessage(m)) = message.event {
-                held.messages.insert(0, m.message);
+    while let Some(asked) = held.asked.pop_front() {
+        match asked {
+            Asked::Say(text) => {
+                if let Err((status, text)) = say(joined, text).await {
+                    held.asked.push_front(Asked::Say(text));
+                    return Err(status);
+                }
+                call.echoes.sent();
             }
-            return Err(status);
+            Asked::Join(room) => switch(config, joined, call, &room, updates).await,
         }
-        echoes.sent();
     }
     Ok(())
 }
 
-/// Waits out a backoff delay, answering the UI meanwhile: messages go to
-/// `held`, sent in order once joined. [`Outgoing::Finish`] before the first
-/// connection is held too (a script's input can end before the server is
-/// reached); after it, a finish leaves at once (then the held messages are
-/// reported [`Update::NotSent`]). `Break` when the user left.
+/// Sends a chat message on the call; gives the text back if that fails.
+async fn say(joined: &mut Joined, text: String) -> Result<(), (Status, String)> {
+    let message = event(client_event::Event::ChatMessage(ChatMessageEvent {
+        message: text,
+        ..Default::default()
+    }));
+    match joined.sink.send(&message).await {
+        Ok(()) => Ok(()),
+        Err(status) => match message.event {
+            Some(client_event::Event::ChatMessage(m)) => Err((status, m.message)),
+            _ => Err((status, String::new())),
+        },
+    }
+}
+
+/// Waits out a backoff delay, answering the UI meanwhile: messages and
+/// `/join`s go to `held`, carried out in order once joined.
+/// [`Outgoing::Finish`] before the first connection is held too (a
+/// script's input can end before the server is reached); after it, a
+/// finish leaves at once (then the held messages are reported
+/// [`Update::NotSent`]). `Break` when the user left.
 async fn wait(
     delay: Duration,
     outgoing: &mut mpsc::UnboundedReceiver<Outgoing>,
@@ -619,9 +750,13 @@ async fn wait(
                     return std::ops::ControlFlow::Break(());
                 }
                 Some(Outgoing::Finish) => held.finish = true,
-                Some(Outgoing::Message(text)) => held.messages.push(text),
+                Some(Outgoing::Message(text)) => held.asked.push_back(Asked::Say(text)),
+                Some(Outgoing::Join(room)) => held.asked.push_back(Asked::Join(room)),
                 Some(Outgoing::Who) => {
                     let _ = updates.send(Update::Who(Err("not connected".to_owned())));
+                }
+                Some(Outgoing::Rooms) => {
+                    let _ = updates.send(Update::Rooms(Err("not connected".to_owned())));
                 }
                 // Typing means nothing to a room we are not in.
                 Some(Outgoing::Typing(_)) => {}
@@ -684,93 +819,114 @@ impl Resume {
     }
 }
 
-/// Dials, opens `Chat` (resuming from `resume`), sends `USER_JOINED` and
-/// waits for the first event.
-async fn join(
+/// A request carrying the token, if there is one.
+fn authorized<T>(message: T, transport: &Transport) -> Result<Request<T>, Status> {
+    let mut request = Request::new(message);
+    if let Some(token) = &transport.token {
+        request
+            .metadata_mut()
+            .insert(AUTHORIZATION_METADATA_KEY, &format!("Bearer {token}"))
+            .map_err(|_| {
+                Status::invalid_argument("the token must be printable ASCII without spaces")
+            })?;
+    }
+    Ok(request)
+}
+
+/// Dials the server.
+async fn dial(config: &SessionConfig) -> Result<ChatServiceClient, Status> {
+    let mut builder = Channel::builder(config.address.clone());
+    builder.connect_timeout(config.connect_timeout);
+    let transport = &config.transport;
+    if let Some((interval, timeout)) = transport.keepalive {
+        builder.keepalive(interval, timeout);
+    }
+    if let Some(tls) = &transport.tls {
+        builder.tls(std::sync::Arc::clone(tls));
+    }
+    if let Some(name) = &transport.server_name {
+        builder.server_name(name.clone());
+    }
+    if let Some(trace) = &transport.wire_trace {
+        builder.wire_trace(trace.clone());
+    }
+    Ok(ChatServiceClient::new(builder.connect().await?))
+}
+
+/// Opens `Chat` in `room` on a connection (resuming from `resume`), sends
+/// `USER_JOINED` and waits for the first event.
+async fn open(
     config: &SessionConfig,
+    client: ChatServiceClient,
+    room: &str,
     resume: &mut Resume,
 ) -> Result<(Joined, ServerEvent), Status> {
     resume.new_call();
-    let resume = resume.clone();
-    let attempt = async {
-        let mut builder = Channel::builder(config.address.clone());
-        builder.connect_timeout(config.connect_timeout);
-        let transport = &config.transport;
-        if let Some((interval, timeout)) = transport.keepalive {
-            builder.keepalive(interval, timeout);
+    let mut request = authorized((), &config.transport)?;
+    request
+        .metadata_mut()
+        .insert(ROOM_METADATA_KEY, room)
+        .map_err(|_| {
+            // gRPC's ASCII metadata: printable ASCII, 0x20-0x7E.
+            Status::invalid_argument(format!(
+                "room name {room:?} cannot be sent: the chat-room metadata takes printable \
+                 ASCII only"
+            ))
+        })?;
+    if let Some(id) = resume.last_id {
+        // Digits and the server's own epoch: valid header values; a
+        // failure would only mean a fresh join.
+        let _ = request
+            .metadata_mut()
+            .insert(LAST_ID_METADATA_KEY, &id.to_string());
+        if let Some(epoch) = &resume.epoch {
+            let _ = request.metadata_mut().insert(EPOCH_METADATA_KEY, epoch);
         }
-        if let Some(tls) = &transport.tls {
-            builder.tls(std::sync::Arc::clone(tls));
-        }
-        if let Some(name) = &transport.server_name {
-            builder.server_name(name.clone());
-        }
-        if let Some(trace) = &transport.wire_trace {
-            builder.wire_trace(trace.clone());
-        }
-        let channel = builder.connect().await?;
-        let client = ChatServiceClient::new(channel);
-        let mut request = Request::new(());
-        if let Some(token) = &transport.token {
-            request
-                .metadata_mut()
-                .insert(AUTHORIZATION_METADATA_KEY, &format!("Bearer {token}"))
-                .map_err(|_| {
-                    Status::invalid_argument("the token must be printable ASCII without spaces")
-                })?;
-        }
-        if let Some(room) = &config.room {
-            request
-                .metadata_mut()
-                .insert(ROOM_METADATA_KEY, room)
-                .map_err(|e| Status::invalid_argument(format!("room name {room:?}: {e}")))?;
-        }
-        if let Some(id) = resume.last_id {
-            // Digits and the server's own epoch: valid header values; a
-            // failure would only mean a fresh join.
-            let _ = request
-                .metadata_mut()
-                .insert(LAST_ID_METADATA_KEY, &id.to_string());
-            if let Some(epoch) = &resume.epoch {
-                let _ = request.metadata_mut().insert(EPOCH_METADATA_KEY, epoch);
-            }
-        }
-        let (mut sink, mut stream) = client.chat(request).await?.split();
-        // If the server refuses the call it may end it before reading: the
-        // send then fails, and the reason is the response's status.
-        let sent = sink
-            .send(&user_event(UserEventType::UserJoined, &config.user))
-            .await;
-        let first = match stream.message().await {
-            Ok(Some(first)) => first,
-            Ok(None) => return Err(Status::unavailable("the server ended the call at once")),
-            Err(status) => return Err(status),
-        };
-        sent?;
-        let (tx, inbound) = mpsc::channel(INBOUND_BUFFER);
-        let reader = tokio::spawn(async move {
-            loop {
-                let item = match stream.message().await {
-                    Ok(Some(event)) => Ok(event),
-                    Ok(None) => Err(Status::unavailable("the server ended the chat")),
-                    Err(status) => Err(status),
-                };
-                let end = item.is_err();
-                if tx.send(item).await.is_err() || end {
-                    return;
-                }
-            }
-        });
-        Ok((
-            Joined {
-                client,
-                sink,
-                inbound,
-                reader,
-            },
-            first,
-        ))
+    }
+    let (mut sink, mut stream) = client.chat(request).await?.split();
+    // If the server refuses the call it may end it before reading: the
+    // send then fails, and the reason is the response's status.
+    let sent = sink
+        .send(&user_event(UserEventType::UserJoined, &config.user))
+        .await;
+    let first = match stream.message().await {
+        Ok(Some(first)) => first,
+        Ok(None) => return Err(Status::unavailable("the server ended the call at once")),
+        Err(status) => return Err(status),
     };
+    sent?;
+    let (tx, inbound) = mpsc::channel(INBOUND_BUFFER);
+    let reader = tokio::spawn(async move {
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(event)) => Ok(event),
+                Ok(None) => Err(Status::unavailable("the server ended the chat")),
+                Err(status) => Err(status),
+            };
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok((
+        Joined {
+            client,
+            sink,
+            inbound,
+            reader,
+        },
+        first,
+    ))
+}
+
+/// Dials, then [`open`]s the chat in `room`, within the connect timeout.
+async fn join(
+    config: &SessionConfig,
+    room: &str,
+    resume: &mut Resume,
+) -> Result<(Joined, ServerEvent), Status> {
+    let attempt = async { open(config, dial(config).await?, room, resume).await };
     timeout(config.connect_timeout, attempt)
         .await
         .unwrap_or_else(|_| {
@@ -783,8 +939,8 @@ async fn join(
 
 /// What [`serve`] keeps track of on one call.
 struct Call<'a> {
-    /// Where to resume from, across calls.
-    resume: &'a mut Resume,
+    /// Which room, and where to resume from, across calls.
+    rooms: &'a mut Rooms,
     /// Our messages not echoed yet.
     echoes: Echoes,
     /// Set by [`Outgoing::Finish`]: leave once `echoes` settles, or at this
@@ -796,7 +952,7 @@ impl Call<'_> {
     /// Passes a server event on, remembering where to resume from and
     /// which of our messages came back.
     fn forward(&mut self, event: ServerEvent, me: &str, updates: &mpsc::UnboundedSender<Update>) {
-        self.resume.observe(&event);
+        self.rooms.resume.observe(&event);
         self.echoes.observe(&event, me);
         let _ = updates.send(Update::Event(event));
     }
@@ -804,6 +960,19 @@ impl Call<'_> {
     /// Whether a finish was asked for and nothing is left to wait for.
     fn finished(&self) -> bool {
         self.finish_by.is_some() && self.echoes.settled()
+    }
+}
+
+/// A `/who` or `/rooms` answer for the user: the response, or why not.
+async fn answer<Q, A>(
+    request: Result<Request<Q>, Status>,
+    call: impl AsyncFnOnce(Request<Q>) -> Result<crate::rpc::Response<A>, Status>,
+) -> Result<A, String> {
+    let request = request.map_err(|status| reason(&status))?;
+    match timeout(DEFAULT_CONNECT_TIMEOUT, call(request)).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(reason(&status)),
+        Err(_) => Err("timed out".to_owned()),
     }
 }
 
@@ -819,7 +988,7 @@ async fn serve(
 ) -> Ended {
     loop {
         if call.finished() {
-            leave(config, joined, updates).await;
+            leave(config, joined, updates, &mut call.rooms.resume).await;
             return Ended::Left;
         }
         // Only polled while finishing (the `if` below).
@@ -832,70 +1001,125 @@ async fn serve(
             },
             () = tokio::time::sleep_until(finish_by), if call.finish_by.is_some() => {
                 debug!("leaving without every echo");
-                leave(config, joined, updates).await;
+                leave(config, joined, updates, &mut call.rooms.resume).await;
                 return Ended::Left;
             }
-            out = outgoing.recv() => {
-                let message = match out {
-                    None | Some(Outgoing::Leave) => {
-                        leave(config, joined, updates).await;
-                        return Ended::Left;
-                    }
-                    Some(Outgoing::Finish) => {
-                        call.finish_by
-                            .get_or_insert_with(|| tokio::time::Instant::now() + FINISH_TIMEOUT);
-                        continue;
-                    }
-                    Some(Outgoing::Who) => {
-                        let client = joined.client.clone();
-                        let room = config.room.clone().unwrap_or_default();
-                        let updates = updates.clone();
-                        tokio::spawn(async move {
-                            let answer = timeout(DEFAULT_CONNECT_TIMEOUT, client.who(WhoRequest { room }))
-                                .await
-                                .map_err(|_| "timed out".to_owned())
-                                .and_then(|r| r.map(|r| r.into_inner()).map_err(|s| reason(&s)));
-                            let _ = updates.send(Update::Who(answer));
-                        });
-                        continue;
-                    }
-                    Some(Outgoing::Message(text)) => event(client_event::Event::ChatMessage(
-                        ChatMessageEvent { message: text, ..Default::default() },
-                    )),
-                    Some(Outgoing::Typing(signal)) => {
-                        let kind = match signal {
-                            Signal::Start => TypingEventType::TypingStart,
-                            Signal::Stop => TypingEventType::TypingStop,
-                        };
-                        event(client_event::Event::TypingEvent(TypingEvent {
-                            r#type: kind.into(),
-                            ..Default::default()
-                        }))
-                    }
-                };
-                let is_message =
-                    matches!(message.event, Some(client_event::Event::ChatMessage(_)));
-                if let Err(status) = joined.sink.send(&message).await {
-                    if let Some(client_event::Event::ChatMessage(m)) = message.event {
-                        held.messages.push(m.message);
-                    }
-                    return Ended::Lost(status);
+            out = outgoing.recv() => match out {
+                None | Some(Outgoing::Leave) => {
+                    leave(config, joined, updates, &mut call.rooms.resume).await;
+                    return Ended::Left;
                 }
-                if is_message {
+                Some(Outgoing::Finish) => {
+                    call.finish_by
+                        .get_or_insert_with(|| tokio::time::Instant::now() + FINISH_TIMEOUT);
+                }
+                // On tasks of their own: a slow answer holds up no event.
+                Some(Outgoing::Who) => {
+                    let request = authorized(
+                        WhoRequest { room: call.rooms.current().to_owned() },
+                        &config.transport,
+                    );
+                    let (client, updates) = (joined.client.clone(), updates.clone());
+                    tokio::spawn(async move {
+                        let who = answer(request, async |r| client.who(r).await).await;
+                        let _ = updates.send(Update::Who(who));
+                    });
+                }
+                Some(Outgoing::Rooms) => {
+                    let request = authorized(RoomsRequest {}, &config.transport);
+                    let (client, updates) = (joined.client.clone(), updates.clone());
+                    tokio::spawn(async move {
+                        let rooms = answer(request, async |r| client.rooms(r).await).await;
+                        let _ = updates.send(Update::Rooms(rooms));
+                    });
+                }
+                Some(Outgoing::Join(room)) => {
+                    switch(config, joined, &mut call, &room, updates).await;
+                }
+                Some(Outgoing::Message(text)) => {
+                    if let Err((status, text)) = say(joined, text).await {
+                        held.asked.push_back(Asked::Say(text));
+                        return Ended::Lost(status);
+                    }
                     call.echoes.sent();
                 }
-            }
+                Some(Outgoing::Typing(signal)) => {
+                    let kind = match signal {
+                        Signal::Start => TypingEventType::TypingStart,
+                        Signal::Stop => TypingEventType::TypingStop,
+                    };
+                    let typing = event(client_event::Event::TypingEvent(TypingEvent {
+                        r#type: kind.into(),
+                        ..Default::default()
+                    }));
+                    if let Err(status) = joined.sink.send(&typing).await {
+                        return Ended::Lost(status);
+                    }
+                }
+            },
         }
     }
 }
 
+/// Moves the session to room `to` on the same connection (see [Changing
+/// rooms](self#changing-rooms)): the new call is opened first, so that a
+/// refusal leaves the session where it was ([`Update::JoinFailed`]); then
+/// the old room is left as on `/quit`, and [`Update::Switched`] comes
+/// before the new room's first event. Resumes in `to` from where we last
+/// were there.
+async fn switch(
+    config: &SessionConfig,
+    joined: &mut Joined,
+    call: &mut Call<'_>,
+    to: &str,
+    updates: &mpsc::UnboundedSender<Update>,
+) {
+    let to = room_name(to);
+    if to == call.rooms.current() {
+        let _ = updates.send(Update::JoinFailed {
+            room: to,
+            reason: "you are already there".to_owned(),
+        });
+        return;
+    }
+    let mut resume = call.rooms.resume_in(&to);
+    let opened = timeout(
+        config.connect_timeout,
+        open(config, joined.client.clone(), &to, &mut resume),
+    )
+    .await
+    .unwrap_or_else(|_| Err(Status::unavailable("timed out")));
+    let (new, first) = match opened {
+        Ok(opened) => opened,
+        Err(status) => {
+            // A connection that broke meanwhile is noticed by the old
+            // call's reader, and reconnects as usual.
+            let _ = updates.send(Update::JoinFailed {
+                room: to,
+                reason: explain(&status, &config.transport),
+            });
+            return;
+        }
+    };
+    // What the old room still sends (the echo of a message just sent, the
+    // leave itself) is passed on before the switch.
+    leave(config, joined, updates, &mut call.rooms.resume).await;
+    // Dropping the old call cancels it if the server has not ended it yet.
+    *joined = new;
+    call.rooms.enter(to.clone(), resume);
+    call.echoes = Echoes::new();
+    let _ = updates.send(Update::Switched { room: to });
+    call.forward(first, &config.user, updates);
+}
+
 /// Sends `USER_LEFT`, half-closes, and waits (briefly) for the server to end
 /// the call, so the leave is delivered before the process exits. What the
-/// server sends meanwhile is still passed on.
+/// server sends meanwhile is still passed on, and counts toward `resume`.
 async fn leave(
     config: &SessionConfig,
     joined: &mut Joined,
     updates: &mpsc::UnboundedSender<Update>,
+    resume: &mut Resume,
 ) {
     let _ = joined
         .sink
@@ -904,6 +1128,7 @@ async fn leave(
     let _ = joined.sink.close();
     let _ = timeout(LEAVE_TIMEOUT, async {
         while let Some(Ok(event)) = joined.inbound.recv().await {
+            resume.observe(&event);
             let _ = updates.send(Update::Event(event));
         }
     })
@@ -1052,6 +1277,32 @@ mod tests {
         assert_eq!(mismatch(&who, &with_token), Some(Mismatch::BadToken));
         assert_eq!(mismatch(&Status::unavailable("refused"), &plain), None);
         assert_eq!(explain(&Status::unavailable("refused"), &plain), "refused");
+    }
+
+    #[test]
+    fn each_room_keeps_its_resume_point() {
+        let mut rooms = Rooms::new(Some(" #tea "));
+        assert_eq!(rooms.current(), "tea");
+        rooms.resume.new_call();
+        rooms.resume.observe(&message(7));
+        // First visit to kitchen: nothing to resume from.
+        let kitchen = rooms.resume_in("kitchen");
+        assert_eq!(kitchen, Resume::default());
+        rooms.enter("kitchen".into(), kitchen);
+        rooms.resume.new_call();
+        rooms.resume.observe(&message(3));
+        // Back to tea: from message 7, where we left it.
+        let tea = rooms.resume_in("tea");
+        assert_eq!(tea.last_id, Some(7));
+        rooms.enter("tea".into(), tea);
+        assert_eq!((rooms.current(), rooms.resume().last_id), ("tea", Some(7)));
+        assert_eq!(rooms.resume_in("kitchen").last_id, Some(3));
+        assert!(
+            !rooms.earlier.contains_key("tea"),
+            "the current room is not 'earlier'"
+        );
+        assert_eq!(Rooms::new(None).current(), DEFAULT_ROOM);
+        assert_eq!(room_name("  # x y "), "x y");
     }
 
     #[test]

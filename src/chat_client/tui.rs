@@ -44,6 +44,10 @@ use crate::chat::DEFAULT_ROOM;
 const KEY_POLL: Duration = Duration::from_millis(100);
 /// The longest the loop sleeps without a reason to wake (typing expiry).
 const TICK: Duration = Duration::from_secs(1);
+/// How often the member list is asked for again while it is shown (joins
+/// and leaves update it as they come; this catches what they do not:
+/// `ChatStream` members naming themselves, listeners coming and going).
+pub const MEMBERS_REFRESH: Duration = Duration::from_secs(5);
 /// How often the loop checks that it still has a terminal.
 pub const TTY_CHECK: Duration = Duration::from_millis(200);
 /// How long the session may take to leave once asked (its own leave waits
@@ -169,7 +173,7 @@ pub async fn run(options: Options) -> ExitCode {
 
     let stop = Arc::new(AtomicBool::new(false));
     let events = spawn_event_reader(Arc::clone(&stop));
-    let mut app = App::new(&user, &room, &options.address);
+    let mut app = App::new(&user, &session::room_name(&room), &options.address);
     let result = event_loop(&mut terminal, &mut app, &outgoing, updates, events).await;
 
     stop.store(true, Ordering::Relaxed);
@@ -217,6 +221,8 @@ async fn event_loop(
     };
     let mut tty_check = tokio::time::interval(TTY_CHECK);
     tty_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut members_refresh = tokio::time::interval(MEMBERS_REFRESH);
+    members_refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether there is still a terminal to draw on.
     let mut have_terminal = true;
     // When quitting: the latest the loop waits for the session.
@@ -249,8 +255,9 @@ async fn event_loop(
                     None | Some(Update::Left) => return Ok(()),
                     Some(Update::GaveUp(why)) => return Err(why),
                     Some(update) => {
-                        if let Update::Connected { .. } = update {
-                            // Learn who is here, for the status bar and Tab.
+                        if let Update::Connected { .. } | Update::Switched { .. } = update {
+                            // Learn who is here, for the status bar, the
+                            // member list and Tab.
                             app.view.expect_silent_who();
                             let _ = outgoing.send(Outgoing::Who);
                         }
@@ -275,6 +282,12 @@ async fn event_loop(
                 }
             }
             () = tokio::time::sleep(wake) => send(app.tick(Instant::now())),
+            _ = members_refresh.tick(),
+                if app.show_members && *app.view.connection() == Connection::Connected =>
+            {
+                app.view.expect_silent_who();
+                let _ = outgoing.send(Outgoing::Who);
+            }
             () = &mut terminate, if !signalled => {
                 // SIGTERM or SIGHUP (the terminal hung up): leave now. The
                 // handlers stay installed: a second signal changes nothing.

@@ -1,16 +1,18 @@
 //! The conversation as the user sees it, built from session updates: display
-//! lines, the typing line, the member list and the connection state. Both
+//! lines, the typing line, the room, its member list and the connection
+//! state. Both
 //! front ends (line mode and the TUI) feed it the same [`Update`]s and draw
 //! what it returns; it does no I/O and is told the time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::display::{DisplayLine, now_unix, same_name};
+use super::display::{DisplayLine, Entry, now_unix, same_name};
 use super::sanitize::sanitize;
 use super::session::Update;
 use super::typing::TypingIndicator;
-use crate::pb::chat::{ServerEvent, TypingEventType, UserEventType, server_event};
+use crate::chat::DEFAULT_ROOM;
+use crate::pb::chat::{RoomsResponse, ServerEvent, TypingEventType, UserEventType, server_event};
 
 /// The connection as the status bar shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +41,16 @@ pub enum Change {
 pub struct ChatView {
     /// This client's user name.
     me: String,
+    /// The room we are in (or joining).
+    room: String,
     /// Others typing.
     typing: TypingIndicator,
     /// Members of the room other than us, lower-cased name → name as shown
     /// (sanitised): from `/who` answers, joins and leaves.
     members: BTreeMap<String, String>,
+    /// Members without a name yet (`ChatStream` clients that have not
+    /// spoken), from the last `/who` answer.
+    listeners: u32,
     /// `/who` answers to absorb without printing (asked for by the client
     /// itself, to learn the member list).
     silent_who: usize,
@@ -61,12 +68,15 @@ pub struct ChatView {
 }
 
 impl ChatView {
-    /// A view for user `me`.
+    /// A view for user `me`, in the default room until told otherwise
+    /// ([`set_room`](Self::set_room)).
     pub fn new(me: &str) -> Self {
         ChatView {
             me: me.trim().to_owned(),
+            room: DEFAULT_ROOM.to_owned(),
             typing: TypingIndicator::new(),
             members: BTreeMap::new(),
+            listeners: 0,
             silent_who: 0,
             connection: Connection::Connecting,
             replayed: None,
@@ -93,9 +103,49 @@ impl ChatView {
         &self.connection
     }
 
+    /// The room we are in, or joining (as the user gave it; not sanitised).
+    pub fn room(&self) -> &str {
+        &self.room
+    }
+
+    /// We are (about to be) in `room`.
+    pub fn set_room(&mut self, room: &str) {
+        room.clone_into(&mut self.room);
+    }
+
     /// Other members, sorted (sanitised names).
     pub fn members(&self) -> impl Iterator<Item = &str> {
         self.members.values().map(String::as_str)
+    }
+
+    /// Everyone here, us included, sorted as [`members`](Self::members)
+    /// are: `(name, is_us)`. Lazy, so that drawing a few rows of a long
+    /// list costs a few rows.
+    pub fn everyone(&self) -> impl Iterator<Item = (&str, bool)> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        // `members` never holds us: we go between the names before and
+        // after ours.
+        let me = self.me.to_lowercase();
+        let before = self
+            .members
+            .range::<str, _>((Unbounded, Excluded(me.as_str())));
+        let after = self
+            .members
+            .range::<str, _>((Excluded(me.as_str()), Unbounded));
+        before
+            .map(|(_, name)| (name.as_str(), false))
+            .chain(std::iter::once((self.me.as_str(), true)))
+            .chain(after.map(|(_, name)| (name.as_str(), false)))
+    }
+
+    /// How many other members there are.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Members without a name yet, as of the last `/who` answer.
+    pub fn listeners(&self) -> u32 {
+        self.listeners
     }
 
     /// The typing line, if anyone is typing.
@@ -136,6 +186,7 @@ impl ChatView {
                     self.connection = Connection::Reconnecting;
                 }
                 self.members.clear();
+                self.listeners = 0;
                 if self.typing.clear() {
                     changes.push(Change::Typing(None));
                 }
@@ -150,12 +201,17 @@ impl ChatView {
                 self.silent_who = self.silent_who.saturating_sub(1);
                 match answer {
                     Ok(who) => {
-                        self.members = who
-                            .users
-                            .iter()
-                            .filter(|n| !same_name(n, &self.me))
-                            .map(|n| (n.to_lowercase(), sanitize(n).into_owned()))
-                            .collect();
+                        // An answer about the room we just left (asked
+                        // before a /join) says nothing about this one.
+                        if who.room == self.room {
+                            self.members = who
+                                .users
+                                .iter()
+                                .filter(|n| !same_name(n, &self.me))
+                                .map(|n| (n.to_lowercase(), sanitize(n).into_owned()))
+                                .collect();
+                            self.listeners = who.listeners;
+                        }
                         if !silent {
                             let names: Vec<String> =
                                 who.users.iter().map(|n| sanitize(n).into_owned()).collect();
@@ -181,6 +237,37 @@ impl ChatView {
                     Err(_) => {}
                 }
             }
+            Update::Rooms(Ok(rooms)) => self.rooms(rooms, &mut changes),
+            Update::Rooms(Err(why)) => {
+                changes.push(Change::Line(self.local(&format!("/rooms failed: {why}"))));
+            }
+            Update::Switched { room } => {
+                room.clone_into(&mut self.room);
+                self.members.clear();
+                self.listeners = 0;
+                if self.typing.clear() {
+                    changes.push(Change::Typing(None));
+                }
+                // The new room's history comes first.
+                self.replayed = Some(0);
+                changes.push(Change::Line(DisplayLine::new(
+                    now_unix(),
+                    Entry::Room(sanitize(room).into_owned()),
+                )));
+            }
+            Update::JoinFailed { room, .. } if *room == self.room => {
+                let text = format!("you are already in #{}", sanitize(room));
+                changes.push(Change::Line(self.local(&text)));
+            }
+            Update::JoinFailed { room, reason } => {
+                let text = format!(
+                    "cannot join #{}: {}; still in #{}",
+                    sanitize(room),
+                    sanitize(reason),
+                    sanitize(&self.room)
+                );
+                changes.push(Change::Line(self.local(&text)));
+            }
             Update::NotSent(text) => {
                 changes.push(Change::Line(
                     self.local(&format!("not connected: not sent: {text}")),
@@ -193,6 +280,30 @@ impl ChatView {
             Update::Left => self.connection = Connection::Closed,
         }
         changes
+    }
+
+    /// The `/rooms` answer: a line per room, ours marked.
+    fn rooms(&self, answer: &RoomsResponse, changes: &mut Vec<Change>) {
+        let now = now_unix();
+        let header = match answer.rooms.len() {
+            0 => "no rooms with people in them".to_owned(),
+            1 => "1 room:".to_owned(),
+            n => format!("{n} rooms:"),
+        };
+        changes.push(Change::Line(DisplayLine::notice(now, &header)));
+        for room in &answer.rooms {
+            let people = match room.members {
+                1 => "1 member".to_owned(),
+                n => format!("{n} members"),
+            };
+            let here = if room.name == self.room {
+                " (you are here)"
+            } else {
+                ""
+            };
+            let text = format!("  #{} · {people}{here}", sanitize(&room.name));
+            changes.push(Change::Line(DisplayLine::new(now, Entry::Info(text))));
+        }
     }
 
     /// Time passed: expires stale typing indicators.
@@ -484,6 +595,107 @@ mod tests {
         assert_eq!(
             plain(&v.update(&Update::Who(Err("not connected".into())), t)),
             ["-- /who failed: not connected --"]
+        );
+    }
+
+    #[test]
+    fn switching_rooms() {
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        v.set_room("tea");
+        v.update(&Update::Connected { reconnected: false }, t);
+        v.update(&end_of_history(), t);
+        v.update(&user(UserEventType::UserJoined, "bob"), t);
+        v.update(&typing(TypingEventType::TypingStart, "bob"), t);
+        let failed = Update::JoinFailed {
+            room: "x".repeat(3),
+            reason: "room name is too long".into(),
+        };
+        assert_eq!(
+            plain(&v.update(&failed, t)),
+            ["-- cannot join #xxx: room name is too long; still in #tea --"]
+        );
+        let here = Update::JoinFailed {
+            room: "tea".into(),
+            reason: "you are already there".into(),
+        };
+        assert_eq!(
+            plain(&v.update(&here, t)),
+            ["-- you are already in #tea --"]
+        );
+        let changes = v.update(
+            &Update::Switched {
+                room: "kitchen".into(),
+            },
+            t,
+        );
+        assert_eq!(plain(&changes), ["typing: None", "──── #kitchen ────"]);
+        assert_eq!((v.room(), v.member_count()), ("kitchen", 0));
+        // The new room's history is history again.
+        let log: Vec<String> = [msg("carol", "earlier"), end_of_history()]
+            .iter()
+            .flat_map(|u| plain(&v.update(u, t)))
+            .collect();
+        assert_eq!(log, ["[carol] earlier", "-- end of history (1 message) --"]);
+        // A late answer about the room we left changes nothing here.
+        let late = Update::Who(Ok(WhoResponse {
+            room: "tea".into(),
+            users: vec!["alice".into(), "bob".into()],
+            listeners: 1,
+        }));
+        v.expect_silent_who();
+        v.update(&late, t);
+        assert_eq!((v.member_count(), v.listeners()), (0, 0));
+    }
+
+    #[test]
+    fn everyone_puts_us_among_the_members() {
+        let t = Instant::now();
+        let mut v = ChatView::new("Carol");
+        let who = Update::Who(Ok(WhoResponse {
+            room: "lobby".into(),
+            users: vec!["alice".into(), "Carol".into(), "dave".into(), "bob".into()],
+            listeners: 2,
+        }));
+        v.expect_silent_who();
+        v.update(&who, t);
+        let everyone: Vec<(&str, bool)> = v.everyone().collect();
+        assert_eq!(
+            everyone,
+            [
+                ("alice", false),
+                ("bob", false),
+                ("Carol", true),
+                ("dave", false)
+            ]
+        );
+        assert_eq!(v.listeners(), 2);
+    }
+
+    #[test]
+    fn rooms_answer() {
+        use crate::pb::chat::RoomInfo;
+        let t = Instant::now();
+        let mut v = ChatView::new("alice");
+        v.set_room("tea");
+        let info = |name: &str, members| RoomInfo {
+            name: name.into(),
+            members,
+        };
+        let answer = Update::Rooms(Ok(RoomsResponse {
+            rooms: vec![info("kitchen", 1), info("tea", 2)],
+        }));
+        assert_eq!(
+            plain(&v.update(&answer, t)),
+            [
+                "-- 2 rooms: --",
+                "  #kitchen · 1 member",
+                "  #tea · 2 members (you are here)"
+            ]
+        );
+        assert_eq!(
+            plain(&v.update(&Update::Rooms(Err("not connected".into())), t)),
+            ["-- /rooms failed: not connected --"]
         );
     }
 
