@@ -42,8 +42,10 @@ const REFUSALS = new Set([
 const $ = (id) => document.getElementById(id);
 
 // What survives a reload (sessionStorage: per tab):
-//   {name, auth, room, joined, rooms: {key: {lastId, epoch, transcript}}}
-// with one entry per room visited, so coming back to a room resumes it.
+//   {name, auth, room, joined, switching, rooms: {key: {lastId, epoch, transcript}}}
+// with one entry per room visited, so coming back to a room resumes it;
+// `switching` is {from, to} while a /join waits for its session (a reload
+// meanwhile still goes back if the join is refused).
 let saved = load();
 // The live connection.
 let token = null;
@@ -52,8 +54,6 @@ let retryTimer = null;
 let attempt = 0;
 let typingSentAt = 0;
 const typers = new Set();
-/** While a /join waits for its session: {from, to} rooms. */
-let switching = null;
 /** The longest message, from the server (SessionStarted.max_message_chars). */
 let maxChars = null;
 let sideTimer = null;
@@ -166,7 +166,7 @@ function handle(event) {
       // From now on, ALREADY_EXISTS means our own previous connection is
       // still leaving, not someone else holding the name.
       saved.joined = true;
-      if (switching) switching = null;
+      saved.switching = null;
       if (event.username) saved.name = event.username;
       if (event.room && roomKey(event.room) === roomKey(saved.room)) saved.room = event.room;
       if (event.maxMessageChars) maxChars = event.maxMessageChars;
@@ -255,11 +255,11 @@ function lost(error, controller) {
   renderTyping();
   const code = error instanceof GrpcError ? error.code : Code.UNKNOWN;
   const why = error.grpcMessage || error.message;
-  if (switching && REFUSALS.has(code)) {
+  if (saved.switching && REFUSALS.has(code)) {
     // A /join refused (the name is taken there, the room is full…): back
     // to the room we came from, which resumes where we left it.
-    const { from, to } = switching;
-    switching = null;
+    const { from, to } = saved.switching;
+    saved.switching = null;
     saved.room = from;
     persist();
     showRoom();
@@ -409,7 +409,7 @@ function switchRoom(room) {
     notice(`already in ${roomName()}`);
     return;
   }
-  switching = { from: switching?.from ?? saved.room, to: room };
+  saved.switching = { from: saved.switching?.from ?? saved.room, to: room };
   stop();
   saved.room = room;
   persist();
@@ -432,7 +432,6 @@ function enter(fresh) {
 
 function leave(why) {
   stop();
-  switching = null;
   clearInterval(sideTimer);
   clearTimeout(sideSoon);
   sessionStorage.removeItem(STORE);
@@ -525,6 +524,7 @@ $("join").addEventListener("submit", (e) => {
     // Kept for this tab only (sessionStorage), like the rest.
     auth: $("token").value.trim(),
     joined: false,
+    switching: null,
     rooms: {},
   };
   persist();
