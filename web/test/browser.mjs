@@ -11,6 +11,7 @@
 
 import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
+import { connect as http2Connect } from "node:http2";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -73,6 +74,22 @@ class LineClient {
   count(line) {
     return this.lines.filter((l) => l === line).length;
   }
+}
+
+/**
+ * A member without a name: a native ChatStream call (Node's own HTTP/2)
+ * that sends nothing and reads the room. Who counts it as a listener.
+ */
+function chatStreamListener(inRoom) {
+  const session = http2Connect(`http://${address}`);
+  session.on("error", () => {});
+  const stream = session.request({
+    ":method": "POST", ":path": "/chat.ChatService/ChatStream",
+    "content-type": "application/grpc", te: "trailers", "chat-room": inRoom,
+  });
+  stream.on("data", () => {});
+  stream.on("error", () => {});
+  return { close: () => session.destroy() };
 }
 
 // --- the browser ----------------------------------------------------------
@@ -182,6 +199,23 @@ async function expectRooms(page, want) {
   });
 }
 
+/** Asks /who until the answer is `line` (the server's view may lag a call). */
+async function whoUntil(page, line) {
+  const answers = async () => (await logLines(page)).filter((l) => l.startsWith("-- in "));
+  for (let i = 0; i < 50; i++) {
+    const before = (await answers()).length;
+    await say(page, "/who");
+    await page.waitForFunction(
+      (n) => [...document.querySelectorAll("#log li .text")].filter((t) => t.textContent.startsWith("-- in ")).length > n,
+      before,
+      { timeout: WAIT },
+    );
+    if ((await answers()).at(-1) === line) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`/who never answered ${JSON.stringify(line)}:\n${(await logLines(page)).join("\n")}`);
+}
+
 async function say(page, text) {
   await page.fill("#text", text);
   await page.press("#text", "Enter");
@@ -266,6 +300,13 @@ try {
   await expectLine(alice.page, `-- rooms: ${room} (3) --`);
   await say(alice.page, "/help");
   await expectLine(alice.page, "commands:");
+  // A member without a name is counted, in the answer and in the list.
+  const listener = chatStreamListener(room);
+  await whoUntil(alice.page, `-- in ${room}: alice, bob, carol (3); 1 more has not spoken yet --`);
+  await expectMembers(alice.page, ["alice (you)", "bob", "carol", "+ 1 listening"]);
+  listener.close();
+  await whoUntil(alice.page, `-- in ${room}: alice, bob, carol (3) --`);
+  await expectMembers(alice.page, ["alice (you)", "bob", "carol"]);
   console.log("ok commands");
 
   // Markup from a peer is text.
