@@ -113,6 +113,8 @@ function span(className, text) {
 
 /** Appends one line to the log (and, unless replaying, to the room's saved transcript). */
 function show(line, { replaying = false } = {}) {
+  // An answer that arrives after Leave has nowhere to go.
+  if (!saved) return;
   const li = document.createElement("li");
   const action = line.kind === "message" ? actionOf(line.text) : null;
   li.className = (action === null ? line.kind : "action") + (line.mine ? " mine" : "");
@@ -451,7 +453,9 @@ function leave(why) {
 
 async function who() {
   try {
-    const answer = whoResponse(await call("Who", whoRequest(saved.room)));
+    const room = saved.room;
+    const answer = whoResponse(await call("Who", whoRequest(room)));
+    if (saved?.room !== room) return;
     renderMembers(answer);
     notice(whoText(answer));
   } catch (error) {
@@ -462,6 +466,7 @@ async function who() {
 async function rooms() {
   try {
     const answer = roomsResponse(await call("Rooms", roomsRequest()));
+    if (!saved) return;
     renderRooms(answer);
     notice(roomsText(answer));
   } catch (error) {
