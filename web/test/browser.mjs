@@ -361,8 +361,8 @@ try {
   console.log("ok missed messages resumed once");
 
   // Room switch: bob goes to another room with /join (the room list shows
-  // both), alice talks meanwhile, bob comes back by clicking the room:
-  // resumed in that room, what he missed shown once.
+  // both) and reloads there, alice talks meanwhile, bob comes back by
+  // clicking the room: resumed in that room, what he missed shown once.
   const side = `${room}-side`;
   const bobLeft = await countLine(alice.page, "* bob left");
   await say(bob.page, `/join ${side}`);
@@ -373,6 +373,12 @@ try {
   await expectMembers(alice.page, ["alice (you)", "carol"]);
   await say(bob.page, "only in the side room");
   await expectLine(bob.page, "[you] only in the side room");
+  // A reload keeps the room, and each room's place.
+  await bob.page.reload();
+  await bob.page.waitForSelector("#status.connected", { timeout: WAIT });
+  const whereAfterReload = await bob.page.$eval("#where", (e) => e.textContent);
+  if (whereAfterReload !== `bob in ${side}`) throw new Error(`after a reload the page says ${JSON.stringify(whereAfterReload)}`);
+  await expectOnce(bob.page, ["[you] only in the side room"], "after a reload in the other room");
   await say(alice.page, "while bob is in the other room");
   await expectLine(alice.page, "[you] while bob is in the other room");
   await bob.page.locator("#rooms .name").getByText(room, { exact: true }).click();
