@@ -2,12 +2,17 @@
 //! driven by `playwright-core`) against a `chat-server --web-addr` process,
 //! with a `chat-client` in line mode in the same room. The scenario is
 //! `web/test/browser.mjs`: joins, leaves, typing and messages between two
-//! pages and the terminal client, markup shown as text, a reload resuming
-//! without duplicates, and a page that left and came back shown what it
-//! missed, once; both pages reconnecting by themselves after the server is
-//! killed and started again.
+//! pages and the terminal client, the member and room lists, `/me` actions
+//! both ways, the terminal's commands, the input held to the server's
+//! message limit, markup shown as text, a reload resuming without
+//! duplicates, and a page that left and came back shown what it missed,
+//! once; a page switching rooms and coming back (resumed, nothing twice),
+//! and a refused switch going back; both pages reconnecting by themselves
+//! after the server is killed and started again; no history epoch on screen;
+//! the page at 360 px wide.
 //!
-//! Screenshots are kept in `target/web-artifacts/`.
+//! Screenshots are kept in `target/web-artifacts/` (`narrow-360.png`: the
+//! page on a phone-sized screen).
 
 mod common;
 
@@ -29,6 +34,10 @@ fn wait_listening(port: u16) {
     }
 }
 
+/// `--max-message-chars` for the server: not the default, which the page
+/// also has as its fallback.
+const MAX_MESSAGE_CHARS: &str = "1500";
+
 #[test]
 fn two_pages_and_a_terminal_client_chat() {
     let setup = Command::new("bash")
@@ -39,7 +48,15 @@ fn two_pages_and_a_terminal_client_chat() {
 
     let web_port = free_port();
     let web_addr = format!("127.0.0.1:{web_port}");
-    let args = ["--rate-limit", "0", "--web-addr", &web_addr];
+    // A limit of its own, so the page is seen taking it from the server.
+    let args = [
+        "--rate-limit",
+        "0",
+        "--max-message-chars",
+        MAX_MESSAGE_CHARS,
+        "--web-addr",
+        &web_addr,
+    ];
     let mut server = chat_server(&args);
     wait_listening(web_port);
 
@@ -51,6 +68,7 @@ fn two_pages_and_a_terminal_client_chat() {
         .arg(format!("127.0.0.1:{}", server.port))
         .arg("browsers")
         .arg(&artefacts)
+        .arg(MAX_MESSAGE_CHARS)
         .current_dir(repo_root().join("web"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -89,16 +107,25 @@ fn two_pages_and_a_terminal_client_chat() {
     );
     for step in [
         "ok joins seen by everyone",
+        "ok member list",
+        "ok input limit from the server",
         "ok typing seen",
         "ok messages between pages and chat-client",
+        "ok /me both ways",
+        "ok commands",
         "ok markup shown as text",
         "ok reload resumes without duplicates",
         "ok missed messages resumed once",
+        "ok room switch",
+        "ok refused room switch goes back",
         "ok pages reconnect after a server restart",
+        "ok no internal ids on screen",
+        "ok usable at 360 px",
         "ok leaves seen",
         "ok done",
     ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }
     assert!(artefacts.join("bob.png").is_file());
+    assert!(artefacts.join("narrow-360.png").is_file());
 }

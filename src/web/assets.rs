@@ -22,6 +22,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../web/src/app.js"),
     ),
     (
+        "/commands.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../web/src/commands.js"),
+    ),
+    (
         "/grpc-web.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../web/src/grpc-web.js"),

@@ -1,8 +1,12 @@
 // Byte fixtures for the page's own modules (web/src/grpc-web.js and
-// web/src/proto.js), under Node's test runner; run by tests/web.rs.
+// web/src/proto.js), and tables for its commands and texts
+// (web/src/commands.js), under Node's test runner; run by tests/web.rs.
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import {
+  actionOf, charCount, memberEntries, parseInput, roomsText, whoText, withoutEpochs,
+} from "../src/commands.js";
 import { FrameReader, frame, parseTrailers } from "../src/grpc-web.js";
 import {
   roomsResponse, sendMessageRequest, setTypingRequest, subscribeEvent, subscribeRequest, whoRequest, whoResponse,
@@ -103,4 +107,85 @@ test("SessionStarted carries the server's message limit", () => {
   const event = subscribeEvent(bytes(0x82, 0x01, session.length, ...session));
   assert.equal(event.kind, "session");
   assert.equal(event.maxMessageChars, 2000);
+});
+
+test("input lines: messages, commands as the terminal client has them", () => {
+  const cases = [
+    ["hello", { kind: "say", text: "hello" }],
+    ["  spaced  ", { kind: "say", text: "  spaced  " }],
+    ["", { kind: "nothing" }],
+    ["   ", { kind: "nothing" }],
+    ["/me waves", { kind: "say", text: "/me waves" }],
+    ["/ME   waves  twice ", { kind: "say", text: "/me waves  twice" }],
+    ["//etc/hosts", { kind: "say", text: "/etc/hosts" }],
+    ["/join kitchen", { kind: "join", room: "kitchen" }],
+    ["/join #kitchen ", { kind: "join", room: "kitchen" }],
+    ["/j tea", { kind: "join", room: "tea" }],
+    ["/leave", { kind: "leave" }],
+    ["/quit", { kind: "leave" }],
+    ["/rooms", { kind: "rooms" }],
+    ["/list", { kind: "rooms" }],
+    ["/who", { kind: "who" }],
+    ["/NAMES", { kind: "who" }],
+    ["/help", { kind: "help" }],
+    ["/?", { kind: "help" }],
+    ["/clear", { kind: "clear" }],
+    ["/me", { kind: "invalid", why: "usage: /me ACTION" }],
+    ["/join", { kind: "invalid", why: "usage: /join ROOM" }],
+    ["/join two words", { kind: "invalid", why: "usage: /join ROOM" }],
+    ["/", { kind: "invalid", why: "unknown command / (try /help; start with // to send a /)" }],
+    ["/frobnicate x", { kind: "invalid", why: "unknown command /frobnicate (try /help; start with // to send a /)" }],
+  ];
+  for (const [line, want] of cases) assert.deepEqual(parseInput(line), want, JSON.stringify(line));
+});
+
+test("actions: a text starting with \"/me \" (proto/chat.proto's convention)", () => {
+  assert.equal(actionOf("/me waves"), "waves");
+  assert.equal(actionOf("/me  "), " ");
+  assert.equal(actionOf("/meh"), null);
+  assert.equal(actionOf(" /me waves"), null);
+  assert.equal(actionOf("hello"), null);
+});
+
+test("server notices are shown without history epochs", () => {
+  const cases = [
+    ["end of history: 3 earlier messages (history epoch a30f859b42b15f00)", "end of history: 3 earlier messages"],
+    ["end of history: 1 earlier message (history epoch e1)", "end of history: 1 earlier message"],
+    ["end of history: none available", "end of history: none available"],
+    [
+      "history was lost since you were last here (history epoch a30f859b42b15f00 is now 0123456789abcdef): showing the latest messages",
+      "history was lost since you were last here: showing the latest messages",
+    ],
+    [
+      "history was lost (the history store restarted empty): history epoch a30f859b42b15f00 is now 0123456789abcdef",
+      "history was lost (the history store restarted empty)",
+    ],
+    ["welcome to tea, alice: you are the only one here", "welcome to tea, alice: you are the only one here"],
+  ];
+  for (const [text, want] of cases) assert.equal(withoutEpochs(text), want);
+});
+
+test("characters are counted as the server counts them (scalar values)", () => {
+  assert.equal(charCount("abc"), 3);
+  assert.equal(charCount("h\u00e9"), 2);
+  assert.equal(charCount("\u{1F44B}\u{1F44B}"), 2);
+});
+
+test("member list: sorted, ours marked, unnamed listeners counted", () => {
+  assert.deepEqual(memberEntries({ room: "tea", users: ["carol", "Alice", "bob"], listeners: 2 }, "alice"), {
+    entries: [{ name: "Alice", you: true }, { name: "bob", you: false }, { name: "carol", you: false }],
+    more: "+ 2 listening",
+  });
+  assert.deepEqual(memberEntries({ room: "tea", users: ["bob"], listeners: 0 }, "alice"), {
+    entries: [{ name: "bob", you: false }],
+    more: "",
+  });
+});
+
+test("/who and /rooms answers", () => {
+  assert.equal(whoText({ room: "tea", users: ["alice", "bob"], listeners: 0 }), "in tea: alice, bob (2)");
+  assert.equal(whoText({ room: "tea", users: ["alice"], listeners: 1 }), "in tea: alice (1); 1 more has not spoken yet");
+  assert.equal(whoText({ room: "tea", users: [], listeners: 3 }), "in tea: nobody named (0); 3 more have not spoken yet");
+  assert.equal(roomsText([{ name: "lobby", members: 1 }, { name: "tea", members: 3 }]), "rooms: lobby (1), tea (3)");
+  assert.equal(roomsText([]), "no room has anyone in it");
 });
