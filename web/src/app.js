@@ -491,6 +491,11 @@ async function run(line) {
     case "join":
       switchRoom(command.room);
       return true;
+    case "part":
+      // As the terminal's /leave: back to lobby; from lobby, nowhere to go.
+      if (roomKey(saved.room) === roomKey("lobby")) notice("you are in lobby; /quit leaves the chat");
+      else switchRoom("lobby");
+      return true;
     case "leave":
       leave();
       return true;

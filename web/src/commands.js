@@ -7,7 +7,8 @@
 //   /me waves        → a message "/me waves" (shown as `* alice waves`)
 //   //etc/hosts      → a message "/etc/hosts" (a doubled slash escapes)
 //   /join ROOM       → switch rooms (a leading # is dropped); /j
-//   /leave           → back to the join form (the Leave button); /quit
+//   /leave           → back to lobby, as in the terminal (in lobby: says so); /part
+//   /quit            → leave the chat: back to the join form (the Leave button)
 //   /rooms           → the rooms with members, and how many (Rooms); /list
 //   /who             → who is in this room (Who); /names
 //   /help, /clear
@@ -19,7 +20,8 @@ export const ACTION_PREFIX = "/me ";
 export const HELP = [
   "commands:",
   "  /join ROOM   switch to ROOM; coming back, you see what you missed",
-  "  /leave       leave the chat (the Leave button)",
+  "  /leave       leave this room for lobby",
+  "  /quit        leave the chat (the Leave button)",
   "  /rooms       the rooms with people in them, and how many",
   "  /who         who is in this room",
   "  /me ACTION   say what you do: * NAME ACTION",
@@ -28,7 +30,7 @@ export const HELP = [
 ];
 
 /**
- * One line of input → {kind, ...}: say {text}, join {room}, leave, rooms,
+ * One line of input → {kind, ...}: say {text}, join {room}, part, leave, rooms,
  * who, help, clear, nothing, invalid {why}.
  */
 export function parseInput(line) {
@@ -48,6 +50,8 @@ export function parseInput(line) {
       return { kind: "join", room };
     }
     case "leave":
+    case "part":
+      return { kind: "part" };
     case "quit":
       return { kind: "leave" };
     case "rooms":
