@@ -7,8 +7,9 @@
 //! the binary serves; the server is handed it through its builder
 //! (`server::Builder::metrics`) rather than reaching for it, so a server in a
 //! test counts into a registry of its own, and [`serve`] is told which
-//! registry to render. (`src/chat` still reaches [`METRICS`] directly, as
-//! does [`record_redis_error`].)
+//! registry to render. The chat service and the Redis store are handed it
+//! the same way (`ChatConfig::metrics`, `RedisOptions::metrics`): nothing
+//! in the library reaches for [`METRICS`]; only the binaries name it.
 //! Relaxed atomics are enough: each figure is read on its own, and a scrape
 //! that sees one counter a moment before another is still a fair picture.
 //!
@@ -17,12 +18,12 @@
 //! | metric | type | where it moves |
 //! |---|---|---|
 //! | `chat_connections_total`, `chat_connections_open` | counter, gauge | an HTTP/2 connection completes its handshake / closes (`server/connection.rs`, into the registry given to `server::Builder::metrics`) |
-//! | `chat_room_members{room}` | gauge | a chat call joins / leaves a room (`chat/service.rs`) |
-//! | `chat_messages_received_total` | counter | messages (`ChatStream`) and events (`Chat`) read from chat clients (`chat/service.rs`) |
-//! | `chat_messages_delivered_total` | counter | messages (chat messages, events, notices) handed to HTTP/2 for a member (`chat/service.rs`) |
+//! | `chat_room_members{room}` | gauge | a chat call joins / leaves a room (`chat/calls/pipeline.rs`) |
+//! | `chat_messages_received_total` | counter | messages (`ChatStream`) and events (`Chat`) read from chat clients (`chat/calls/stream.rs`, `events.rs`, `session.rs`) |
+//! | `chat_messages_delivered_total` | counter | messages (chat messages, events, notices) handed to HTTP/2 for a member (`chat/calls/pipeline.rs`) |
 //! | `chat_member_evictions_total{reason}` | counter | a member disconnected for not reading: `stalled` (blocked past the grace period) or `lagging` (too far behind the room's log) |
 //! | `chat_rate_limited_total` | counter | a message refused by the rate limit |
-//! | `chat_redis_errors_total` | counter | [`record_redis_error`], for the Redis history store |
+//! | `chat_redis_errors_total` | counter | an error talking to Redis (`chat/history/redis/mod.rs`) |
 //! | `chat_fanout_seconds` | histogram | publishing one batch to a room: encoding it once per protocol, appending it to the room's log and waking every member |
 //!
 //! Rendering ([`Metrics::render`]) is pure and tested against a byte fixture;
@@ -168,7 +169,7 @@ pub struct Metrics {
     pub evicted_lagging: Counter,
     /// Messages refused by the rate limit.
     pub rate_limited: Counter,
-    /// Errors talking to Redis (see [`record_redis_error`]).
+    /// Errors talking to Redis.
     pub redis_errors_total: Counter,
     /// Time to publish one batch to a room.
     pub fanout: Histogram,
@@ -209,12 +210,6 @@ impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.metrics.connections_open.add(-1);
     }
-}
-
-/// The hook for the Redis history store: call it on every failed Redis
-/// command or lost connection. Counted in `chat_redis_errors_total`.
-pub fn record_redis_error() {
-    METRICS.redis_errors_total.inc();
 }
 
 /// How many whole length-prefixed gRPC messages `frames` holds (the frames

@@ -418,6 +418,7 @@ async fn serve(args: Args) -> Result<(), StartupError> {
 
     check_combinations(&args)?;
     let config = ChatConfig {
+        metrics: &grpc_chat::metrics::METRICS,
         max_queue_bytes: args.max_queue_bytes,
         slow_grace: seconds("--slow-grace-secs", args.slow_grace_secs)?,
         typing_timeout: seconds("--typing-timeout-secs", args.typing_timeout_secs)?,
@@ -450,6 +451,7 @@ async fn serve(args: Args) -> Result<(), StartupError> {
             let options = RedisOptions {
                 history_len: args.history_len,
                 outage_queue: args.history_queue,
+                metrics: &grpc_chat::metrics::METRICS,
             };
             let redis = RedisHistory::new(url, options).map_err(|e| {
                 let e = e.to_string();

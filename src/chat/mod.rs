@@ -89,9 +89,16 @@ pub const DEFAULT_TYPING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default for [`ChatConfig::max_members_per_room`].
 pub const DEFAULT_MAX_MEMBERS_PER_ROOM: usize = 50_000;
 
+/// Where a chat service built without a registry counts: nobody reads it.
+static DISCARDED_METRICS: crate::metrics::Metrics = crate::metrics::Metrics::new();
+
 /// Settings of the chat service.
 #[derive(Debug, Clone)]
 pub struct ChatConfig {
+    /// Where the service counts members, messages, refusals and evictions.
+    /// Default: a private registry nobody reads; `chat-server` hands it
+    /// the one `--metrics-addr` serves.
+    pub metrics: &'static crate::metrics::Metrics,
     /// Bytes of encoded messages that may wait for one member before it is
     /// disconnected with `RESOURCE_EXHAUSTED`. Default
     /// [`DEFAULT_MAX_QUEUE_BYTES`]. Queued bytes are shared between members,
@@ -121,6 +128,7 @@ pub struct ChatConfig {
 impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
+            metrics: &DISCARDED_METRICS,
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             slow_grace: DEFAULT_SLOW_GRACE,
             typing_timeout: DEFAULT_TYPING_TIMEOUT,

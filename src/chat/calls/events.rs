@@ -12,7 +12,6 @@ use crate::chat::core::{
     Batch, Encode, Event, Frames, Need, Notice, Participant, Replay, unix_now,
 };
 use crate::framing::Status;
-use crate::metrics::METRICS;
 use crate::pb::chat::{
     ChatMessageEvent, ClientEvent, ServerEvent, SystemEvent, TypingEvent, TypingEventType,
     UserEvent, UserEventType, client_event, server_event,
@@ -163,7 +162,8 @@ pub async fn read(
         let Some(batch) = batch else {
             return Ok(());
         };
-        METRICS.messages_received.add(batch.len() as u64);
+        let metrics = participant.membership().hub().config().metrics;
+        metrics.messages_received.add(batch.len() as u64);
         if play(participant, batch) == Flow::Left {
             return Ok(());
         }

@@ -33,7 +33,7 @@ use crate::chat::core::{self, Hub, Outgoing, Participant, Protocol, Replay, Resu
 use crate::chat::history::{self, EPOCH_METADATA_KEY, LAST_ID_METADATA_KEY, REPLAYED_METADATA_KEY};
 use crate::chat::{ChatConfig, DEFAULT_ROOM, ROOM_METADATA_KEY, validate};
 use crate::framing::{MetadataMap, Status};
-use crate::metrics::{METRICS, RoomMember};
+use crate::metrics::RoomMember;
 use crate::rpc::Streaming;
 use crate::server::ResponseSink;
 
@@ -135,7 +135,7 @@ pub async fn join<T: prost::Message>(
     sink: &mut ResponseSink<T>,
 ) -> Result<Joined, Status> {
     let membership = hub.join(room, protocol).map_err(status_of)?;
-    let counted = METRICS.join_room(room);
+    let counted = hub.config().metrics.join_room(room);
     let participant = Arc::new(Participant::new(membership));
     if let Some((asked, token_user)) = name {
         participant
@@ -269,6 +269,7 @@ async fn write_loop<T: prost::Message>(
     sink: &mut ResponseSink<T>,
 ) -> Result<(), Status> {
     let member = participant.member();
+    let metrics = participant.membership().hub().config().metrics;
     loop {
         match member.next_batch().await {
             Outgoing::Frames(frames) => {
@@ -280,7 +281,7 @@ async fn write_loop<T: prost::Message>(
                 if let Some(frames) = sink.try_send_encoded(frames)? {
                     Box::pin(send_waiting(participant, sink, frames)).await?;
                 }
-                METRICS.messages_delivered.add(messages);
+                metrics.messages_delivered.add(messages);
             }
             Outgoing::End(verdict) => return verdict_status(verdict),
         }
@@ -296,12 +297,13 @@ async fn send_waiting<T: prost::Message>(
     sink: &mut ResponseSink<T>,
     frames: Bytes,
 ) -> Result<(), Status> {
-    let grace = participant.membership().hub().config().slow_grace;
+    let config = participant.membership().hub().config();
+    let grace = config.slow_grace;
     tokio::select! {
         sent = tokio::time::timeout(grace, sink.send_encoded(frames)) => match sent {
             Ok(sent) => sent,
             Err(_) => {
-                METRICS.evicted_stalled.inc();
+                config.metrics.evicted_stalled.inc();
                 info!(
                     room = participant.membership().room_name(),
                     "client stopped reading: disconnecting with RESOURCE_EXHAUSTED"

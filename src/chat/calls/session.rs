@@ -41,7 +41,6 @@ use crate::chat::auth::TokenTable;
 use crate::chat::core::{Hub, Participant, Protocol, Refusal};
 use crate::chat::history;
 use crate::framing::{MetadataMap, Status};
-use crate::metrics::METRICS;
 use crate::pb::chat::{
     SendMessageRequest, SessionStarted, SetTypingRequest, SubscribeEvent, SubscribeRequest,
     TypingEventType, subscribe_event,
@@ -192,7 +191,8 @@ pub fn send_message(
 ) -> Result<(), Status> {
     let asked = request.get_ref();
     let participant = sessions.get(tokens, request.metadata(), &asked.token)?;
-    METRICS.messages_received.inc();
+    let hub = participant.membership().hub();
+    hub.config().metrics.messages_received.inc();
     let mut turn = participant.turn();
     match turn.say(&asked.message) {
         Ok(()) => {}

@@ -11,7 +11,6 @@ use crate::chat::core::{
     Batch, Encode, Event, Frames, Need, Notice, Participant, Replay, unix_now,
 };
 use crate::framing::Status;
-use crate::metrics::METRICS;
 use crate::pb::chat::ChatMessage;
 use crate::rpc::Streaming;
 
@@ -100,7 +99,8 @@ pub async fn read(
         let Some(batch) = next_batch(stream).await? else {
             return Ok(());
         };
-        METRICS.messages_received.add(batch.len() as u64);
+        let metrics = participant.membership().hub().config().metrics;
+        metrics.messages_received.add(batch.len() as u64);
         play(participant, batch, token_user)?;
     }
 }

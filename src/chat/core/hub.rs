@@ -13,7 +13,7 @@ use tracing::info;
 use super::error::ChatError;
 use super::event::{Encoders, Event, Notice, Protocol, unix_now};
 use super::member::Member;
-use super::room::{Presence, Room};
+use super::room::{Delivery, Presence, Room};
 use crate::chat::ChatConfig;
 use crate::chat::history::memory::MemoryHistory;
 use crate::chat::history::{
@@ -89,6 +89,15 @@ impl Hub {
         self.encoders[protocol.index()].notice(notice)
     }
 
+    /// What a room needs to append and deliver a batch.
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            encoders: &self.encoders,
+            max_lag: self.config.max_queue_bytes,
+            metrics: self.config.metrics,
+        }
+    }
+
     fn room(&self, name: &str) -> Option<Arc<Room>> {
         self.rooms.lock().get(name).cloned()
     }
@@ -136,7 +145,7 @@ impl Hub {
             floor,
         };
         let published = self.sequencer.publish(batch, self);
-        crate::metrics::METRICS.fanout.observe(started.elapsed());
+        self.config.metrics.fanout.observe(started.elapsed());
         published
     }
 
@@ -204,7 +213,7 @@ impl Hub {
         self.draining.store(true, Ordering::Relaxed);
         let rooms: Vec<Arc<Room>> = self.rooms.lock().values().cloned().collect();
         for room in rooms {
-            room.close(notice, &self.encoders);
+            room.close(notice, &self.delivery());
         }
     }
 }
@@ -219,15 +228,13 @@ impl Deliver for Hub {
         // in the store.
         if let Some(room) = self.room(&batch.room) {
             let own = batch.origin == self.node_id;
-            room.apply(&batch, own, &self.encoders, self.config.max_queue_bytes);
+            room.apply(&batch, own, &self.delivery());
         }
     }
 
     fn number_here(&self, batch: Submission, keep: &mut dyn FnMut(&[StoredMessage])) -> bool {
         match self.room(&batch.room) {
-            Some(room) => {
-                room.number_here(&batch, &self.encoders, self.config.max_queue_bytes, keep)
-            }
+            Some(room) => room.number_here(&batch, &self.delivery(), keep),
             None => false,
         }
     }

@@ -360,7 +360,7 @@ impl Turn<'_> {
                     "rate limit reached (further refusals for this member are not logged)"
                 );
             }
-            crate::metrics::METRICS.rate_limited.inc();
+            config.metrics.rate_limited.inc();
             return Err(Refusal::RateLimited {
                 rate: config.rate_limit.rate,
                 wait,

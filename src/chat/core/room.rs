@@ -176,6 +176,15 @@ impl RoomState {
     }
 }
 
+/// What a room needs from its hub to append and deliver: the encoders,
+/// how far behind a member may fall, and where evictions are counted.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Delivery<'a> {
+    pub(super) encoders: &'a Encoders,
+    pub(super) max_lag: usize,
+    pub(super) metrics: &'static crate::metrics::Metrics,
+}
+
 /// What [`RoomState::append_batch`] needs of a batch.
 #[derive(Debug, Clone, Copy)]
 struct BatchOf<'a> {
@@ -188,7 +197,13 @@ struct BatchOf<'a> {
 /// Lets every member know of a new node: members too far behind are
 /// disconnected, sleeping writers woken. Runs outside the room lock, on a
 /// snapshot of the member list, so other publishers are not held up.
-fn deliver(node: &Arc<Node>, members: &[Arc<Member>], room: &str, max_lag: usize) {
+fn deliver(
+    node: &Arc<Node>,
+    members: &[Arc<Member>],
+    room: &str,
+    max_lag: usize,
+    metrics: &crate::metrics::Metrics,
+) {
     for member in members {
         let lag = node
             .end_offset
@@ -201,7 +216,7 @@ fn deliver(node: &Arc<Node>, members: &[Arc<Member>], room: &str, max_lag: usize
                     lag,
                     "member too far behind: disconnecting with RESOURCE_EXHAUSTED"
                 );
-                crate::metrics::METRICS.evicted_lagging.inc();
+                metrics.evicted_lagging.inc();
                 member.end_now(Verdict::TooFarBehind { max_lag });
             }
             continue;
@@ -350,8 +365,7 @@ impl Room {
     pub(super) fn number_here(
         &self,
         batch: &Submission,
-        encoders: &Encoders,
-        max_lag: usize,
+        delivery: &Delivery<'_>,
         keep: &mut dyn FnMut(&[StoredMessage]),
     ) -> bool {
         let mut state = self.state.lock();
@@ -364,18 +378,25 @@ impl Room {
             timestamp: batch.timestamp,
             events: &batch.events,
         };
-        let (messages, appended) = state.append_batch(&self.name, of, None, encoders);
+        let (messages, appended) = state.append_batch(&self.name, of, None, delivery.encoders);
         keep(&messages);
         drop(state);
         if let Some((node, members)) = appended {
-            deliver(&node, &members, &self.name, max_lag);
+            deliver(
+                &node,
+                &members,
+                &self.name,
+                delivery.max_lag,
+                delivery.metrics,
+            );
         }
         true
     }
 
     /// Delivers a batch a shared store numbered (from any server). `own`:
     /// it came from this server, so its sender is one of our members.
-    pub(super) fn apply(&self, batch: &Sequenced, own: bool, encoders: &Encoders, max_lag: usize) {
+    pub(super) fn apply(&self, batch: &Sequenced, own: bool, delivery: &Delivery<'_>) {
+        let encoders = delivery.encoders;
         let mut state = self.state.lock();
         let mut appended = Vec::with_capacity(2);
         if let Some(notice) = state.note_epoch(&batch.epoch) {
@@ -397,14 +418,21 @@ impl Room {
         }
         drop(state);
         for (node, members) in appended {
-            deliver(&node, &members, &self.name, max_lag);
+            deliver(
+                &node,
+                &members,
+                &self.name,
+                delivery.max_lag,
+                delivery.metrics,
+            );
         }
     }
 
     /// Closes the room for shutdown: the notice is the last node of its
     /// log, and every member's call ends once it has sent it. `false` if
     /// the room was closed already.
-    pub(super) fn close(&self, notice: &str, encoders: &Encoders) -> bool {
+    pub(super) fn close(&self, notice: &str, delivery: &Delivery<'_>) -> bool {
+        let encoders = delivery.encoders;
         let mut state = self.state.lock();
         if std::mem::replace(&mut state.closed, true) {
             return false;
@@ -413,7 +441,7 @@ impl Room {
         let appended = state.append(node, &self.name);
         drop(state);
         if let Some((node, members)) = appended {
-            deliver(&node, &members, &self.name, usize::MAX);
+            deliver(&node, &members, &self.name, usize::MAX, delivery.metrics);
             for member in members.iter() {
                 member.close(Verdict::ShuttingDown(notice.to_owned()));
             }
@@ -438,6 +466,15 @@ mod tests {
         }
     }
 
+    fn delivery(encoders: &Encoders, max_lag: usize) -> Delivery<'_> {
+        static METRICS: crate::metrics::Metrics = crate::metrics::Metrics::new();
+        Delivery {
+            encoders,
+            max_lag,
+            metrics: &METRICS,
+        }
+    }
+
     fn say(text: &str) -> Event {
         Event::Message { text: text.into() }
     }
@@ -454,14 +491,12 @@ mod tests {
         let mut keep = |m: &[StoredMessage]| kept.extend(m.iter().map(|m| m.id));
         room.number_here(
             &submission(1, "ann", vec![say("a"), say("b")]),
-            &enc,
-            usize::MAX,
+            &delivery(&enc, usize::MAX),
             &mut keep,
         );
         room.number_here(
             &submission(2, "bob", vec![say("c")]),
-            &enc,
-            usize::MAX,
+            &delivery(&enc, usize::MAX),
             &mut keep,
         );
         assert_eq!(kept, [42, 43, 44]);
@@ -512,8 +547,7 @@ mod tests {
         for _ in 0..3 {
             room.number_here(
                 &submission(1, "ann", vec![say(&big)]),
-                &enc,
-                250,
+                &delivery(&enc, 250),
                 &mut |_| {},
             );
         }
@@ -529,12 +563,11 @@ mod tests {
         let ann = room.add(1, Protocol::Events, 10).unwrap();
         room.claim(&ann, "ann").unwrap();
         let enc = encoders();
-        assert!(room.close("bye", &enc));
-        assert!(!room.close("bye", &enc));
+        assert!(room.close("bye", &delivery(&enc, usize::MAX)));
+        assert!(!room.close("bye", &delivery(&enc, usize::MAX)));
         assert!(!room.number_here(
             &submission(1, "ann", vec![say("late")]),
-            &enc,
-            usize::MAX,
+            &delivery(&enc, usize::MAX),
             &mut |_| {}
         ));
         assert_eq!(drain(&ann), ["events notice bye"]);
@@ -560,8 +593,8 @@ mod tests {
             events: vec![say("hi")],
             flushed: false,
         };
-        room.apply(&batch(10, "e1"), false, &enc, usize::MAX);
-        room.apply(&batch(1, "e2"), false, &enc, usize::MAX);
+        room.apply(&batch(10, "e1"), false, &delivery(&enc, usize::MAX));
+        room.apply(&batch(1, "e2"), false, &delivery(&enc, usize::MAX));
         assert_eq!(
             drain(&ann),
             [

@@ -191,13 +191,20 @@ pub struct RedisOptions {
     /// Most messages queued while Redis is unreachable; the oldest are
     /// dropped beyond it (and counted as errors).
     pub outage_queue: usize,
+    /// Where errors talking to Redis are counted (`chat_redis_errors_total`).
+    /// Default: a private registry nobody reads.
+    pub metrics: &'static crate::metrics::Metrics,
 }
+
+/// Where a store built without a registry counts its errors.
+static DISCARDED_METRICS: crate::metrics::Metrics = crate::metrics::Metrics::new();
 
 impl Default for RedisOptions {
     fn default() -> Self {
         RedisOptions {
             history_len: DEFAULT_HISTORY_LEN,
             outage_queue: DEFAULT_OUTAGE_QUEUE,
+            metrics: &DISCARDED_METRICS,
         }
     }
 }
@@ -235,8 +242,8 @@ struct Shared {
 impl Shared {
     fn error(&self, what: &str, error: &dyn fmt::Display) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        // The process-wide figure `--metrics-addr` exports.
-        crate::metrics::record_redis_error();
+        // The figure `--metrics-addr` exports, in the registry we were given.
+        self.options.metrics.redis_errors_total.inc();
         *self.last_error.lock() = format!("{what}: {error}");
     }
 
