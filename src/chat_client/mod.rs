@@ -28,18 +28,30 @@
 //!
 //! * [`session`] — the connection: join, events both ways, moving between
 //!   rooms with a resume point per room, reconnection with backoff, leave.
+//! * `call.rs` — one call of the session: dial, open `Chat` in a room,
+//!   `Who` and `Rooms` beside it.
+//! * [`session_config`] — where and as whom to connect, the defaults, the
+//!   backoff between attempts.
+//! * [`failure`] — why the client is not connected, in words that name the
+//!   flag to change.
+//! * [`resume`] — where to resume in each room, and which of our own
+//!   messages have not come back yet.
 //! * [`line`](mod@line) — line mode (stdin/stdout are not a terminal).
 //! * [`tui`] — terminal setup and restore, the TUI event loop.
 
 pub mod address;
 pub mod app;
+mod call;
 pub mod command;
 pub mod display;
+pub mod failure;
 pub mod input;
 pub mod line;
 pub mod render;
+pub mod resume;
 pub mod sanitize;
 pub mod session;
+pub mod session_config;
 pub mod tui;
 pub mod typing;
 pub mod view;
