@@ -154,6 +154,10 @@ struct Args {
     /// are dropped beyond this).
     #[arg(long, default_value_t = grpc_chat::chat::history::DEFAULT_OUTAGE_QUEUE)]
     history_queue: usize,
+    /// With --redis: how long a member's name stays held after its server
+    /// stops renewing it (the server died); renewed every third of this.
+    #[arg(long, value_name = "SECS", default_value_t = grpc_chat::chat::history::redis::DEFAULT_NAME_LEASE.as_secs_f64())]
+    name_lease_secs: f64,
 }
 
 /// Default for `--max-send-message-size`: the same 4 MiB as the receive
@@ -452,6 +456,7 @@ async fn serve(args: Args) -> Result<(), StartupError> {
                 history_len: args.history_len,
                 outage_queue: args.history_queue,
                 metrics: &grpc_chat::metrics::METRICS,
+                name_lease: seconds("--name-lease-secs", args.name_lease_secs)?,
             };
             let redis = RedisHistory::new(url, options).map_err(|e| {
                 let e = e.to_string();

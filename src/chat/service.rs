@@ -173,10 +173,13 @@ impl crate::pb::chat::ChatService for ChatService {
                 StoreHealth::Degraded(why) => format!("DEGRADED: {why}"),
             }
         };
+        let census = self.hub.census().await.unwrap_or_default();
         Ok(Response::new(HealthCheckResponse {
             status,
             active_clients: i32::try_from(self.hub.active_members()).unwrap_or(i32::MAX),
             uptime_seconds: i64::try_from(self.hub.uptime().as_secs()).unwrap_or(i64::MAX),
+            servers: i32::try_from(census.servers).unwrap_or(i32::MAX),
+            cluster_clients: i64::try_from(census.members).unwrap_or(i64::MAX),
         }))
     }
 
@@ -188,11 +191,12 @@ impl crate::pb::chat::ChatService for ChatService {
         } else {
             pipeline::room_from(&asked, self.config())?
         };
-        let presence = self.hub.presence_in(&room);
+        let presence = self.hub.presence_everywhere(&room).await;
         Ok(Response::new(WhoResponse {
             room,
             users: presence.names,
             listeners: u32::try_from(presence.listeners).unwrap_or(u32::MAX),
+            local_users: presence.here,
         }))
     }
 

@@ -527,6 +527,7 @@ mod tests {
                 room: "lobby".into(),
                 users: vec!["alice".into(), "bob".into()],
                 listeners: 0,
+                ..Default::default()
             })),
             t,
         );

@@ -510,6 +510,7 @@ mod tests {
                 room: "lobby".into(),
                 users: users.iter().map(|u| (*u).to_owned()).collect(),
                 listeners,
+                ..Default::default()
             }))
         };
         let rows = |app: &App, height| -> Vec<String> {

@@ -228,6 +228,12 @@ impl ChatView {
                                 1 => text.push_str("; 1 more has not spoken yet"),
                                 n => text.push_str(&format!("; {n} more have not spoken yet")),
                             }
+                            // Servers sharing a Redis are one room: say
+                            // how much of it is on ours when not all is.
+                            let here = who.local_users.len();
+                            if here > 0 && here < names.len() {
+                                text.push_str(&format!("; {here} on this server"));
+                            }
                             changes.push(Change::Line(DisplayLine::notice(now_unix(), &text)));
                         }
                     }
@@ -571,6 +577,7 @@ mod tests {
             room: "lobby".into(),
             users: vec!["alice".into(), "bob".into(), "e\x1bve".into()],
             listeners: 0,
+            ..Default::default()
         }));
         v.expect_silent_who();
         assert!(
@@ -587,7 +594,18 @@ mod tests {
             room: "lobby".into(),
             users: vec!["alice".into()],
             listeners: 2,
+            ..Default::default()
         }));
+        let across_servers = Update::Who(Ok(WhoResponse {
+            room: "lobby".into(),
+            users: vec!["alice".into(), "bob".into(), "cat".into()],
+            local_users: vec!["alice".into()],
+            ..Default::default()
+        }));
+        assert_eq!(
+            plain(&v.update(&across_servers, t)),
+            ["-- in lobby: alice, bob, cat (3); 1 on this server --"]
+        );
         assert_eq!(
             plain(&v.update(&with_listeners, t)),
             ["-- in lobby: alice (1); 2 more have not spoken yet --"]
@@ -642,6 +660,7 @@ mod tests {
             room: "tea".into(),
             users: vec!["alice".into(), "bob".into()],
             listeners: 1,
+            ..Default::default()
         }));
         v.expect_silent_who();
         v.update(&late, t);
@@ -656,6 +675,7 @@ mod tests {
             room: "lobby".into(),
             users: vec!["alice".into(), "Carol".into(), "dave".into(), "bob".into()],
             listeners: 2,
+            ..Default::default()
         }));
         v.expect_silent_who();
         v.update(&who, t);

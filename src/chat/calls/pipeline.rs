@@ -140,8 +140,11 @@ pub async fn join<T: prost::Message>(
     if let Some((asked, token_user)) = name {
         participant
             .take_name(asked, token_user)
+            .await
             .map_err(status_of)?;
     }
+    // Subscribed before history is read: see `history::Sequencer::follow`.
+    participant.membership().follow().await;
     let replay = Box::pin(core::replay::read(
         hub.history().as_ref(),
         participant.membership(),
@@ -203,7 +206,7 @@ pub async fn welcome<T: prost::Message>(
     match participant.name() {
         Some(name) => {
             info!(room, user = %name, ?protocol, replayed, "joined");
-            participant.announce();
+            participant.announce().await;
         }
         None => debug!(room, ?protocol, replayed, "member connected, not named yet"),
     }

@@ -101,26 +101,28 @@ pub async fn read(
         };
         let metrics = participant.membership().hub().config().metrics;
         metrics.messages_received.add(batch.len() as u64);
-        play(participant, batch, token_user)?;
+        if participant.name().is_none() {
+            // The first message names the member, on every server (a round
+            // trip to the shared store: boxed, so that an idle member's
+            // future keeps no room for it).
+            let claimed = batch.first().map_or("", |m| m.user.as_str());
+            Box::pin(participant.take_name(claimed, token_user))
+                .await
+                .map_err(status_of)?;
+        }
+        play(participant, batch);
     }
 }
 
 /// One batch of messages as one turn (synchronous: a turn holds the
-/// participant's lock, never across an `.await`). A name refused ends the
-/// call.
-fn play(
-    participant: &Participant,
-    batch: Vec<ChatMessage>,
-    token_user: Option<&str>,
-) -> Result<(), Status> {
+/// participant's lock, never across an `.await`).
+fn play(participant: &Participant, batch: Vec<ChatMessage>) {
     let mut turn = participant.turn();
     for message in batch {
-        turn.identify(&message.user, token_user)
-            .map_err(status_of)?;
+        turn.identify(&message.user);
         if let Err(refusal) = turn.say(&message.message) {
             participant.refuse(&refusal);
         }
     }
     turn.finish();
-    Ok(())
 }

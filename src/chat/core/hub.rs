@@ -12,10 +12,11 @@ use tracing::info;
 
 use super::error::ChatError;
 use super::event::{Encoders, Event, Notice, Protocol, unix_now};
-use super::member::Member;
+use super::member::{Member, Verdict};
 use super::room::{Delivery, Presence, Room};
 use crate::chat::ChatConfig;
 use crate::chat::history::memory::MemoryHistory;
+use crate::chat::history::roster::{Census, Claim, Holder, Roster};
 use crate::chat::history::{
     Deliver, Sequenced, Sequencer, SharedHistory, Store, StoredMessage, Submission,
 };
@@ -33,6 +34,8 @@ pub struct Hub {
     history: SharedHistory,
     /// Who numbers batches.
     sequencer: Arc<dyn Sequencer>,
+    /// Who holds which name on every server sharing the store.
+    roster: Arc<dyn Roster>,
     /// Each protocol's encoding of a batch.
     encoders: Encoders,
     /// This server's id among those sharing a history store.
@@ -56,6 +59,7 @@ impl Hub {
         encoders: Encoders,
     ) -> Arc<Hub> {
         let history: SharedHistory = store.clone();
+        let roster: Arc<dyn Roster> = store.clone();
         let hub = Arc::new(Hub {
             rooms: Mutex::new(HashMap::new()),
             next_member: AtomicU64::new(1),
@@ -65,6 +69,7 @@ impl Hub {
             config,
             history,
             sequencer: store,
+            roster,
             encoders,
             node_id: crate::chat::history::random_u64(),
         });
@@ -155,16 +160,35 @@ impl Hub {
             if let Some(current) = rooms.get(room.name()) {
                 if Arc::ptr_eq(current, room) {
                     rooms.remove(room.name());
+                    // Under the rooms lock: a member creating the room again
+                    // asks to follow it after this.
+                    self.sequencer.unfollow(room.name());
                 }
             }
         }
     }
 
-    /// Who is in `room` (nobody if the room does not exist).
+    /// Who is in `room` on this server (nobody if the room does not exist).
     pub fn presence_in(&self, room: &str) -> Presence {
         self.room(room)
             .map(|room| room.presence())
             .unwrap_or_default()
+    }
+
+    /// Who is in `room` on every server sharing the store: the named
+    /// members everywhere (when the store can say) and this server's
+    /// listeners. See [`Presence`].
+    pub async fn presence_everywhere(&self, room: &str) -> Presence {
+        let mut presence = self.presence_in(room);
+        if let Some(names) = self.roster.names(room).await {
+            presence.merge_everywhere(names);
+        }
+        presence
+    }
+
+    /// Servers sharing the store and their members, when it can say.
+    pub async fn census(&self) -> Option<Census> {
+        self.roster.census().await
     }
 
     /// Every room with members, and how many, sorted by name.
@@ -238,6 +262,19 @@ impl Deliver for Hub {
             None => false,
         }
     }
+
+    fn name_lost(&self, room: &str, member: u64, name: &str) {
+        if let Some(member) = self.room(room).and_then(|r| r.member(member)) {
+            member.close(Verdict::NameLost {
+                name: name.to_owned(),
+                room: room.to_owned(),
+            });
+        }
+    }
+
+    fn members_here(&self) -> u64 {
+        self.active_members() as u64
+    }
 }
 
 /// A member's place in its room. Leaving happens on drop, so a call that
@@ -265,9 +302,35 @@ impl Membership {
         &self.hub
     }
 
-    /// Gives the member `name`, unique in the room ignoring case.
-    pub(super) fn claim(&self, name: &str) -> Result<(), ChatError> {
-        self.room.claim(&self.member, name)
+    /// Who the member is in the roster.
+    fn holder(&self) -> Holder {
+        Holder {
+            node: self.hub.node_id,
+            member: self.member.id,
+        }
+    }
+
+    /// Gives the member `name`, unique in the room ignoring case — on
+    /// every server sharing the store: claimed in the roster first, then
+    /// bound in the room here.
+    pub(super) async fn claim(&self, name: &str) -> Result<(), ChatError> {
+        let room = self.room.name();
+        let taken = || ChatError::NameTaken {
+            name: name.to_owned(),
+            room: room.to_owned(),
+        };
+        match self.hub.roster.claim(room, name, self.holder()).await {
+            Claim::Held => {}
+            Claim::Taken => return Err(taken()),
+            Claim::Unconfirmed(why) => {
+                info!(room, user = name, %why, "name not confirmed with the other servers yet");
+            }
+        }
+        let bound = self.room.claim(&self.member, name);
+        if bound.is_err() {
+            self.hub.roster.release(room, name, self.holder());
+        }
+        bound
     }
 
     /// Publishes events from this (named) member, in order. `false` if
@@ -284,9 +347,21 @@ impl Membership {
         self.member.push_private(frames);
     }
 
-    /// Who is in the member's room (the member included).
+    /// Waits until the room's batches numbered by other servers reach this
+    /// server (at once with the embedded store): call before reading
+    /// history, so that nothing falls between the page and live traffic.
+    pub async fn follow(&self) {
+        self.hub.sequencer.follow(self.room.name()).await;
+    }
+
+    /// Who is in the member's room on this server (the member included).
     pub fn presence(&self) -> Presence {
         self.room.presence()
+    }
+
+    /// Who is in the member's room on every server sharing the store.
+    pub async fn presence_everywhere(&self) -> Presence {
+        self.hub.presence_everywhere(self.room.name()).await
     }
 
     /// Takes note of the history epoch this member was told, unless the
@@ -294,6 +369,14 @@ impl Membership {
     /// the room tell its members that history was lost.
     pub(super) fn note_epoch(&self, epoch: &str) {
         self.room.note_epoch(epoch);
+    }
+
+    /// Takes note of the newest id history held when this member's page
+    /// was read: if the room ever has to number batches itself (a shared
+    /// store became unreachable), it continues above it. (A server learns a
+    /// room's ids only from the rooms it receives.)
+    pub(super) fn note_head(&self, head: u64) {
+        self.room.note_head(head);
     }
 }
 
@@ -303,6 +386,7 @@ impl Drop for Membership {
         self.hub.active.fetch_sub(1, Ordering::Relaxed);
         if let Some(name) = self.member.name() {
             info!(room = %self.room.name(), user = %name, "left");
+            self.hub.roster.release(self.room.name(), name, self.holder());
         }
         if now_empty {
             self.hub.remove_room_if_empty(&self.room);

@@ -30,6 +30,14 @@ pub enum Verdict {
     },
     /// The server is shutting down; says so.
     ShuttingDown(String),
+    /// A member on another server held the member's name first (it was
+    /// bound here while the shared store was unreachable).
+    NameLost {
+        /// The name.
+        name: String,
+        /// The room.
+        room: String,
+    },
 }
 
 /// How a member's call must end, once decided.

@@ -7,7 +7,7 @@
 //! # Lifecycle
 //!
 //! ```text
-//!             Hub::join                take_name / Turn::identify            drop
+//!             Hub::join                      take_name                      drop
 //!  (admitted) ─────────▶  Listening  ──────────────────────────▶  Named  ─────────▶  Left
 //!                         reads the room,                          speaks; the room
 //!                         says nothing                             heard "joined"
@@ -19,8 +19,10 @@
 //!
 //! `Chat` and the browser's `Subscribe` name the member before its replay
 //! (their first request carries the name) and announce it after; a
-//! `ChatStream` member stays `Listening` until its first message names it,
-//! and "joined" goes out in the same batch as that message. Leaving is
+//! `ChatStream` member stays `Listening` until its first message names it
+//! (`take_name`, then [`Turn::identify`]), and "joined" goes out in the same
+//! batch as that message. Naming claims the name on every server sharing
+//! the store (see [`crate::chat::history::roster`]). Leaving is
 //! dropping: a `Named` participant's "left" (and, if it was typing, the end
 //! of its indicator) is published then, whatever ended the call.
 
@@ -67,6 +69,8 @@ struct Speaker {
     bucket: TokenBucket,
     /// When the typing indicator expires; `None`: not typing.
     typing_until: Option<Instant>,
+    /// The room has been told the member joined.
+    announced: bool,
     logged: Logged,
 }
 
@@ -117,6 +121,7 @@ impl Participant {
                 stage: Stage::Listening,
                 bucket: TokenBucket::new(limit, Instant::now().into_std()),
                 typing_until: None,
+                announced: false,
                 logged: Logged::default(),
             }),
             typing_changed: Notify::new(),
@@ -143,36 +148,42 @@ impl Participant {
         self.speaker.lock().stage
     }
 
-    /// Names the member now (`Chat`, `Subscribe`: the name comes with the
-    /// first request). Nobody is told yet: see [`Participant::announce`].
-    pub fn take_name(&self, asked: &str, token_user: Option<&str>) -> Result<Arc<str>, ChatError> {
-        let mut speaker = self.speaker.lock();
-        self.bind(&mut speaker, asked, token_user)
-    }
-
-    fn bind(
+    /// Names the member: `Chat` and `Subscribe` before the replay (the name
+    /// comes with the first request), a `ChatStream` member before its
+    /// first turn (the name comes with its first message). The name is
+    /// claimed on every server sharing the store first (a round trip to it,
+    /// hence `async`), then bound here. Nobody is told yet: see
+    /// [`Participant::announce`] and [`Turn::identify`].
+    pub async fn take_name(
         &self,
-        speaker: &mut Speaker,
         asked: &str,
         token_user: Option<&str>,
     ) -> Result<Arc<str>, ChatError> {
         let limits = &self.membership.hub().config().limits;
         let name = resolve_name(asked, token_user, limits)?;
-        self.membership.claim(&name)?;
-        speaker.stage = Stage::Named;
+        if let Some(bound) = self.name() {
+            // Named already (a second first message cannot happen, but the
+            // rule is simple): a member has one name.
+            return Ok(Arc::clone(bound));
+        }
+        self.membership.claim(&name).await?;
+        self.speaker.lock().stage = Stage::Named;
         Ok(self.name().cloned().unwrap_or_else(|| Arc::from(name)))
     }
 
     /// Tells the room the member joined, and the member who else is here:
     /// the named members, and the silent listeners (members that have not
     /// spoken, so have no name yet) counted, since they read the room too.
-    pub fn announce(&self) {
+    /// The names are those on every server sharing the store, when it can
+    /// say.
+    pub async fn announce(&self) {
         let Some(name) = self.name().cloned() else {
             return;
         };
         let room = self.membership.room_name();
+        self.speaker.lock().announced = true;
         self.membership.publish(&[Event::Joined]);
-        let presence = self.membership.presence();
+        let presence = self.membership.presence_everywhere().await;
         let mut others: Vec<String> = presence
             .names
             .into_iter()
@@ -294,22 +305,24 @@ pub struct Turn<'a> {
 }
 
 impl Turn<'_> {
-    /// A `ChatStream` message's claim to a name. The first names the member
-    /// (and "joined" goes out with this turn); a later one that claims
-    /// another name is ignored — the message is delivered under the bound
-    /// name — and logged once.
-    pub fn identify(&mut self, claimed: &str, token_user: Option<&str>) -> Result<(), ChatError> {
+    /// A `ChatStream` message's claim to a name. The member was named by
+    /// [`Participant::take_name`] before its first turn; the first message
+    /// of a member not announced yet announces it ("joined" goes out with
+    /// this turn). A message that claims another name is delivered under the
+    /// bound name, and logged once.
+    pub fn identify(&mut self, claimed: &str) {
         let participant = self.participant;
-        if self.speaker.stage == Stage::Listening {
-            let name = participant.bind(&mut self.speaker, claimed, token_user)?;
+        if self.speaker.stage == Stage::Named && !self.speaker.announced {
+            self.speaker.announced = true;
             info!(
                 room = participant.membership.room_name(),
-                user = %name,
+                user = %participant.name().map_or("", |n| &**n),
                 protocol = ?participant.member().protocol(),
                 "joined"
             );
             self.events.push(Event::Joined);
-            return Ok(());
+            // The message that named the member claims its own name.
+            return;
         }
         let bound = participant.name().map_or("", |n| &**n);
         if claimed.trim() != bound
@@ -322,7 +335,6 @@ impl Turn<'_> {
                 "message claims another name: delivered under the bound name"
             );
         }
-        Ok(())
     }
 
     /// A chat message: validated and rate limited, then (with the end of a
@@ -430,10 +442,10 @@ mod tests {
         Hub::new(config, encoders())
     }
 
-    fn member(hub: &Arc<Hub>, protocol: Protocol, name: Option<&str>) -> Participant {
+    async fn member(hub: &Arc<Hub>, protocol: Protocol, name: Option<&str>) -> Participant {
         let p = Participant::new(hub.join("r", protocol).unwrap());
         if let Some(name) = name {
-            p.take_name(name, None).unwrap();
+            p.take_name(name, None).await.unwrap();
         }
         p
     }
@@ -441,15 +453,16 @@ mod tests {
     #[tokio::test]
     async fn a_first_message_names_a_listener_and_announces_it_with_the_message() {
         let hub = hub(ChatConfig::default());
-        let watcher = member(&hub, Protocol::Events, Some("wat"));
-        let bob = member(&hub, Protocol::Stream, None);
+        let watcher = member(&hub, Protocol::Events, Some("wat")).await;
+        let bob = member(&hub, Protocol::Stream, None).await;
         assert_eq!(bob.stage(), Stage::Listening);
         assert_eq!(hub.presence_in("r").listeners, 1);
+        bob.take_name("bob", None).await.unwrap();
         let mut turn = bob.turn();
-        turn.identify("bob", None).unwrap();
+        turn.identify("bob");
         turn.say("hi").unwrap();
         // A later claim to another name is ignored: still bob.
-        turn.identify("mallory", None).unwrap();
+        turn.identify("mallory");
         turn.say("again").unwrap();
         assert!(turn.finish());
         assert_eq!(bob.stage(), Stage::Named);
@@ -463,25 +476,25 @@ mod tests {
     #[tokio::test]
     async fn a_name_in_use_or_not_the_tokens_is_refused() {
         let hub = hub(ChatConfig::default());
-        let _ann = member(&hub, Protocol::Events, Some("ann"));
-        let other = member(&hub, Protocol::Events, None);
+        let _ann = member(&hub, Protocol::Events, Some("ann")).await;
+        let other = member(&hub, Protocol::Events, None).await;
         assert!(matches!(
-            other.take_name("ANN", None),
+            other.take_name("ANN", None).await,
             Err(ChatError::NameTaken { .. })
         ));
         assert!(matches!(
-            other.take_name("bob", Some("carol")),
+            other.take_name("bob", Some("carol")).await,
             Err(ChatError::NotYourName { .. })
         ));
         // An empty request takes the token's name.
-        assert_eq!(&*other.take_name("", Some("carol")).unwrap(), "carol");
+        assert_eq!(&*other.take_name("", Some("carol")).await.unwrap(), "carol");
     }
 
     #[tokio::test]
     async fn nothing_is_said_before_a_name() {
         let hub = hub(ChatConfig::default());
-        let watcher = member(&hub, Protocol::Events, Some("wat"));
-        let quiet = member(&hub, Protocol::Events, None);
+        let watcher = member(&hub, Protocol::Events, Some("wat")).await;
+        let quiet = member(&hub, Protocol::Events, None).await;
         let mut turn = quiet.turn();
         assert_eq!(turn.say("hello"), Err(Refusal::Unnamed));
         turn.typing(true);
@@ -498,7 +511,7 @@ mod tests {
             },
             ..ChatConfig::default()
         });
-        let ann = member(&hub, Protocol::Events, Some("ann"));
+        let ann = member(&hub, Protocol::Events, Some("ann")).await;
         let mut turn = ann.turn();
         turn.say("1").unwrap();
         turn.say("2").unwrap();
@@ -518,8 +531,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn typing_expires_for_everyone_else_when_never_stopped() {
         let hub = hub(ChatConfig::default());
-        let watcher = member(&hub, Protocol::Events, Some("wat"));
-        let ann = member(&hub, Protocol::Events, Some("ann"));
+        let watcher = member(&hub, Protocol::Events, Some("wat")).await;
+        let ann = member(&hub, Protocol::Events, Some("ann")).await;
         let mut turn = ann.turn();
         turn.typing(true);
         turn.finish();
@@ -542,8 +555,8 @@ mod tests {
     #[tokio::test]
     async fn saying_something_ends_typing_and_leaving_ends_both() {
         let hub = hub(ChatConfig::default());
-        let watcher = member(&hub, Protocol::Events, Some("wat"));
-        let ann = member(&hub, Protocol::Events, Some("ann"));
+        let watcher = member(&hub, Protocol::Events, Some("wat")).await;
+        let ann = member(&hub, Protocol::Events, Some("ann")).await;
         let mut turn = ann.turn();
         turn.typing(true);
         turn.say("done").unwrap();
@@ -567,10 +580,10 @@ mod tests {
     #[tokio::test]
     async fn a_listener_leaves_without_a_word_and_the_welcome_counts_it() {
         let hub = hub(ChatConfig::default());
-        let watcher = member(&hub, Protocol::Events, Some("wat"));
-        let listener = member(&hub, Protocol::Stream, None);
-        let ann = member(&hub, Protocol::Events, Some("ann"));
-        ann.announce();
+        let watcher = member(&hub, Protocol::Events, Some("wat")).await;
+        let listener = member(&hub, Protocol::Stream, None).await;
+        let ann = member(&hub, Protocol::Events, Some("ann")).await;
+        ann.announce().await;
         assert_eq!(
             drain(ann.member()),
             [
@@ -585,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn at_shutdown_a_message_is_refused_with_a_notice() {
         let hub = hub(ChatConfig::default());
-        let ann = member(&hub, Protocol::Events, Some("ann"));
+        let ann = member(&hub, Protocol::Events, Some("ann")).await;
         hub.shutdown("bye");
         let mut turn = ann.turn();
         turn.say("late").unwrap();

@@ -135,6 +135,7 @@ pub async fn read(
     }
     // Step 2.
     membership.note_epoch(&page.epoch);
+    membership.note_head(page.head);
     member.skip_replayed(page.head);
     Replay {
         epoch: Some(page.epoch),
@@ -163,9 +164,9 @@ mod tests {
         }
     }
 
-    fn speaker(hub: &Arc<Hub>, name: &str) -> Participant {
+    async fn speaker(hub: &Arc<Hub>, name: &str) -> Participant {
         let p = Participant::new(hub.join("r", Protocol::Events).unwrap());
-        p.take_name(name, None).unwrap();
+        p.take_name(name, None).await.unwrap();
         p
     }
 
@@ -187,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_history_read_reaches_back_to_the_join() {
         let hub = Hub::new(config(5), encoders());
-        let ann = speaker(&hub, "ann");
+        let ann = speaker(&hub, "ann").await;
         let listener = Participant::new(hub.join("r", Protocol::Events).unwrap());
         say(&ann, 40);
         let replay = read(
@@ -206,7 +207,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_join_gets_the_newest_messages() {
         let hub = Hub::new(config(5), encoders());
-        let ann = speaker(&hub, "ann");
+        let ann = speaker(&hub, "ann").await;
         say(&ann, 40);
         let listener = Participant::new(hub.join("r", Protocol::Events).unwrap());
         let replay = read(
@@ -226,7 +227,7 @@ mod tests {
     async fn a_resume_gets_what_it_missed_and_hears_of_what_is_gone() {
         let store = Arc::new(MemoryHistory::with_epoch(10, "e1"));
         let hub = Hub::with_store(config(5), store, encoders());
-        let ann = speaker(&hub, "ann");
+        let ann = speaker(&hub, "ann").await;
         say(&ann, 12);
         let back = Participant::new(hub.join("r", Protocol::Events).unwrap());
         let resume = Some((1, Some("e1".to_owned())));
@@ -251,7 +252,7 @@ mod tests {
     async fn a_resume_from_a_lost_epoch_gets_the_newest_and_a_notice() {
         let store = Arc::new(MemoryHistory::with_epoch(100, "e2"));
         let hub = Hub::with_store(config(3), store, encoders());
-        let ann = speaker(&hub, "ann");
+        let ann = speaker(&hub, "ann").await;
         say(&ann, 10);
         let back = Participant::new(hub.join("r", Protocol::Events).unwrap());
         let resume = Some((4, Some("e1".to_owned())));

@@ -37,10 +37,30 @@ use crate::chat::history::{Sequenced, StoredMessage, Submission};
 /// until then reads the room as a silent listener).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presence {
-    /// Names of the members that have one, sorted.
+    /// Names of the members that have one, sorted: on every server
+    /// sharing the store once [`Presence::merge_everywhere`] has been
+    /// applied, else on this one.
     pub names: Vec<String>,
-    /// Members without a name yet.
+    /// The named members connected to this server, sorted.
+    pub here: Vec<String>,
+    /// Members without a name yet, on this server.
     pub listeners: usize,
+}
+
+impl Presence {
+    /// Takes `everywhere` (the names held on every server) as the room's
+    /// names, keeping this server's own too: a name bound here but not
+    /// confirmed with the store yet is still here.
+    pub fn merge_everywhere(&mut self, everywhere: Vec<String>) {
+        let mut names = everywhere;
+        for name in &self.here {
+            if !names.iter().any(|n| n.to_lowercase() == name.to_lowercase()) {
+                names.push(name.clone());
+            }
+        }
+        names.sort();
+        self.names = names;
+    }
 }
 
 /// A node just appended, with the members to deliver it to.
@@ -333,7 +353,15 @@ impl Room {
             }
         }
         presence.names.sort();
+        presence.here = presence.names.clone();
         presence
+    }
+
+    /// The member with id `id`, if it is in the room.
+    pub(super) fn member(&self, id: u64) -> Option<Arc<Member>> {
+        let state = self.state.lock();
+        let at = state.members.binary_search_by_key(&id, |m| m.id).ok()?;
+        state.members.get(at).cloned()
     }
 
     /// Takes note of the history epoch a joining member was told, unless
@@ -343,6 +371,12 @@ impl Room {
         if state.epoch.is_none() {
             state.epoch = Some(epoch.to_owned());
         }
+    }
+
+    /// Raises the room's last id to `head` (see `Membership::note_head`).
+    pub(super) fn note_head(&self, head: u64) {
+        let mut state = self.state.lock();
+        state.last_id = state.last_id.max(head);
     }
 
     /// The room's last message id, if the room still takes batches (it

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::roster::{Census, Claim, Holder, Roster};
 use super::{
     BoxFuture, Deliver, History, HistoryError, Page, Sequencer, Since, StoreHealth, StoredMessage,
     Submission, new_epoch,
@@ -112,6 +113,24 @@ impl Sequencer for MemoryHistory {
     fn publish(&self, batch: Submission, rooms: &dyn Deliver) -> bool {
         let room = batch.room.clone();
         rooms.number_here(batch, &mut |messages| self.record(&room, messages))
+    }
+}
+
+/// One server: the room's own check is the whole rule, and presence is
+/// what the hub knows.
+impl Roster for MemoryHistory {
+    fn claim<'a>(&'a self, _room: &'a str, _name: &'a str, _holder: Holder) -> BoxFuture<'a, Claim> {
+        Box::pin(async { Claim::Held })
+    }
+
+    fn release(&self, _room: &str, _name: &str, _holder: Holder) {}
+
+    fn names<'a>(&'a self, _room: &'a str) -> BoxFuture<'a, Option<Vec<String>>> {
+        Box::pin(async { None })
+    }
+
+    fn census(&self) -> BoxFuture<'_, Option<Census>> {
+        Box::pin(async { None })
     }
 }
 

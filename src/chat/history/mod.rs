@@ -17,7 +17,9 @@
 //!
 //! The two questions are separate traits because they are separate jobs:
 //! the hub reads history through [`History`] whatever the store, and hands
-//! every batch to its [`Sequencer`] without asking which kind it is.
+//! every batch to its [`Sequencer`] without asking which kind it is. A
+//! third, [`roster::Roster`], keeps names unique and presence whole across
+//! the servers sharing a store.
 //!
 //! # The resume contract
 //!
@@ -51,6 +53,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod roster;
 
 use std::fmt;
 use std::future::Future;
@@ -219,6 +222,12 @@ pub trait Deliver: Send + Sync {
     /// store records them in the order members see them. `false` if the
     /// room is gone or closed (nothing was delivered).
     fn number_here(&self, batch: Submission, keep: &mut dyn FnMut(&[StoredMessage])) -> bool;
+    /// Member `member` of `room` lost `name` to a member of another server
+    /// that held it first (claimed while the store was unreachable): it is
+    /// told why and its call ends. See [`roster`].
+    fn name_lost(&self, room: &str, member: u64, name: &str);
+    /// Members connected to this server (for the census).
+    fn members_here(&self) -> u64;
 }
 
 /// Who numbers a room's batches (gives its messages their ids in the one
@@ -235,6 +244,21 @@ pub trait Sequencer: Send + Sync + fmt::Debug {
     /// later from the shared store ([`Deliver::sequenced`]). Never blocks.
     /// `false` if it was refused (the room is closed: shutting down).
     fn publish(&self, batch: Submission, rooms: &dyn Deliver) -> bool;
+
+    /// Starts receiving `room`'s batches numbered elsewhere (its first
+    /// member on this server joined); complete once every batch numbered
+    /// from now on will arrive through [`Deliver::sequenced`], so that a
+    /// history page read after it leaves no gap. A sequencer that numbers
+    /// everything here is ready at once.
+    fn follow<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
+        let _ = room;
+        Box::pin(async {})
+    }
+
+    /// Stops receiving `room`'s batches (its last member here left).
+    fn unfollow(&self, room: &str) {
+        let _ = room;
+    }
 }
 
 /// A history store: what it keeps, and what a joining client reads.
@@ -312,10 +336,11 @@ pub fn new_epoch() -> String {
 /// about it.
 pub type SharedHistory = Arc<dyn History>;
 
-/// A store that is also its rooms' sequencer (both stores are).
-pub trait Store: History + Sequencer {}
+/// A store that is also its rooms' sequencer and the servers' roster
+/// (both stores are).
+pub trait Store: History + Sequencer + roster::Roster {}
 
-impl<T: History + Sequencer> Store for T {}
+impl<T: History + Sequencer + roster::Roster> Store for T {}
 
 #[cfg(test)]
 mod tests {

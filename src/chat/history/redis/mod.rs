@@ -10,6 +10,8 @@
 //!                     trimmed with MAXLEN ~ --history-len
 //! chat:{room}:epoch   the room's history epoch (16 hex digits)
 //! chat:events         Pub/Sub channel: every sequenced batch, all rooms
+//! chat:{room}:names   names held in the room, as leases (see `roster`)
+//! chat:nodes          members per server (see `roster`)
 //! ```
 //!
 //! # Why the order comes from Redis, and why Pub/Sub
@@ -90,16 +92,17 @@ use super::{
 };
 use crate::chat::core::Event;
 
+mod roster;
 mod subscriber;
 mod wire;
 mod writer;
 
-use subscriber::subscriber;
+pub use roster::DEFAULT_NAME_LEASE;
+use roster::{Leases, keeper};
+use subscriber::{Follow, subscriber};
 use wire::parse_page;
 use writer::writer;
 
-/// The Pub/Sub channel carrying every sequenced batch.
-pub const EVENTS_CHANNEL: &str = "chat:events";
 /// How often a lost Redis is tried again.
 pub const RETRY: Duration = Duration::from_millis(500);
 /// Most batches sent in one pipeline.
@@ -194,6 +197,9 @@ pub struct RedisOptions {
     /// Where errors talking to Redis are counted (`chat_redis_errors_total`).
     /// Default: a private registry nobody reads.
     pub metrics: &'static crate::metrics::Metrics,
+    /// How long a claimed name stays held without being renewed: a server
+    /// that dies loses its members' names after this (see `roster`).
+    pub name_lease: Duration,
 }
 
 /// Where a store built without a registry counts its errors.
@@ -205,6 +211,7 @@ impl Default for RedisOptions {
             history_len: DEFAULT_HISTORY_LEN,
             outage_queue: DEFAULT_OUTAGE_QUEUE,
             metrics: &DISCARDED_METRICS,
+            name_lease: DEFAULT_NAME_LEASE,
         }
     }
 }
@@ -237,6 +244,10 @@ struct Shared {
     /// Signalled when the subscription is lost, so an idle writer stops
     /// trusting its connection at once rather than on its next write.
     lost: tokio::sync::Notify,
+    /// The names this server's members hold (see `roster`).
+    leases: Mutex<Leases>,
+    /// Rooms to start or stop receiving, to the subscriber task.
+    follows: mpsc::UnboundedSender<Follow>,
 }
 
 impl Shared {
@@ -271,8 +282,10 @@ impl Shared {
 pub struct RedisHistory {
     shared: Arc<Shared>,
     work: mpsc::UnboundedSender<Work>,
-    /// Taken by [`History::start`].
+    /// Taken by [`Sequencer::start`].
     inbox: Mutex<Option<mpsc::UnboundedReceiver<Work>>>,
+    /// Taken by [`Sequencer::start`].
+    follow_inbox: Mutex<Option<mpsc::UnboundedReceiver<Follow>>>,
 }
 
 impl fmt::Debug for RedisHistory {
@@ -291,6 +304,7 @@ impl RedisHistory {
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, HistoryError> {
         let client = Client::open(url).map_err(|e| HistoryError(format!("redis url: {e}")))?;
         let (work, inbox) = mpsc::unbounded_channel();
+        let (follows, follow_inbox) = mpsc::unbounded_channel();
         Ok(RedisHistory {
             shared: Arc::new(Shared {
                 client,
@@ -304,9 +318,12 @@ impl RedisHistory {
                 last_error: Mutex::new("not connected yet".to_owned()),
                 reader: tokio::sync::Mutex::new(None),
                 lost: tokio::sync::Notify::new(),
+                leases: Mutex::new(HashMap::new()),
+                follows,
             }),
             work,
             inbox: Mutex::new(Some(inbox)),
+            follow_inbox: Mutex::new(Some(follow_inbox)),
         })
     }
 
@@ -339,11 +356,13 @@ fn keys(room: &str) -> [String; 3] {
 
 impl Sequencer for RedisHistory {
     fn start(&self, hub: Weak<dyn Deliver>) {
-        let Some(inbox) = self.inbox.lock().take() else {
+        let (Some(inbox), Some(follows)) = (self.inbox.lock().take(), self.follow_inbox.lock().take())
+        else {
             warn!("redis history started twice: ignored");
             return;
         };
-        tokio::spawn(subscriber(Arc::clone(&self.shared), hub.clone()));
+        tokio::spawn(subscriber(Arc::clone(&self.shared), hub.clone(), follows));
+        tokio::spawn(keeper(Arc::clone(&self.shared), hub.clone()));
         tokio::spawn(writer(Arc::clone(&self.shared), hub, inbox));
     }
 
@@ -355,6 +374,27 @@ impl Sequencer for RedisHistory {
         // down): nothing can be delivered any more then.
         let _ = self.work.send(Work::Submit(batch));
         true
+    }
+
+    /// Subscribes to the room's channel; ready once Redis confirmed it.
+    fn follow<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let (done, subscribed) = oneshot::channel();
+            if self
+                .shared
+                .follows
+                .send(Follow::Start(room.to_owned(), done))
+                .is_ok()
+            {
+                // An error means the subscription failed and the connection
+                // is being made again (it will subscribe the room): go on.
+                let _ = subscribed.await;
+            }
+        })
+    }
+
+    fn unfollow(&self, room: &str) {
+        let _ = self.shared.follows.send(Follow::Stop(room.to_owned()));
     }
 }
 

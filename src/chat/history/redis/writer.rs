@@ -42,7 +42,7 @@ pub(super) fn common_args(
 ) {
     cmd.arg(new_epoch())
         .arg(shared.options.history_len)
-        .arg(EVENTS_CHANNEL)
+        .arg(super::subscriber::channel(&batch.room))
         .arg(payload)
         .arg(&batch.user)
         .arg(batch.timestamp)
