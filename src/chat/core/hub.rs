@@ -386,7 +386,9 @@ impl Drop for Membership {
         self.hub.active.fetch_sub(1, Ordering::Relaxed);
         if let Some(name) = self.member.name() {
             info!(room = %self.room.name(), user = %name, "left");
-            self.hub.roster.release(self.room.name(), name, self.holder());
+            self.hub
+                .roster
+                .release(self.room.name(), name, self.holder());
         }
         if now_empty {
             self.hub.remove_room_if_empty(&self.room);

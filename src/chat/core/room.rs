@@ -54,7 +54,10 @@ impl Presence {
     pub fn merge_everywhere(&mut self, everywhere: Vec<String>) {
         let mut names = everywhere;
         for name in &self.here {
-            if !names.iter().any(|n| n.to_lowercase() == name.to_lowercase()) {
+            if !names
+                .iter()
+                .any(|n| n.to_lowercase() == name.to_lowercase())
+            {
                 names.push(name.clone());
             }
         }

@@ -119,7 +119,12 @@ impl Sequencer for MemoryHistory {
 /// One server: the room's own check is the whole rule, and presence is
 /// what the hub knows.
 impl Roster for MemoryHistory {
-    fn claim<'a>(&'a self, _room: &'a str, _name: &'a str, _holder: Holder) -> BoxFuture<'a, Claim> {
+    fn claim<'a>(
+        &'a self,
+        _room: &'a str,
+        _name: &'a str,
+        _holder: Holder,
+    ) -> BoxFuture<'a, Claim> {
         Box::pin(async { Claim::Held })
     }
 

@@ -356,7 +356,8 @@ fn keys(room: &str) -> [String; 3] {
 
 impl Sequencer for RedisHistory {
     fn start(&self, hub: Weak<dyn Deliver>) {
-        let (Some(inbox), Some(follows)) = (self.inbox.lock().take(), self.follow_inbox.lock().take())
+        let (Some(inbox), Some(follows)) =
+            (self.inbox.lock().take(), self.follow_inbox.lock().take())
         else {
             warn!("redis history started twice: ignored");
             return;

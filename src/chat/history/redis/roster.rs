@@ -261,7 +261,8 @@ impl Roster for RedisHistory {
                 .arg(lease_ms(&self.shared))
                 .arg("")
                 .arg("");
-            let (servers, members): (u32, u64) = self.shared.ask("census", invocation).await.ok()?;
+            let (servers, members): (u32, u64) =
+                self.shared.ask("census", invocation).await.ok()?;
             Some(Census { servers, members })
         })
     }

@@ -1,0 +1,327 @@
+//! Several `chat-server` processes on one real `redis-server` are one chat
+//! in every respect: a name is held on every server, presence spans them,
+//! a server only receives the rooms it has members in, a dead server's
+//! names come free, and a name taken twice while Redis was away is settled
+//! when it is back.
+//!
+//! | test | what it shows |
+//! |---|---|
+//! | `a_name_is_held_on_every_server` | the same name (any case, `Chat` or `ChatStream`) refused on a second server; free there once its holder left |
+//! | `presence_spans_servers` | `Who` (all names, and this server's), the welcome line and `HealthCheck` count every server's members |
+//! | `a_server_receives_only_rooms_it_has_members_in` | per-room subscriptions: subscribed on a room's first local member, unsubscribed after its last, nothing lost at the start |
+//! | `a_dead_servers_names_come_free_after_the_lease` | SIGKILL a server: its members' names are held until their lease runs out, then free |
+//! | `a_name_taken_twice_during_an_outage_is_settled_when_redis_returns` | both servers let `ann` in while Redis is down; once it is back exactly one keeps the name, the other is told why |
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::member::{Member, chat_request};
+use common::redis::RedisServer;
+use common::{Server, WAIT, chat_server, wait_until};
+use grpc_chat::Code;
+use grpc_chat::client::Channel;
+use grpc_chat::pb::chat::{
+    ChatServiceClient, HealthCheckRequest, HealthCheckResponse, UserEventType, WhoRequest,
+    WhoResponse, server_event,
+};
+use grpc_chat::rpc::Request;
+
+/// A server on `redis` with the given name lease.
+fn server(redis: &RedisServer, lease_secs: &str) -> Server {
+    chat_server(&[
+        "--rate-limit",
+        "0",
+        "--redis",
+        &redis.url(),
+        "--name-lease-secs",
+        lease_secs,
+    ])
+}
+
+async fn channel(server: &Server) -> Channel {
+    Channel::connect(format!("127.0.0.1:{}", server.port))
+        .await
+        .expect("connect")
+}
+
+async fn who(channel: &Channel, room: &str) -> WhoResponse {
+    ChatServiceClient::new(channel.clone())
+        .who(Request::new(WhoRequest { room: room.into() }))
+        .await
+        .expect("Who")
+        .into_inner()
+}
+
+async fn health(channel: &Channel) -> HealthCheckResponse {
+    ChatServiceClient::new(channel.clone())
+        .health_check(Request::new(HealthCheckRequest {}))
+        .await
+        .expect("HealthCheck")
+        .into_inner()
+}
+
+/// `name` joining `room` through `channel`: the member, or the status.
+async fn try_join(channel: &Channel, room: &str, name: &str) -> Result<Member, grpc_chat::Status> {
+    Member::try_join(channel, chat_request(room, None), name).await
+}
+
+/// The notice text of the next system event with `needle`, reading on.
+async fn notice_with(member: &mut Member, needle: &str) -> String {
+    loop {
+        match member.next().await {
+            Ok(Some(server_event::Event::SystemEvent(e))) if e.message.contains(needle) => {
+                return e.message;
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("{}: no notice with {needle:?}: {other:?}", member.name),
+        }
+    }
+}
+
+/// Subscribers of a room's channel, as Redis counts them.
+fn subscribers(redis: &RedisServer, room: &str) -> u64 {
+    let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("chat:{{{room}}}:events"))
+        .query(&mut redis.connection())
+        .expect("PUBSUB NUMSUB");
+    counts.first().map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_held_on_every_server() {
+    let redis = RedisServer::start();
+    let a = server(&redis, "15");
+    let b = server(&redis, "15");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    let ann = try_join(&on_a, "names", "ann").await.expect("ann on A");
+
+    for asked in ["ann", "ANN"] {
+        let refused = try_join(&on_b, "names", asked).await.err();
+        let status = refused.unwrap_or_else(|| panic!("{asked} on B got in"));
+        assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+        assert!(status.message().contains("in use"), "{status:?}");
+    }
+    // ChatStream: named by its first message, refused the same way.
+    let client = ChatServiceClient::new(on_b.clone());
+    let mut request = Request::new(());
+    request.metadata_mut().insert("chat-room", "names").unwrap();
+    let mut stream = client.chat_stream(request).await.expect("ChatStream");
+    stream
+        .send(&common::chat_stream::say("Ann", "I am ann on B"))
+        .await
+        .expect("send");
+    let ended = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("an answer");
+    assert_eq!(
+        ended.err().map(|s| s.code()),
+        Some(Code::AlreadyExists),
+        "the ChatStream impostor"
+    );
+    // Another room is another namespace.
+    let _elsewhere = try_join(&on_b, "other-room", "ann")
+        .await
+        .expect("ann in another room");
+
+    // Once ann leaves A, the name is free on B.
+    drop(ann);
+    wait_until("ann free on B", async || {
+        try_join(&on_b, "names", "ann").await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_servers() {
+    let redis = RedisServer::start();
+    // A short lease: the census is reported every third of it.
+    let a = server(&redis, "1.5");
+    let b = server(&redis, "1.5");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    let _ann = try_join(&on_a, "lounge", "ann").await.expect("ann on A");
+    let _cat = try_join(&on_a, "lounge", "cat").await.expect("cat on A");
+
+    let mut bob = Member::try_join(&on_b, chat_request("lounge", None), "bob")
+        .await
+        .expect("bob on B");
+    let welcome = notice_with(&mut bob, "welcome").await;
+    assert!(
+        welcome.contains("ann") && welcome.contains("cat"),
+        "bob on B is told who is on A: {welcome}"
+    );
+
+    let seen_from_b = who(&on_b, "lounge").await;
+    assert_eq!(seen_from_b.users, ["ann", "bob", "cat"]);
+    assert_eq!(seen_from_b.local_users, ["bob"]);
+    let seen_from_a = who(&on_a, "lounge").await;
+    assert_eq!(seen_from_a.users, ["ann", "bob", "cat"]);
+    assert_eq!(seen_from_a.local_users, ["ann", "cat"]);
+
+    wait_until("HealthCheck counting both servers", async || {
+        let h = health(&on_b).await;
+        h.servers == 2 && h.cluster_clients == 3 && h.active_clients == 1
+    })
+    .await;
+
+    // Leaving is seen from the other server too.
+    drop(_cat);
+    wait_until("cat gone from B's Who", async || {
+        who(&on_b, "lounge").await.users == ["ann", "bob"]
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_receives_only_rooms_it_has_members_in() {
+    let redis = RedisServer::start();
+    let a = server(&redis, "15");
+    let b = server(&redis, "15");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    assert_eq!(subscribers(&redis, "busy"), 0);
+
+    let mut ann = try_join(&on_a, "busy", "ann").await.expect("ann on A");
+    assert_eq!(subscribers(&redis, "busy"), 1, "A only");
+    for i in 0..20 {
+        ann.say(&format!("before bob {i}")).await.unwrap();
+    }
+
+    // bob's server subscribes as he joins; what ann says around that moment
+    // reaches him once, from history or live.
+    let talk = async {
+        for i in 0..50 {
+            ann.say(&format!("around bob {i}")).await.unwrap();
+        }
+        ann
+    };
+    // bob's call is read from its first event: what history replays to
+    // him counts as much as what arrives live.
+    let join = async {
+        let client = ChatServiceClient::new(on_b.clone());
+        let mut call = client
+            .chat(chat_request("busy", None))
+            .await
+            .expect("bob on B");
+        call.send(&common::member::join_event("bob")).await.unwrap();
+        Member {
+            name: "bob".into(),
+            call,
+        }
+    };
+    let (mut ann, mut bob) = tokio::join!(talk, join);
+    let mut texts = Vec::new();
+    let mut said_done = false;
+    let deadline = Instant::now() + WAIT;
+    while texts.last().map(String::as_str) != Some("done") {
+        assert!(Instant::now() < deadline, "bob's messages: {texts:?}");
+        match bob.next().await {
+            Ok(Some(server_event::Event::SystemEvent(e))) if e.end_of_history => {
+                // In the room now, subscribed on B.
+                assert_eq!(subscribers(&redis, "busy"), 2, "A and B");
+                ann.say("done").await.unwrap();
+                said_done = true;
+            }
+            Ok(Some(server_event::Event::ChatMessage(m))) => texts.push(m.message),
+            Ok(Some(_)) => {}
+            other => panic!("bob's call ended: {other:?}"),
+        }
+    }
+    assert!(said_done);
+    let around: Vec<&String> = texts.iter().filter(|t| t.starts_with("around")).collect();
+    let want: Vec<String> = (0..50).map(|i| format!("around bob {i}")).collect();
+    let around: Vec<String> = around.into_iter().cloned().collect();
+    // History replays the newest 50 before live traffic: with 50 said
+    // around the join, every one of them is there, once, in order.
+    assert_eq!(
+        around, want,
+        "no gap or duplicate at the subscription's start"
+    );
+
+    // The last member on B leaves: B lets the room go.
+    drop(bob);
+    wait_until("B unsubscribed", async || subscribers(&redis, "busy") == 1).await;
+    ann.wait_user_event("bob", UserEventType::UserLeft, WAIT)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_servers_names_come_free_after_the_lease() {
+    let redis = RedisServer::start();
+    let mut a = server(&redis, "4");
+    let b = server(&redis, "4");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    let _ann = try_join(&on_a, "crash", "ann").await.expect("ann on A");
+
+    let killed = Command::new("kill")
+        .args(["-KILL", &a.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    a.wait_exit(Duration::from_secs(10)).expect("A gone");
+    let died = Instant::now();
+
+    // The lease outlives its server for a while: nobody can take the name
+    // at once (a server that only lost its network may still have ann).
+    let status = try_join(&on_b, "crash", "ann").await.err();
+    assert_eq!(status.map(|s| s.code()), Some(Code::AlreadyExists));
+    // Then it runs out.
+    wait_until("ann free after A's lease ran out", async || {
+        try_join(&on_b, "crash", "ann").await.is_ok()
+    })
+    .await;
+    assert!(
+        died.elapsed() < Duration::from_secs(4) + WAIT,
+        "freed within the lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_taken_twice_during_an_outage_is_settled_when_redis_returns() {
+    let mut redis = RedisServer::start();
+    let a = server(&redis, "1.5");
+    let b = server(&redis, "1.5");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+
+    redis.kill();
+    for on in [&on_a, &on_b] {
+        wait_until("DEGRADED", async || {
+            health(on).await.status.starts_with("DEGRADED")
+        })
+        .await;
+    }
+    // Each server alone: both let an ann in.
+    let ann_a = try_join(&on_a, "split", "ann").await.expect("ann on A");
+    let ann_b = try_join(&on_b, "split", "ann").await.expect("ann on B");
+
+    redis.restart();
+    // Exactly one of them keeps the name; the other's call ends, saying why.
+    let mut members = [ann_a, ann_b];
+    let deadline = Instant::now() + WAIT;
+    let loser = loop {
+        assert!(Instant::now() < deadline, "nobody lost the name");
+        let mut ended = None;
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Ok(Err(status)) =
+                tokio::time::timeout(Duration::from_millis(200), m.call.message()).await
+            {
+                ended = Some((i, status));
+            }
+        }
+        if let Some(found) = ended {
+            break found;
+        }
+    };
+    let (index, status) = loser;
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(
+        status.message().contains("another server"),
+        "the loser is told why: {status:?}"
+    );
+    let winner = &mut members[1 - index];
+    winner.say("still here").await.expect("the winner stays");
+    for on in [&on_a, &on_b] {
+        wait_until("one ann", async || who(on, "split").await.users == ["ann"]).await;
+    }
+}
