@@ -95,16 +95,19 @@ impl crate::pb::chat::ChatService for ChatService {
             // A member from the moment the stream opens: it reads the room
             // before it has said anything (and so before it has a name).
             // In a block: the replay's storage then ends with the block
-            // instead of staying in the future for the call's life.
+            // instead of staying in the future for the call's life. Joining
+            // is boxed for the same reason: it waits on the store (the
+            // name's claim, the room's subscription, the history page), and
+            // an idle member's call should keep no room for those waits.
             let (participant, _counted) = {
-                let joined = pipeline::join(
+                let joined = Box::pin(pipeline::join(
                     &self.hub,
                     &admission.room,
                     admission.resume.clone(),
                     Protocol::Stream,
                     None,
                     &mut sink,
-                )
+                ))
                 .await?;
                 let frames = stream::replay_frames(&joined.replay);
                 Box::pin(pipeline::welcome(
@@ -137,14 +140,14 @@ impl crate::pb::chat::ChatService for ChatService {
             let admission = admitted.as_ref().map_err(|status| Status::clone(status))?;
             let (participant, _counted) = {
                 let name = events::joining_name(stream.message().await?)?;
-                let joined = pipeline::join(
+                let joined = Box::pin(pipeline::join(
                     &self.hub,
                     &admission.room,
                     admission.resume.clone(),
                     Protocol::Events,
                     Some((&name, admission.token_user.as_deref())),
                     &mut sink,
-                )
+                ))
                 .await?;
                 let frames = events::replay_frames(&joined.replay);
                 Box::pin(pipeline::welcome(

@@ -138,14 +138,14 @@ pub async fn subscribe(
     };
     let asked = request.into_inner();
     let room = pipeline::room_from(&asked.room, hub.config())?;
-    let joined = pipeline::join(
+    let joined = Box::pin(pipeline::join(
         hub,
         &room,
         resume,
         Protocol::Events,
         Some((&asked.username, token_user.as_deref())),
         &mut sink,
-    )
+    ))
     .await?;
     let participant = joined.participant;
     let _counted = joined.counted;

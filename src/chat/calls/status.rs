@@ -36,10 +36,6 @@ pub fn verdict_status(verdict: Verdict) -> Result<(), Status> {
             "too far behind: more than {max_lag} bytes of messages waiting for this client"
         ))),
         Verdict::ShuttingDown(notice) => Err(Status::unavailable(notice)),
-        Verdict::NameLost { name, room } => Err(Status::already_exists(format!(
-            "the name {name:?} in room {room:?} belongs to a member on another server, who \
-             held it first (this server could not reach Redis when you joined): join again \
-             under another name"
-        ))),
+        Verdict::NameLost(why) => Err(Status::already_exists(why)),
     }
 }

@@ -102,16 +102,31 @@ pub async fn read(
         let metrics = participant.membership().hub().config().metrics;
         metrics.messages_received.add(batch.len() as u64);
         if participant.name().is_none() {
-            // The first message names the member, on every server (a round
-            // trip to the shared store: boxed, so that an idle member's
-            // future keeps no room for it).
-            let claimed = batch.first().map_or("", |m| m.user.as_str());
-            Box::pin(participant.take_name(claimed, token_user))
-                .await
-                .map_err(status_of)?;
+            // The first message names the member, on every server: a round
+            // trip to the shared store. Boxed with the batch it holds, so
+            // that an idle member's future keeps no room for either.
+            Box::pin(name_then_play(participant, batch, token_user)).await?;
+        } else {
+            play(participant, batch);
         }
-        play(participant, batch);
     }
+}
+
+/// The first batch: names the member after its first message (see
+/// `Participant::take_name`), then plays the batch. A name refused ends the
+/// call.
+async fn name_then_play(
+    participant: &Participant,
+    batch: Vec<ChatMessage>,
+    token_user: Option<&str>,
+) -> Result<(), Status> {
+    let claimed = batch.first().map_or("", |m| m.user.as_str());
+    participant
+        .take_name(claimed, token_user)
+        .await
+        .map_err(status_of)?;
+    play(participant, batch);
+    Ok(())
 }
 
 /// One batch of messages as one turn (synchronous: a turn holds the

@@ -265,10 +265,11 @@ impl Deliver for Hub {
 
     fn name_lost(&self, room: &str, member: u64, name: &str) {
         if let Some(member) = self.room(room).and_then(|r| r.member(member)) {
-            member.close(Verdict::NameLost {
-                name: name.to_owned(),
-                room: room.to_owned(),
-            });
+            member.close(Verdict::NameLost(format!(
+                "the name {name:?} in room {room:?} belongs to a member on another server, who \
+                 held it first (this server could not reach Redis when you joined): join again \
+                 under another name"
+            )));
         }
     }
 
@@ -351,7 +352,9 @@ impl Membership {
     /// server (at once with the embedded store): call before reading
     /// history, so that nothing falls between the page and live traffic.
     pub async fn follow(&self) {
-        self.hub.sequencer.follow(self.room.name()).await;
+        if let Some(subscribed) = self.hub.sequencer.follow(self.room.name()) {
+            subscribed.await;
+        }
     }
 
     /// Who is in the member's room on this server (the member included).

@@ -31,13 +31,10 @@ pub enum Verdict {
     /// The server is shutting down; says so.
     ShuttingDown(String),
     /// A member on another server held the member's name first (it was
-    /// bound here while the shared store was unreachable).
-    NameLost {
-        /// The name.
-        name: String,
-        /// The room.
-        room: String,
-    },
+    /// bound here while the shared store was unreachable). Says so, in the
+    /// words the member reads. (One `String`, like `ShuttingDown`: a
+    /// verdict is kept by every member, so it stays small.)
+    NameLost(String),
 }
 
 /// How a member's call must end, once decided.

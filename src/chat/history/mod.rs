@@ -246,13 +246,14 @@ pub trait Sequencer: Send + Sync + fmt::Debug {
     fn publish(&self, batch: Submission, rooms: &dyn Deliver) -> bool;
 
     /// Starts receiving `room`'s batches numbered elsewhere (its first
-    /// member on this server joined); complete once every batch numbered
-    /// from now on will arrive through [`Deliver::sequenced`], so that a
-    /// history page read after it leaves no gap. A sequencer that numbers
-    /// everything here is ready at once.
-    fn follow<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
+    /// member on this server joined). The future completes once every batch
+    /// numbered from now on will arrive through [`Deliver::sequenced`], so
+    /// that a history page read after it leaves no gap; `None` when that is
+    /// so already (a sequencer that numbers everything here: no future, no
+    /// allocation per join).
+    fn follow<'a>(&'a self, room: &'a str) -> Option<BoxFuture<'a, ()>> {
         let _ = room;
-        Box::pin(async {})
+        None
     }
 
     /// Stops receiving `room`'s batches (its last member here left).

@@ -378,8 +378,8 @@ impl Sequencer for RedisHistory {
     }
 
     /// Subscribes to the room's channel; ready once Redis confirmed it.
-    fn follow<'a>(&'a self, room: &'a str) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
+    fn follow<'a>(&'a self, room: &'a str) -> Option<BoxFuture<'a, ()>> {
+        Some(Box::pin(async move {
             let (done, subscribed) = oneshot::channel();
             if self
                 .shared
@@ -391,7 +391,7 @@ impl Sequencer for RedisHistory {
                 // is being made again (it will subscribe the room): go on.
                 let _ = subscribed.await;
             }
-        })
+        }))
     }
 
     fn unfollow(&self, room: &str) {
