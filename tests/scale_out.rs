@@ -11,6 +11,7 @@
 //! | `a_server_receives_only_rooms_it_has_members_in` | per-room subscriptions: subscribed on a room's first local member, unsubscribed after its last, nothing lost at the start |
 //! | `a_dead_servers_names_come_free_after_the_lease` | SIGKILL a server: its members' names are held until their lease runs out, then free |
 //! | `a_name_taken_twice_during_an_outage_is_settled_when_redis_returns` | both servers let `ann` in while Redis is down; once it is back exactly one keeps the name, the other is told why |
+//! | `a_redis_cluster_spreads_rooms_over_shards` | two servers on a 3-master Redis Cluster: every room's chat, names and presence work across servers, and the rooms' keys are spread over the shards |
 
 mod common;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::member::{Member, chat_request};
 use common::redis::RedisServer;
+use common::redis_cluster::RedisCluster;
 use common::{Server, WAIT, chat_server, wait_until};
 use grpc_chat::Code;
 use grpc_chat::client::Channel;
@@ -324,4 +326,50 @@ async fn a_name_taken_twice_during_an_outage_is_settled_when_redis_returns() {
     for on in [&on_a, &on_b] {
         wait_until("one ann", async || who(on, "split").await.users == ["ann"]).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_spreads_rooms_over_shards() {
+    let cluster = RedisCluster::start(3);
+    // Two of the three masters as seeds: the third is found from them.
+    let seeds = cluster.urls()[..2].join(",");
+    let a = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let b = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    for on in [&on_a, &on_b] {
+        wait_until("SERVING on the cluster", async || {
+            health(on).await.status == "SERVING"
+        })
+        .await;
+    }
+    let rooms = ["kitchen", "garden", "attic", "cellar", "porch", "study"];
+    for room in rooms {
+        let mut ann = try_join(&on_a, room, "ann").await.expect("ann on A");
+        let mut bob = try_join(&on_b, room, "bob").await.expect("bob on B");
+        let status = try_join(&on_b, room, "Ann").await.err();
+        assert_eq!(
+            status.map(|s| s.code()),
+            Some(Code::AlreadyExists),
+            "{room}: ann's name is held on B too"
+        );
+        assert_eq!(who(&on_b, room).await.users, ["ann", "bob"], "{room}");
+        let text = format!("hello from A in {room}");
+        ann.say(&text).await.unwrap();
+        loop {
+            match bob.next().await {
+                Ok(Some(server_event::Event::ChatMessage(m))) if m.message == text => break,
+                Ok(Some(_)) => {}
+                other => panic!("{room}: bob's call ended: {other:?}"),
+            }
+        }
+    }
+    let owners: std::collections::HashSet<u16> = rooms
+        .iter()
+        .filter_map(|room| cluster.owner_of(&format!("chat:{{{room}}}:log")))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        3,
+        "the rooms' histories are on every shard: {owners:?}"
+    );
 }
