@@ -17,8 +17,8 @@ use super::redis::ensure_redis_setup;
 
 /// The masters of a running cluster.
 pub struct RedisCluster {
-    children: Vec<Child>,
-    /// Each master's port.
+    children: Vec<Option<Child>>,
+    /// Each node's port (masters first, as created).
     pub ports: Vec<u16>,
     dir: PathBuf,
 }
@@ -55,6 +55,12 @@ impl RedisCluster {
     /// Starts `masters` nodes and makes them one cluster; returns once every
     /// node says `cluster_state:ok`.
     pub fn start(masters: usize) -> RedisCluster {
+        RedisCluster::start_with_replicas(masters, 0)
+    }
+
+    /// Starts `masters` × (1 + `replicas`) nodes; `redis-cli` gives each
+    /// master `replicas` replicas.
+    pub fn start_with_replicas(masters: usize, replicas: usize) -> RedisCluster {
         ensure_redis_setup();
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "redis-cluster-{}-{}",
@@ -67,7 +73,7 @@ impl RedisCluster {
             ports: Vec::new(),
             dir,
         };
-        for _ in 0..masters {
+        for _ in 0..masters * (1 + replicas) {
             let port = cluster_port();
             let node_dir = cluster.dir.join(port.to_string());
             std::fs::create_dir_all(&node_dir).expect("node dir");
@@ -83,7 +89,7 @@ impl RedisCluster {
                 .stderr(log)
                 .spawn()
                 .expect("run redis-server");
-            cluster.children.push(child);
+            cluster.children.push(Some(child));
             cluster.ports.push(port);
         }
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -105,7 +111,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("redis-cli --cluster create");
@@ -121,6 +127,21 @@ impl RedisCluster {
                 thread::sleep(Duration::from_millis(50));
             }
         }
+        // A replica can take over only once it has its master's data: wait
+        // for every replica's first sync.
+        for &port in &cluster.ports {
+            loop {
+                let info = cli(port, &["INFO", "replication"]);
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "replica {port} never synced:\n{info}"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+        }
         cluster
     }
 
@@ -132,18 +153,60 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The port of the master holding `key`.
+    /// The port of the master holding `key` (a replica answers `MOVED`).
     pub fn owner_of(&self, key: &str) -> Option<u16> {
+        self.live_ports()
+            .find(|&p| cli(p, &["EXISTS", key]).trim() == "1")
+    }
+
+    fn live_ports(&self) -> impl Iterator<Item = u16> + '_ {
         self.ports
             .iter()
-            .copied()
-            .find(|&p| cli(p, &["EXISTS", key]).trim() == "1")
+            .zip(&self.children)
+            .filter(|(_, c)| c.is_some())
+            .map(|(p, _)| *p)
+    }
+
+    /// Kills the node on `port` (SIGKILL).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(at) = self.ports.iter().position(|&p| p == port) {
+            if let Some(mut child) = self.children.get_mut(at).and_then(Option::take) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Waits until every live node says the cluster is ok again and a
+    /// live master holds `key`'s slot (after a failover: the promoted
+    /// replica).
+    pub fn wait_ok_owning(&self, key: &str, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self
+                .live_ports()
+                .all(|p| cli(p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                if let Some(owner) = self.owner_of(key) {
+                    return owner;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no failover within {within:?}:\n{}",
+                self.live_ports()
+                    .next()
+                    .map(|p| cli(p, &["CLUSTER", "NODES"]))
+                    .unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.children.iter_mut().filter_map(Option::as_mut) {
             let _ = child.kill();
             let _ = child.wait();
         }
