@@ -3,7 +3,8 @@
 //! as `UNAVAILABLE`; and, against a scripted raw HTTP/2 server, answers our
 //! own server never gives: trailers-only metadata, a `grpc-status` in
 //! headers that do not end the stream, the wrong number of unary responses,
-//! messages still buffered when the client cancels.
+//! messages still buffered when the client cancels; and a read given up
+//! while the headers are awaited, which must leave the call usable.
 
 use std::time::Duration;
 
@@ -320,4 +321,36 @@ async fn after_a_cancel_no_buffered_message_is_delivered() {
     tx.cancel();
     let status = rx.message().await.unwrap_err();
     assert_eq!(status.code(), Code::Cancelled);
+}
+
+#[tokio::test]
+async fn a_read_given_up_before_the_headers_leaves_the_call_usable() {
+    // Our server sends a full-duplex call's headers with its first answer:
+    // until the client asks for one, a read waits for the headers. A read
+    // given up meanwhile (a timeout here, a `select!` branch elsewhere) must
+    // leave the call as it was.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let server = Server::builder()
+        .add_service(TestServiceServer::new(InteropService))
+        .build();
+    tokio::spawn(server.serve(listener, std::future::pending::<()>()));
+    let client = TestServiceClient::new(Channel::connect(address).await.unwrap());
+    let mut call = client.full_duplex_call(Request::new(())).await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(100), call.message()).await;
+    assert!(early.is_err(), "nothing to read yet: {early:?}");
+    call.send(&StreamingOutputCallRequest {
+        response_parameters: vec![ResponseParameters {
+            size: 3,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let answer = call.message().await.expect("the call still works");
+    assert_eq!(
+        answer.and_then(|a| a.payload).map(|p| p.body.len()),
+        Some(3)
+    );
 }

@@ -11,6 +11,8 @@
 //! | `a_server_receives_only_rooms_it_has_members_in` | per-room subscriptions: subscribed on a room's first local member, unsubscribed after its last, nothing lost at the start |
 //! | `a_dead_servers_names_come_free_after_the_lease` | SIGKILL a server: its members' names are held until their lease runs out, then free |
 //! | `a_name_taken_twice_during_an_outage_is_settled_when_redis_returns` | both servers let `ann` in while Redis is down; once it is back exactly one keeps the name, the other is told why |
+//! | `a_shard_master_killed_mid_chat_loses_nothing` (ignored: a known gap) | 3 masters with a replica each: the master of the room's shard killed while members talk; its replica takes over, every member that stayed has every message once, and a member joining after gets all of them from history |
+//! | `a_redis_cluster_spreads_rooms_over_shards` | two servers on a 3-master Redis Cluster: every room's chat, names and presence work across servers, and the rooms' keys are spread over the shards |
 
 mod common;
 
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::member::{Member, chat_request};
 use common::redis::RedisServer;
+use common::redis_cluster::RedisCluster;
 use common::{Server, WAIT, chat_server, wait_until};
 use grpc_chat::Code;
 use grpc_chat::client::Channel;
@@ -324,4 +327,163 @@ async fn a_name_taken_twice_during_an_outage_is_settled_when_redis_returns() {
     for on in [&on_a, &on_b] {
         wait_until("one ann", async || who(on, "split").await.users == ["ann"]).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_spreads_rooms_over_shards() {
+    let cluster = RedisCluster::start(3);
+    // Two of the three masters as seeds: the third is found from them.
+    let seeds = cluster.urls()[..2].join(",");
+    let a = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let b = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    for on in [&on_a, &on_b] {
+        wait_until("SERVING on the cluster", async || {
+            health(on).await.status == "SERVING"
+        })
+        .await;
+    }
+    let rooms = ["kitchen", "garden", "attic", "cellar", "porch", "study"];
+    for room in rooms {
+        let mut ann = try_join(&on_a, room, "ann").await.expect("ann on A");
+        let mut bob = try_join(&on_b, room, "bob").await.expect("bob on B");
+        let status = try_join(&on_b, room, "Ann").await.err();
+        assert_eq!(
+            status.map(|s| s.code()),
+            Some(Code::AlreadyExists),
+            "{room}: ann's name is held on B too"
+        );
+        assert_eq!(who(&on_b, room).await.users, ["ann", "bob"], "{room}");
+        let text = format!("hello from A in {room}");
+        ann.say(&text).await.unwrap();
+        loop {
+            match bob.next().await {
+                Ok(Some(server_event::Event::ChatMessage(m))) if m.message == text => break,
+                Ok(Some(_)) => {}
+                other => panic!("{room}: bob's call ended: {other:?}"),
+            }
+        }
+    }
+    let owners: std::collections::HashSet<u16> = rooms
+        .iter()
+        .filter_map(|room| cluster.owner_of(&format!("chat:{{{room}}}:log")))
+        .collect();
+    assert_eq!(
+        owners.len(),
+        3,
+        "the rooms' histories are on every shard: {owners:?}"
+    );
+}
+
+/// Chat messages `member` receives until it has every text of `want`,
+/// counting each text: returns the counts (a text seen twice shows 2).
+async fn collect_texts(
+    member: &mut Member,
+    want: &[String],
+) -> std::collections::HashMap<String, usize> {
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + WAIT;
+    while !want.iter().all(|t| seen.contains_key(t)) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: missing {:?}",
+            member.name,
+            want.iter()
+                .filter(|t| !seen.contains_key(*t))
+                .collect::<Vec<_>>()
+        );
+        match tokio::time::timeout(Duration::from_millis(500), member.call.message()).await {
+            Ok(Ok(Some(event))) => {
+                if let Some(server_event::Event::ChatMessage(m)) = event.event {
+                    *seen.entry(m.message).or_insert(0) += 1;
+                }
+            }
+            Ok(other) => panic!("{}: call ended: {other:?}", member.name),
+            Err(_) => {}
+        }
+    }
+    seen
+}
+
+/// Ignored: fails about one run in five. When the other server's
+/// subscription to the shard is re-made after A wrote its outage queue, bob
+/// misses f11–f20 live (they are in history; carol gets them). See
+/// docs/history.md, "Known limits": the fix is a history read on
+/// resubscribing, which needs flushed batches to carry their final ids.
+/// Run it with `cargo test --test scale_out -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known gap: a late resubscription after a shard failover misses the flushed outage queue"]
+async fn a_shard_master_killed_mid_chat_loses_nothing() {
+    let mut cluster = RedisCluster::start_with_replicas(3, 1);
+    let seeds = cluster.urls().join(",");
+    let a = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let b = chat_server(&["--rate-limit", "0", "--redis", &seeds]);
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    for on in [&on_a, &on_b] {
+        wait_until("SERVING on the cluster", async || {
+            health(on).await.status == "SERVING"
+        })
+        .await;
+    }
+    let room = "failover";
+    let mut ann = try_join(&on_a, room, "ann").await.expect("ann on A");
+    let mut bob = try_join(&on_b, room, "bob").await.expect("bob on B");
+    let text = |i: usize| format!("f{i}");
+    let all: Vec<String> = (1..=30).map(text).collect();
+
+    for i in 1..=10 {
+        ann.say(&text(i)).await.unwrap();
+    }
+    let before = collect_texts(&mut bob, &all[..10]).await;
+    assert!(before.values().all(|&n| n == 1), "{before:?}");
+
+    let key = format!("chat:{{{room}}}:log");
+    let master = cluster.owner_of(&key).expect("the room's shard");
+    cluster.kill(master);
+    // Said while the shard has no master: delivered on A at once, and to B
+    // once A can write them.
+    for i in 11..=20 {
+        ann.say(&text(i)).await.unwrap();
+    }
+    let promoted = cluster.wait_ok_owning(&key, WAIT);
+    assert_ne!(promoted, master);
+    for on in [&on_a, &on_b] {
+        wait_until("SERVING after the failover", async || {
+            health(on).await.status == "SERVING"
+        })
+        .await;
+    }
+    for i in 21..=30 {
+        ann.say(&text(i)).await.unwrap();
+    }
+
+    let bobs = collect_texts(&mut bob, &all[10..]).await;
+    assert!(
+        bobs.values().all(|&n| n == 1),
+        "bob on B, each message once: {bobs:?}"
+    );
+    let anns = collect_texts(&mut ann, &all).await;
+    assert!(
+        anns.values().all(|&n| n == 1),
+        "ann on A, each of her messages once: {anns:?}"
+    );
+    // History on the promoted replica has them all: a newcomer is whole.
+    let carol_call = ChatServiceClient::new(on_b.clone())
+        .chat(chat_request(room, None))
+        .await
+        .expect("carol on B");
+    let mut carol = Member {
+        name: "carol".into(),
+        call: carol_call,
+    };
+    carol
+        .call
+        .send(&common::member::join_event("carol"))
+        .await
+        .unwrap();
+    let replayed = collect_texts(&mut carol, &all).await;
+    assert!(
+        replayed.values().all(|&n| n == 1),
+        "carol's replay: {replayed:?}"
+    );
 }

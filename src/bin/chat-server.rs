@@ -142,8 +142,14 @@ struct Args {
     worker_threads: usize,
     /// Keep history in this Redis (redis://host:port[/db]); servers given the
     /// same Redis form one chat. Without it, history is kept in memory.
-    #[arg(long, value_name = "URL")]
-    redis: Option<String>,
+    /// Several URLs (repeated, or comma-separated) are the seed nodes of a
+    /// Redis Cluster.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// With one --redis URL: it is a node of a Redis Cluster, not a single
+    /// instance (several URLs always are).
+    #[arg(long, requires = "redis")]
+    redis_cluster: bool,
     /// Messages replayed to a client joining without resume metadata.
     #[arg(long, default_value_t = grpc_chat::chat::history::DEFAULT_REPLAY)]
     history_replay: usize,
@@ -450,27 +456,32 @@ async fn serve(args: Args) -> Result<(), StartupError> {
         Some(path) => Some(tokens(path, &limits)?),
         None => None,
     };
-    let redis = match &args.redis {
-        Some(url) => {
-            let options = RedisOptions {
-                history_len: args.history_len,
-                outage_queue: args.history_queue,
-                metrics: &grpc_chat::metrics::METRICS,
-                name_lease: seconds("--name-lease-secs", args.name_lease_secs)?,
-            };
-            let redis = RedisHistory::new(url, options).map_err(|e| {
-                let e = e.to_string();
-                // "redis url: <why>": the flag says which URL.
-                let why = e.strip_prefix("redis url: ").unwrap_or(&e).to_owned();
-                StartupError::flag(
-                    "--redis",
-                    url,
-                    format!("not a Redis URL ({why}); give redis://HOST[:PORT][/DB]"),
-                )
-            })?;
-            Some(Arc::new(redis))
-        }
-        None => None,
+    let redis = if args.redis.is_empty() {
+        None
+    } else {
+        let options = RedisOptions {
+            history_len: args.history_len,
+            outage_queue: args.history_queue,
+            metrics: &grpc_chat::metrics::METRICS,
+            name_lease: seconds("--name-lease-secs", args.name_lease_secs)?,
+        };
+        let urls = args.redis.join(",");
+        let store = if args.redis_cluster || args.redis.len() > 1 {
+            RedisHistory::cluster(&args.redis, options)
+        } else {
+            RedisHistory::new(&urls, options)
+        };
+        let redis = store.map_err(|e| {
+            let e = e.to_string();
+            // "redis url: <why>": the flag says which URL.
+            let why = e.strip_prefix("redis url: ").unwrap_or(&e).to_owned();
+            StartupError::flag(
+                "--redis",
+                &urls,
+                format!("not a Redis URL ({why}); give redis://HOST[:PORT][/DB]"),
+            )
+        })?;
+        Some(Arc::new(redis))
     };
     let reflection = ReflectionService::new(
         grpc_chat::pb::FILE_DESCRIPTOR_SET,
@@ -488,7 +499,8 @@ async fn serve(args: Args) -> Result<(), StartupError> {
     let chat = match redis {
         None => ChatService::new(config),
         Some(redis) => {
-            let url = args.redis.as_deref().unwrap_or_default();
+            let url = args.redis.join(",");
+            let url = url.as_str();
             let chat = ChatService::with_history(config, redis.clone());
             // Start in the normal mode when Redis is there; when it is not,
             // serve anyway (live chat only) and keep trying in the background.

@@ -112,14 +112,14 @@ pub(super) struct ReadOptions {
 /// Waits for the response headers and checks them; returns the initial
 /// metadata and a message stream.
 async fn read_response<Out: prost::Message + Default>(
-    future: ResponseFuture,
+    future: &mut ResponseFuture,
     options: &ReadOptions,
 ) -> Result<(MetadataMap, Streaming<Out>), Status> {
     let response = match options.deadline {
-        Some(at) => tokio::time::timeout_at(at, future)
+        Some(at) => tokio::time::timeout_at(at, &mut *future)
             .await
             .map_err(|_| Status::deadline_exceeded("deadline exceeded"))?,
-        None => future.await,
+        None => (&mut *future).await,
     }
     .map_err(|e| stream_error_by(options.deadline, &e))?;
     let (parts, recv) = response.into_parts();
@@ -266,14 +266,19 @@ impl<Out: prost::Message + Default> ResponseStream<Out> {
     /// Reads the response headers if that has not been done yet.
     pub(super) async fn ready(&mut self) -> Result<(), Status> {
         self.check_cancelled()?;
-        if let ResponseState::Waiting(_) = self.state {
-            let ResponseState::Waiting(future) =
-                std::mem::replace(&mut self.state, ResponseState::Failed)
-            else {
-                return Ok(());
-            };
-            let (metadata, stream) = read_response(future, &self.options).await?;
-            self.state = ResponseState::Reading(metadata, Box::new(stream));
+        if let ResponseState::Waiting(future) = &mut self.state {
+            // Polled where it lies: a read given up while the headers are
+            // awaited (a `select!` branch not taken, a timeout) leaves the
+            // call as it was, and the next read waits on.
+            match read_response(future, &self.options).await {
+                Ok((metadata, stream)) => {
+                    self.state = ResponseState::Reading(metadata, Box::new(stream));
+                }
+                Err(status) => {
+                    self.state = ResponseState::Failed;
+                    return Err(status);
+                }
+            }
         }
         self.check_cancelled()
     }

@@ -44,6 +44,7 @@ pub mod json;
 pub mod member;
 pub mod raw;
 pub mod redis;
+pub mod redis_cluster;
 pub mod session;
 pub mod tls;
 pub mod wait;

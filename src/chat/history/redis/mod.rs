@@ -81,8 +81,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use prost::Message as _;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, Value};
+use redis::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -92,11 +91,13 @@ use super::{
 };
 use crate::chat::core::Event;
 
+mod backend;
 mod roster;
 mod subscriber;
 mod wire;
 mod writer;
 
+use backend::{Backend, Conn};
 pub use roster::DEFAULT_NAME_LEASE;
 use roster::{Leases, keeper};
 use subscriber::{Follow, subscriber};
@@ -225,7 +226,8 @@ enum Work {
 
 /// State shared by the store, its writer and its subscriber.
 struct Shared {
-    client: Client,
+    /// One Redis, or a cluster.
+    backend: Backend,
     options: RedisOptions,
     /// Errors met talking to Redis.
     errors: Arc<AtomicU64>,
@@ -233,14 +235,16 @@ struct Shared {
     subscriber_up: AtomicBool,
     /// Messages waiting in the outage queue.
     queued: AtomicUsize,
-    /// The highest per-server batch number received back from Redis.
-    own_seen: AtomicU64,
+    /// Per room, the highest per-server batch number received back from
+    /// Redis (per room: on a cluster, rooms on different shards come back
+    /// in no common order).
+    own_seen: Mutex<HashMap<String, u64>>,
     /// The last id seen per room (for rooms created here later).
     last_ids: Mutex<HashMap<String, u64>>,
     /// The last error, for health reports.
     last_error: Mutex<String>,
     /// A connection for page reads (multiplexed: clones share it).
-    reader: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    reader: tokio::sync::Mutex<Option<Conn>>,
     /// Signalled when the subscription is lost, so an idle writer stops
     /// trusting its connection at once rather than on its next write.
     lost: tokio::sync::Notify,
@@ -258,13 +262,20 @@ impl Shared {
         *self.last_error.lock() = format!("{what}: {error}");
     }
 
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        self.backend.connect().await
+    }
+
+    /// A script's text for this backend: `PUBLISH` becomes `SPUBLISH` on a
+    /// cluster (see `backend`).
+    fn script(&self, source: &str) -> redis::Script {
+        let publish = format!("'{}'", self.backend.publish_command());
+        redis::Script::new(&source.replace("'PUBLISH'", &publish))
+    }
+
+    /// The highest batch number of this server seen back in `room`.
+    fn own_seen(&self, room: &str) -> u64 {
+        self.own_seen.lock().get(room).copied().unwrap_or(0)
     }
 
     fn note_last_id(&self, room: &str, id: u64) {
@@ -302,18 +313,29 @@ impl RedisHistory {
     /// URL is checked here: connecting happens in the background once
     /// started, and goes on until it succeeds.
     pub fn new(url: &str, options: RedisOptions) -> Result<Self, HistoryError> {
-        let client = Client::open(url).map_err(|e| HistoryError(format!("redis url: {e}")))?;
+        RedisHistory::with_backend(Backend::open(&[url.to_owned()], false)?, options)
+    }
+
+    /// A store on a Redis Cluster, reached through any of `seeds`
+    /// (`redis://host:port` each; one is enough, more survive one being
+    /// down). A room's keys and channel live on one shard; rooms spread
+    /// over the shards.
+    pub fn cluster(seeds: &[String], options: RedisOptions) -> Result<Self, HistoryError> {
+        RedisHistory::with_backend(Backend::open(seeds, true)?, options)
+    }
+
+    fn with_backend(backend: Backend, options: RedisOptions) -> Result<Self, HistoryError> {
         let (work, inbox) = mpsc::unbounded_channel();
         let (follows, follow_inbox) = mpsc::unbounded_channel();
         Ok(RedisHistory {
             shared: Arc::new(Shared {
-                client,
+                backend,
                 options,
                 errors: Arc::new(AtomicU64::new(0)),
                 writer_up: AtomicBool::new(false),
                 subscriber_up: AtomicBool::new(false),
                 queued: AtomicUsize::new(0),
-                own_seen: AtomicU64::new(0),
+                own_seen: Mutex::new(HashMap::new()),
                 last_ids: Mutex::new(HashMap::new()),
                 last_error: Mutex::new("not connected yet".to_owned()),
                 reader: tokio::sync::Mutex::new(None),

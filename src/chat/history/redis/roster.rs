@@ -138,7 +138,7 @@ fn names_key(room: &str) -> String {
 
 impl Shared {
     /// A connection for short commands (the one page reads use).
-    async fn command_conn(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn command_conn(&self) -> redis::RedisResult<Conn> {
         let mut slot = self.reader.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
@@ -317,7 +317,7 @@ pub(super) async fn keeper(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
                 (room.clone(), names)
             })
             .collect();
-        let mut pipe = redis::pipe();
+        let mut commands = Vec::with_capacity(rooms.len() + 1);
         for (room, names) in &rooms {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(renew.get_hash())
@@ -327,25 +327,24 @@ pub(super) async fn keeper(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
             for (key, lease) in names {
                 cmd.arg(key).arg(lease.holder.key()).arg(&lease.name);
             }
-            pipe.add_command(cmd);
+            commands.push((room.clone(), cmd));
         }
-        pipe.add_command({
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(census.get_hash())
-                .arg(1)
-                .arg(NODES_KEY)
-                .arg(lease_ms(&shared))
-                .arg(format!("{node:x}"))
-                .arg(members);
-            cmd
-        });
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(census.get_hash())
+            .arg(1)
+            .arg(NODES_KEY)
+            .arg(lease_ms(&shared))
+            .arg(format!("{node:x}"))
+            .arg(members);
+        commands.push((NODES_KEY.to_owned(), cmd));
         let ran = async {
             let mut conn = shared.command_conn().await?;
-            // The scripts may not be cached (a fresh or restarted Redis):
-            // loading is cheap and makes the EVALSHAs below safe.
+            // The scripts may not be cached (a fresh or restarted Redis, a
+            // promoted replica): loading is cheap and makes the EVALSHAs
+            // below safe.
             renew.prepare_invoke().load_async(&mut conn).await?;
             census.prepare_invoke().load_async(&mut conn).await?;
-            pipe.query_async::<Vec<Value>>(&mut conn).await
+            conn.pipelined(commands).await
         };
         let answers = match tokio::time::timeout(ASK_TIMEOUT, ran).await {
             Ok(Ok(answers)) => answers,

@@ -8,6 +8,10 @@
 //! server spends nothing on rooms it has nobody in, and adding servers adds
 //! capacity.
 //!
+//! On a Redis Cluster the channels are sharded (`SSUBSCRIBE`): each lives on
+//! its room's shard, and the cluster connection subscribes on the right
+//! node.
+//!
 //! **No gap when a subscription starts.** Redis delivers a published batch
 //! to the subscriptions in place when it runs `PUBLISH`. The member that
 //! made a server subscribe reads its history page only after Redis has
@@ -17,6 +21,7 @@
 
 use std::collections::HashSet;
 
+use super::backend::{self, Backend};
 use super::wire::parse_published;
 use super::*;
 
@@ -34,6 +39,92 @@ pub(super) fn channel(room: &str) -> String {
     format!("chat:{{{room}}}:events")
 }
 
+/// A subscriber connection: plain Pub/Sub on one instance, sharded Pub/Sub
+/// (RESP3 pushes) on a cluster.
+enum Subscription {
+    Single(redis::aio::PubSubSink, redis::aio::PubSubStream),
+    Cluster(
+        redis::cluster_async::ClusterConnection,
+        mpsc::UnboundedReceiver<redis::PushInfo>,
+    ),
+}
+
+impl Subscription {
+    /// Connects, and subscribes to `rooms` (after a reconnection: every
+    /// room we still have members in).
+    async fn open(shared: &Shared, rooms: &HashSet<String>) -> redis::RedisResult<Subscription> {
+        let channels: Vec<String> = rooms.iter().map(|r| channel(r)).collect();
+        let mut subscription = match &shared.backend {
+            Backend::Single(client) => {
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Subscription::Single(sink, stream)
+            }
+            Backend::Cluster { seeds, .. } => {
+                let (pushes, received) = mpsc::unbounded_channel();
+                let client = backend::cluster_builder(seeds)
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(pushes)
+                    .build()?;
+                Subscription::Cluster(client.get_async_connection().await?, received)
+            }
+        };
+        if !channels.is_empty() {
+            subscription.subscribe(&channels).await?;
+        }
+        Ok(subscription)
+    }
+
+    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Subscription::Single(sink, _) => sink.subscribe(channels).await,
+            // One slot per command: a room's channel is in its room's slot.
+            Subscription::Cluster(conn, _) => {
+                for channel in channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Subscription::Single(sink, _) => sink.unsubscribe(channel).await,
+            Subscription::Cluster(conn, _) => conn.sunsubscribe(channel).await,
+        }
+    }
+
+    /// The next published payload; `None` once the connection is lost.
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Subscription::Single(_, stream) => {
+                let message = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut *stream), cx)
+                })
+                .await?;
+                Some(message.get_payload_bytes().to_vec())
+            }
+            Subscription::Cluster(_, pushes) => loop {
+                let push = pushes.recv().await?;
+                match push.kind {
+                    // [channel, payload]
+                    redis::PushKind::SMessage => {
+                        if let Some(Value::BulkString(payload)) = push.data.into_iter().nth(1) {
+                            return Some(payload);
+                        }
+                    }
+                    // A node's connection dropped: what it published
+                    // meanwhile is missed, so this counts as a lost
+                    // subscription (the caller reconnects and resubscribes).
+                    redis::PushKind::Disconnection => return None,
+                    // Confirmations of (un)subscriptions.
+                    _ => {}
+                }
+            },
+        }
+    }
+}
+
 pub(super) async fn subscriber(
     shared: Arc<Shared>,
     hub: Weak<dyn Deliver>,
@@ -43,33 +134,21 @@ pub(super) async fn subscriber(
     let mut rooms: HashSet<String> = HashSet::new();
     let mut reported = false;
     loop {
-        let connected = async {
-            let (mut sink, stream) = shared.client.get_async_pubsub().await?.split();
-            // After a reconnection: every room we still have members in.
-            let channels: Vec<String> = rooms.iter().map(|r| channel(r)).collect();
-            if !channels.is_empty() {
-                sink.subscribe(&channels).await?;
-            }
-            Ok::<_, redis::RedisError>((sink, stream))
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT, connected).await {
-            Ok(Ok((mut sink, mut messages))) => {
+        match tokio::time::timeout(CONNECT_TIMEOUT, Subscription::open(&shared, &rooms)).await {
+            Ok(Ok(mut subscription)) => {
                 info!(rooms = rooms.len(), "redis: subscribed");
                 reported = false;
                 shared.subscriber_up.store(true, Ordering::SeqCst);
                 loop {
-                    let next = std::future::poll_fn(|cx| {
-                        futures_core::Stream::poll_next(std::pin::Pin::new(&mut messages), cx)
-                    });
                     tokio::select! {
-                        message = next => {
-                            let Some(message) = message else { break };
+                        payload = subscription.next() => {
+                            let Some(payload) = payload else { break };
                             let Some(hub) = hub.upgrade() else { return };
-                            deliver(&shared, &*hub, message.get_payload_bytes());
+                            deliver(&shared, &*hub, &payload);
                         }
                         follow = follows.recv() => {
                             let Some(follow) = follow else { return };
-                            if let Err(e) = apply(&mut sink, &mut rooms, follow).await {
+                            if let Err(e) = apply(&shared, &mut subscription, &mut rooms, follow).await {
                                 shared.error("redis subscribe", &e);
                                 break;
                             }
@@ -113,7 +192,7 @@ pub(super) async fn subscriber(
                         let _ = done.send(());
                     }
                     Some(Follow::Stop(room)) => {
-                        rooms.remove(&room);
+                        forget(&shared, &mut rooms, &room);
                     }
                     None => return,
                 },
@@ -122,16 +201,23 @@ pub(super) async fn subscriber(
     }
 }
 
+/// A room no longer followed: nothing of it is kept.
+fn forget(shared: &Shared, rooms: &mut HashSet<String>, room: &str) -> bool {
+    shared.own_seen.lock().remove(room);
+    rooms.remove(room)
+}
+
 /// Subscribes or unsubscribes one room, on a live connection.
 async fn apply(
-    sink: &mut redis::aio::PubSubSink,
+    shared: &Shared,
+    subscription: &mut Subscription,
     rooms: &mut HashSet<String>,
     follow: Follow,
 ) -> redis::RedisResult<()> {
     match follow {
         Follow::Start(room, done) => {
             if !rooms.contains(&room) {
-                let sent = sink.subscribe(channel(&room)).await;
+                let sent = subscription.subscribe(&[channel(&room)]).await;
                 // Noted even if it failed: the reconnection subscribes it.
                 rooms.insert(room);
                 sent?;
@@ -139,8 +225,8 @@ async fn apply(
             let _ = done.send(());
         }
         Follow::Stop(room) => {
-            if rooms.remove(&room) {
-                sink.unsubscribe(channel(&room)).await?;
+            if forget(shared, rooms, &room) {
+                subscription.unsubscribe(&channel(&room)).await?;
             }
         }
     }
@@ -160,7 +246,9 @@ fn deliver(shared: &Shared, hub: &dyn Deliver, payload: &[u8]) {
                 shared.note_last_id(&batch.room, batch.first_id + count - 1);
             }
             if batch.origin == hub.node_id() && !batch.flushed {
-                shared.own_seen.fetch_max(seq_no, Ordering::SeqCst);
+                let mut seen = shared.own_seen.lock();
+                let last = seen.entry(batch.room.clone()).or_insert(0);
+                *last = (*last).max(seq_no);
             }
             hub.sequenced(batch);
         }

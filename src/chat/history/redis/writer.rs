@@ -13,15 +13,15 @@ pub(super) struct Queued {
 
 /// The writer's connection and its scripts.
 pub(super) struct Link {
-    conn: MultiplexedConnection,
+    conn: Conn,
     sequence: redis::Script,
     flush: redis::Script,
 }
 
 pub(super) async fn open_link(shared: &Shared) -> redis::RedisResult<Link> {
     let mut conn = shared.connect().await?;
-    let sequence = redis::Script::new(SEQUENCE_SCRIPT);
-    let flush = redis::Script::new(FLUSH_SCRIPT);
+    let sequence = shared.script(SEQUENCE_SCRIPT);
+    let flush = shared.script(FLUSH_SCRIPT);
     // Loaded on every connection: a restarted Redis has lost its script cache.
     sequence.prepare_invoke().load_async(&mut conn).await?;
     flush.prepare_invoke().load_async(&mut conn).await?;
@@ -176,8 +176,7 @@ pub(super) async fn writer(
                     while shared.subscriber_up.load(Ordering::SeqCst) && Instant::now() < settle {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    let seen = shared.own_seen.load(Ordering::SeqCst);
-                    unsent.retain(|(n, _)| *n > seen);
+                    unsent.retain(|(n, batch)| *n > shared.own_seen(&batch.room));
                 }
             }
         }
@@ -226,14 +225,15 @@ pub(super) fn queue(shared: &Shared, outage: &mut VecDeque<Queued>, item: Queued
     shared.queued.store(queued, Ordering::Relaxed);
 }
 
-/// Sends the sequence script for each batch, in one pipeline.
+/// Sends the sequence script for each batch, pipelined (see
+/// `Conn::pipelined`).
 pub(super) async fn sequence(
     shared: &Shared,
     link: &mut Link,
     batches: &[(u64, Submission)],
     node: u64,
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
+    let mut commands = Vec::with_capacity(batches.len());
     for (seq_no, batch) in batches {
         let payload = WireBatch {
             room: batch.room.clone(),
@@ -252,10 +252,10 @@ pub(super) async fn sequence(
         for text in batch.texts() {
             cmd.arg(text);
         }
-        pipe.add_command(cmd).ignore();
+        commands.push((batch.room.clone(), cmd));
     }
     debug!(batches = batches.len(), "redis: sequencing");
-    pipe.query_async::<()>(&mut link.conn).await
+    link.conn.pipelined(commands).await.map(drop)
 }
 
 /// Writes the outage queue with the ids its messages were delivered with.
@@ -265,7 +265,7 @@ pub(super) async fn write_queued(
     outage: &VecDeque<Queued>,
     node: u64,
 ) -> redis::RedisResult<()> {
-    let mut pipe = redis::pipe();
+    let mut commands = Vec::with_capacity(outage.len());
     for queued in outage {
         let batch = &queued.batch;
         let payload = WireBatch {
@@ -294,7 +294,7 @@ pub(super) async fn write_queued(
         for message in &queued.messages {
             cmd.arg(message.id).arg(&message.text);
         }
-        pipe.add_command(cmd).ignore();
+        commands.push((batch.room.clone(), cmd));
     }
-    pipe.query_async::<()>(&mut link.conn).await
+    link.conn.pipelined(commands).await.map(drop)
 }
