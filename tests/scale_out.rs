@@ -11,7 +11,8 @@
 //! | `a_server_receives_only_rooms_it_has_members_in` | per-room subscriptions: subscribed on a room's first local member, unsubscribed after its last, nothing lost at the start |
 //! | `a_dead_servers_names_come_free_after_the_lease` | SIGKILL a server: its members' names are held until their lease runs out, then free |
 //! | `a_name_taken_twice_during_an_outage_is_settled_when_redis_returns` | both servers let `ann` in while Redis is down; once it is back exactly one keeps the name, the other is told why |
-//! | `a_shard_master_killed_mid_chat_loses_nothing` (ignored: a known gap) | 3 masters with a replica each: the master of the room's shard killed while members talk; its replica takes over, every member that stayed has every message once, and a member joining after gets all of them from history |
+//! | `a_lost_subscription_is_repaired` | Redis drops one server's subscription while another's members talk: it subscribes again and delivers what it missed from the stream, each message once |
+//! | `a_shard_master_killed_mid_chat_loses_nothing` | 3 masters with a replica each: the master of the room's shard killed while members talk; its replica takes over, every member that stayed has every message once, and a member joining after gets all of them from history |
 //! | `a_redis_cluster_spreads_rooms_over_shards` | two servers on a 3-master Redis Cluster: every room's chat, names and presence work across servers, and the rooms' keys are spread over the shards |
 
 mod common;
@@ -405,14 +406,7 @@ async fn collect_texts(
     seen
 }
 
-/// Ignored: fails about one run in five. When the other server's
-/// subscription to the shard is re-made after A wrote its outage queue, bob
-/// misses f11–f20 live (they are in history; carol gets them). See
-/// docs/history.md, "Known limits": the fix is a history read on
-/// resubscribing, which needs flushed batches to carry their final ids.
-/// Run it with `cargo test --test scale_out -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known gap: a late resubscription after a shard failover misses the flushed outage queue"]
 async fn a_shard_master_killed_mid_chat_loses_nothing() {
     let mut cluster = RedisCluster::start_with_replicas(3, 1);
     let seeds = cluster.urls().join(",");
@@ -439,6 +433,7 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
 
     let key = format!("chat:{{{room}}}:log");
     let master = cluster.owner_of(&key).expect("the room's shard");
+    cluster.wait_replicated(master);
     cluster.kill(master);
     // Said while the shard has no master: delivered on A at once, and to B
     // once A can write them.
@@ -486,4 +481,53 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
         replayed.values().all(|&n| n == 1),
         "carol's replay: {replayed:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_is_repaired() {
+    let redis = RedisServer::start();
+    let a = server(&redis, "15");
+    let b = server(&redis, "15");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    let room = "cut";
+    let mut ann = try_join(&on_a, room, "ann").await.expect("ann on A");
+    let mut bob = try_join(&on_b, room, "bob").await.expect("bob on B");
+    let all: Vec<String> = (1..=40).map(|i| format!("c{i}")).collect();
+    for text in &all[..10] {
+        ann.say(text).await.unwrap();
+    }
+    collect_texts(&mut bob, &all[..10]).await;
+    // Redis closes B's Pub/Sub connection (as it does to a subscriber that
+    // falls too far behind); every other connection stays, so A goes on
+    // sequencing and publishing while B is not listening. B started second:
+    // its subscriber has the higher client id.
+    let mut conn = redis.connection();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .expect("CLIENT LIST");
+    let ids: Vec<u64> = list
+        .lines()
+        .filter_map(|l| l.strip_prefix("id=")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "one subscriber per server: {list}");
+    let b_subscriber = ids.iter().max().copied().unwrap_or_default();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(b_subscriber)
+        .query(&mut conn)
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    // Spread over more than the 0.5 s B waits before subscribing again.
+    for text in &all[10..] {
+        ann.say(text).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let bobs = collect_texts(&mut bob, &all[10..]).await;
+    assert!(bobs.values().all(|&n| n == 1), "bob, each once: {bobs:?}");
+    let anns = collect_texts(&mut ann, &all).await;
+    assert!(anns.values().all(|&n| n == 1), "ann, each once: {anns:?}");
 }

@@ -167,6 +167,37 @@ impl RedisCluster {
             .map(|(p, _)| *p)
     }
 
+    /// Waits until the replicas of the master on `port` have every write
+    /// it took (Redis replicates asynchronously: a master killed before
+    /// that loses what its replicas had not received yet, which is Redis's
+    /// own limit, not ours to test).
+    pub fn wait_replicated(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info = cli(port, &["INFO", "replication"]);
+            let field = |name: &str| -> Option<u64> {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(name))
+                    .and_then(|v| v.trim().parse().ok())
+            };
+            let master = field("master_repl_offset:");
+            // slave0:ip=…,port=…,state=online,offset=N,lag=0
+            let replica = info
+                .lines()
+                .find(|l| l.starts_with("slave0:"))
+                .and_then(|l| l.split(',').find_map(|kv| kv.strip_prefix("offset=")))
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if master.is_some() && master == replica {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica never caught up:\n{info}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the node on `port` (SIGKILL).
     pub fn kill(&mut self, port: u16) {
         if let Some(at) = self.ports.iter().position(|&p| p == port) {

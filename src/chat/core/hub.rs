@@ -276,6 +276,18 @@ impl Deliver for Hub {
     fn members_here(&self) -> u64 {
         self.active_members() as u64
     }
+
+    fn store_high(&self, room: &str) -> Option<u64> {
+        let (high, epoch) = self.room(room)?.store_high();
+        // A room that knows no epoch yet has nothing to compare with.
+        epoch.map(|_| high)
+    }
+
+    fn repair(&self, room: &str, epoch: &str, messages: Vec<StoredMessage>) {
+        if let Some(room) = self.room(room) {
+            room.repair(epoch, &messages, &self.delivery());
+        }
+    }
 }
 
 /// A member's place in its room. Leaving happens on drop, so a call that

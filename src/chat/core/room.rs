@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::error::ChatError;
 use super::event::{Batch, Encoders, Event, Frames, Need, Notice, Protocol};
@@ -88,6 +88,13 @@ struct RoomState {
     closed: bool,
     /// The history epoch the room's members were told, once known.
     epoch: Option<String>,
+    /// The highest id, numbered by a shared store, that the room has
+    /// delivered (live, or by a repair), in `epoch`. A batch numbered by the
+    /// store whose ids are all at or below it was delivered already — by a
+    /// repair after a lost subscription (see `Room::repair`) — and is not
+    /// delivered twice. Messages the room numbered itself (while the store
+    /// was unreachable) do not count: their ids are not the store's.
+    store_high: u64,
 }
 
 impl RoomState {
@@ -110,6 +117,8 @@ impl RoomState {
                     "history was lost (the history store restarted empty): history epoch {known} is now {epoch}"
                 );
                 self.epoch = Some(epoch.to_owned());
+                // Ids of two epochs are not comparable.
+                self.store_high = 0;
                 Some(Notice::EpochChanged {
                     text,
                     epoch: epoch.to_owned(),
@@ -377,9 +386,66 @@ impl Room {
     }
 
     /// Raises the room's last id to `head` (see `Membership::note_head`).
+    /// A room that has delivered nothing from the store yet (its first
+    /// member here is joining) has everything up to `head` in that member's
+    /// replay: a repair would start after it.
     pub(super) fn note_head(&self, head: u64) {
         let mut state = self.state.lock();
         state.last_id = state.last_id.max(head);
+        if state.store_high == 0 {
+            state.store_high = head;
+        }
+    }
+
+    /// The highest store-numbered id the room has delivered, and its epoch.
+    pub(super) fn store_high(&self) -> (u64, Option<String>) {
+        let state = self.state.lock();
+        (state.store_high, state.epoch.clone())
+    }
+
+    /// Delivers messages read from the store that the room missed (its
+    /// server's subscription was lost, and they were published meanwhile):
+    /// those above the store-numbered ids it delivered, in order, with their
+    /// ids, if the store is still in the room's epoch. A batch among them
+    /// that arrives live later is then not delivered again (`apply`).
+    pub(super) fn repair(&self, epoch: &str, messages: &[StoredMessage], delivery: &Delivery<'_>) {
+        let mut state = self.state.lock();
+        if state.epoch.as_deref() != Some(epoch) {
+            // Another epoch: the next batch tells the members history was
+            // lost; ids of the old one cannot say what they missed.
+            return;
+        }
+        let mut appended = Vec::new();
+        for message in messages {
+            if message.id <= state.store_high {
+                continue;
+            }
+            let events = [Event::Message {
+                text: message.text.clone(),
+            }];
+            let of = BatchOf {
+                sender: 0,
+                user: &message.user,
+                timestamp: message.timestamp,
+                events: &events,
+            };
+            let (_, node) = state.append_batch(&self.name, of, Some(message.id), delivery.encoders);
+            appended.extend(node);
+            state.store_high = message.id;
+        }
+        drop(state);
+        if !appended.is_empty() {
+            warn!(room = %self.name, messages = appended.len(), "delivered what the lost subscription missed");
+        }
+        for (node, members) in appended {
+            deliver(
+                &node,
+                &members,
+                &self.name,
+                delivery.max_lag,
+                delivery.metrics,
+            );
+        }
     }
 
     /// The room's last message id, if the room still takes batches (it
@@ -441,7 +507,19 @@ impl Room {
             let node = state.notice_node(&notice, encoders);
             appended.extend(state.append(node, &self.name));
         }
-        if !(batch.flushed && own) {
+        let messages = batch
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Message { .. }))
+            .count() as u64;
+        let last = (messages > 0).then(|| batch.first_id + messages - 1);
+        let repaired = last.is_some_and(|last| last <= state.store_high);
+        if let Some(last) = last {
+            state.store_high = state.store_high.max(last);
+        }
+        if repaired && !(batch.flushed && own) {
+            debug!(room = %self.name, first_id = batch.first_id, "batch delivered by a repair already");
+        } else if !(batch.flushed && own) {
             // (A flushed batch of ours was delivered here while the store
             // was unreachable.)
             let of = BatchOf {
@@ -638,6 +716,57 @@ mod tests {
                 "events zed#10 hi",
                 "events notice history was lost (the history store restarted empty): history epoch e1 is now e2",
                 "events zed#1 hi"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_repair_delivers_what_was_missed_once() {
+        let room = Room::new("r", 0);
+        let ann = room.add(1, Protocol::Events, 10).unwrap();
+        let enc = encoders();
+        let d = delivery(&enc, usize::MAX);
+        let batch = |first_id, texts: &[&str], flushed| Sequenced {
+            room: "r".into(),
+            origin: 9,
+            sender: 5,
+            user: "zed".into(),
+            timestamp: 0,
+            first_id,
+            epoch: "e".into(),
+            events: texts.iter().map(|t| say(t)).collect(),
+            flushed,
+        };
+        let stored = |id, text: &str| StoredMessage {
+            id,
+            user: "zed".into(),
+            text: text.into(),
+            timestamp: 0,
+        };
+        room.apply(&batch(1, &["a", "b"], false), false, &d);
+        // The subscription was lost while 3..5 were published; the stream
+        // holds 1..5. Only what was missed is delivered.
+        let stream: Vec<StoredMessage> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .zip(1..)
+            .map(|(t, id)| stored(id, t))
+            .collect();
+        room.repair("e", &stream, &d);
+        // 4..5 arrive live after all (published just as the subscription
+        // came back), then 6: only 6 is new.
+        room.apply(&batch(4, &["d", "e"], false), false, &d);
+        room.apply(&batch(6, &["f"], true), false, &d);
+        // Another epoch's stream says nothing about this one's ids.
+        room.repair("other", &[stored(7, "x")], &d);
+        assert_eq!(
+            drain(&ann),
+            [
+                "events zed#1 a",
+                "events zed#2 b",
+                "events zed#3 c",
+                "events zed#4 d",
+                "events zed#5 e",
+                "events zed#6 f"
             ]
         );
     }

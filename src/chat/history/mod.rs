@@ -228,6 +228,14 @@ pub trait Deliver: Send + Sync {
     fn name_lost(&self, room: &str, member: u64, name: &str);
     /// Members connected to this server (for the census).
     fn members_here(&self) -> u64;
+    /// The highest id numbered by the store that `room` has delivered
+    /// here (`None`: no such room, or it knows no epoch yet): where a repair
+    /// after a lost subscription reads from.
+    fn store_high(&self, room: &str) -> Option<u64>;
+    /// Messages of `room` (history epoch `epoch`) that were published while
+    /// this server's subscription was lost, oldest first: delivered unless
+    /// delivered already.
+    fn repair(&self, room: &str, epoch: &str, messages: Vec<StoredMessage>);
 }
 
 /// Who numbers a room's batches (gives its messages their ids in the one

@@ -6,7 +6,8 @@
 //! ```text
 //! chat:{room}:seq     INCR counter: the room's last message id
 //! chat:{room}:log     Stream of messages, entry id "<message id>-0",
-//!                     fields u (user) t (text) ts (unix seconds) n (server),
+//!                     fields u (user) t (text) ts (unix seconds) n (server)
+//!                     and f (1: written from an outage queue),
 //!                     trimmed with MAXLEN ~ --history-len
 //! chat:{room}:epoch   the room's history epoch (16 hex digits)
 //! chat:events         Pub/Sub channel: every sequenced batch, all rooms
@@ -139,7 +140,9 @@ return first
 ";
 
 /// Writes a batch delivered while Redis was unreachable, keeping each id
-/// that is still free.
+/// that is still free, and publishes it with the first id it got (its ids
+/// stay consecutive: if the first is kept, every one is; if not, each gets
+/// the next after the room's last).
 ///
 /// KEYS: seq, log, epoch. ARGV: epoch if new, maxlen, channel, payload,
 /// user, timestamp, server, floor, then id and text pairs.
@@ -150,6 +153,7 @@ if not epoch then
   redis.call('SET', KEYS[3], epoch)
   redis.call('SET', KEYS[1], ARGV[8])
 end
+local first = 0
 for i = 9, #ARGV, 2 do
   local id = tonumber(ARGV[i])
   local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -158,11 +162,22 @@ for i = 9, #ARGV, 2 do
   else
     id = redis.call('INCR', KEYS[1])
   end
+  if first == 0 then first = id end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id .. '-0',
-    'u', ARGV[5], 't', ARGV[i + 1], 'ts', ARGV[6], 'n', ARGV[7])
+    'u', ARGV[5], 't', ARGV[i + 1], 'ts', ARGV[6], 'n', ARGV[7], 'f', '1')
 end
-redis.call('PUBLISH', ARGV[3], '0 ' .. epoch .. ' ' .. ARGV[4])
-return 0
+redis.call('PUBLISH', ARGV[3], first .. ' ' .. epoch .. ' ' .. ARGV[4])
+return first
+";
+
+/// Reads what a room's stream holds after an id, with who wrote each entry:
+/// the repair after a lost subscription (see `subscriber`).
+///
+/// KEYS: log, epoch. ARGV: after, count.
+const GAP_SCRIPT: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or ''
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+return {epoch, entries}
 ";
 
 /// Reads a page: the epoch (created if missing), the last id, and entries

@@ -149,7 +149,7 @@ impl Shared {
     }
 
     /// Runs `script` with a bound on the wait; errors are counted.
-    async fn ask<T: redis::FromRedisValue>(
+    pub(super) async fn ask<T: redis::FromRedisValue>(
         &self,
         what: &str,
         invocation: redis::ScriptInvocation<'_>,

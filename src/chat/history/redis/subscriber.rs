@@ -12,6 +12,12 @@
 //! its room's shard, and the cluster connection subscribes on the right
 //! node.
 //!
+//! **A lost subscription is repaired.** When the subscriber connects again
+//! after losing its connection (Redis restarted, a network cut, a cluster
+//! shard's failover), each room it follows reads its stream after the last
+//! store-numbered id it delivered and delivers what it missed; a batch of
+//! those that also arrives live is not delivered twice (`Room::apply`).
+//!
 //! **No gap when a subscription starts.** Redis delivers a published batch
 //! to the subscriptions in place when it runs `PUBLISH`. The member that
 //! made a server subscribe reads its history page only after Redis has
@@ -22,7 +28,7 @@
 use std::collections::HashSet;
 
 use super::backend::{self, Backend};
-use super::wire::parse_published;
+use super::wire::{self, parse_gap, parse_published};
 use super::*;
 
 /// What the hub asks of the subscriber.
@@ -94,35 +100,56 @@ impl Subscription {
         }
     }
 
-    /// The next published payload; `None` once the connection is lost.
-    async fn next(&mut self) -> Option<Vec<u8>> {
+    /// The next thing the connection says; `None` once it is lost.
+    async fn next(&mut self) -> Option<Heard> {
         match self {
             Subscription::Single(_, stream) => {
                 let message = std::future::poll_fn(|cx| {
                     futures_core::Stream::poll_next(std::pin::Pin::new(&mut *stream), cx)
                 })
                 .await?;
-                Some(message.get_payload_bytes().to_vec())
+                Some(Heard::Batch(message.get_payload_bytes().to_vec()))
             }
             Subscription::Cluster(_, pushes) => loop {
                 let push = pushes.recv().await?;
+                let mut data = push.data.into_iter();
                 match push.kind {
                     // [channel, payload]
                     redis::PushKind::SMessage => {
-                        if let Some(Value::BulkString(payload)) = push.data.into_iter().nth(1) {
-                            return Some(payload);
+                        if let Some(Value::BulkString(payload)) = data.nth(1) {
+                            return Some(Heard::Batch(payload));
+                        }
+                    }
+                    // [channel, count]: a subscription is in place — ours, or
+                    // one the cluster connection made again by itself on a
+                    // shard's new master after a failover.
+                    redis::PushKind::SSubscribe => {
+                        if let Some(channel) = data.next().as_ref().and_then(wire::text) {
+                            return Some(Heard::Subscribed(channel));
                         }
                     }
                     // A node's connection dropped: what it published
                     // meanwhile is missed, so this counts as a lost
                     // subscription (the caller reconnects and resubscribes).
                     redis::PushKind::Disconnection => return None,
-                    // Confirmations of (un)subscriptions.
                     _ => {}
                 }
             },
         }
     }
+}
+
+/// What a subscriber connection says.
+enum Heard {
+    /// A published batch.
+    Batch(Vec<u8>),
+    /// A subscription to this channel is in place (cluster only).
+    Subscribed(String),
+}
+
+/// The room of a channel named by [`channel`].
+fn room_of(channel: &str) -> Option<&str> {
+    channel.strip_prefix("chat:{")?.strip_suffix("}:events")
 }
 
 pub(super) async fn subscriber(
@@ -137,14 +164,33 @@ pub(super) async fn subscriber(
         match tokio::time::timeout(CONNECT_TIMEOUT, Subscription::open(&shared, &rooms)).await {
             Ok(Ok(mut subscription)) => {
                 info!(rooms = rooms.len(), "redis: subscribed");
+                // Subscribed again after a loss: what was published in each
+                // room meanwhile is in its stream. Read after the
+                // subscription, so nothing falls between the two.
+                if let Some(hub) = hub.upgrade() {
+                    for room in &rooms {
+                        repair(&shared, &*hub, room).await;
+                    }
+                }
                 reported = false;
                 shared.subscriber_up.store(true, Ordering::SeqCst);
                 loop {
                     tokio::select! {
-                        payload = subscription.next() => {
-                            let Some(payload) = payload else { break };
+                        heard = subscription.next() => {
+                            let Some(heard) = heard else { break };
                             let Some(hub) = hub.upgrade() else { return };
-                            deliver(&shared, &*hub, &payload);
+                            match heard {
+                                Heard::Batch(payload) => deliver(&shared, &*hub, &payload),
+                                // On a cluster a subscription can be made
+                                // again without us (a shard's failover):
+                                // whenever one is in place, what the room
+                                // missed before it is repaired.
+                                Heard::Subscribed(channel) => {
+                                    if let Some(room) = room_of(&channel) {
+                                        repair(&shared, &*hub, room).await;
+                                    }
+                                }
+                            }
                         }
                         follow = follows.recv() => {
                             let Some(follow) = follow else { return };
@@ -231,6 +277,43 @@ async fn apply(
         }
     }
     Ok(())
+}
+
+/// Delivers to `room` what its stream holds after the last id it delivered
+/// (`Deliver::store_high`), except what this server wrote from its outage
+/// queue: its members had those already, from here (see `writer`). Its own
+/// other batches are included: a script that ran while the subscription
+/// was down (a cluster connection retrying through a failover) comes back
+/// to nobody.
+async fn repair(shared: &Shared, hub: &dyn Deliver, room: &str) {
+    let Some(after) = hub.store_high(room) else {
+        return;
+    };
+    let [_, log, epoch] = keys(room);
+    let script = redis::Script::new(GAP_SCRIPT);
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(log)
+        .key(epoch)
+        .arg(after)
+        .arg(shared.options.history_len);
+    let Ok(reply) = shared.ask::<Value>("redis repair read", invocation).await else {
+        return;
+    };
+    match parse_gap(reply) {
+        Ok((epoch, entries)) => {
+            let node = hub.node_id();
+            let missed: Vec<StoredMessage> = entries
+                .into_iter()
+                .filter(|(_, written)| !(written.flushed && written.by == Some(node)))
+                .map(|(message, _)| message)
+                .collect();
+            if !missed.is_empty() {
+                hub.repair(room, &epoch, missed);
+            }
+        }
+        Err(why) => shared.error("redis repair read", &why),
+    }
 }
 
 /// One published batch, to the hub.

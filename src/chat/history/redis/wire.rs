@@ -100,7 +100,15 @@ pub(super) fn parse_published(payload: &[u8]) -> Result<(Sequenced, u64), String
         .map_err(|_| "payload epoch is not text")?
         .to_owned();
     let wire = WireBatch::decode(blob).map_err(|e| format!("payload batch: {e}"))?;
-    let first_id = if wire.flushed { wire.first_id } else { first };
+    // A flushed batch's prefix is the first id history gave it (the flush
+    // script keeps the ids it was delivered with when they are free, else
+    // gives the batch new ones after the room's last); 0 from a server
+    // that does not say.
+    let first_id = if wire.flushed && first == 0 {
+        wire.first_id
+    } else {
+        first
+    };
     Ok((
         Sequenced {
             room: wire.room,
@@ -161,6 +169,44 @@ pub(super) fn text(value: &Value) -> Option<String> {
 
 /// One stream entry: `["<id>-0", [field, value, ...]]`.
 pub(super) fn parse_entry(entry: Value) -> Result<StoredMessage, String> {
+    parse_entry_from(entry).map(|(message, _)| message)
+}
+
+/// What a repair read returns: the room's epoch, and each message with
+/// where it came from.
+pub(super) type Gap = (String, Vec<(StoredMessage, Written)>);
+
+/// Who wrote a stream entry, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Written {
+    /// The server (field `n`).
+    pub(super) by: Option<u64>,
+    /// From its outage queue (field `f`): its members had it from it, under
+    /// the id it gave then.
+    pub(super) flushed: bool,
+}
+
+/// The gap script's reply `{epoch, entries oldest first}`: each message
+/// with the server that wrote it (field `n`).
+pub(super) fn parse_gap(value: Value) -> Result<Gap, String> {
+    let Value::Array(mut parts) = value else {
+        return Err(format!("gap reply is not an array: {value:?}"));
+    };
+    let entries = match parts.pop() {
+        Some(Value::Array(entries)) => entries,
+        Some(Value::Nil) | None => Vec::new(),
+        Some(other) => return Err(format!("gap entries are not an array: {other:?}")),
+    };
+    let epoch = parts.pop().as_ref().and_then(text).unwrap_or_default();
+    let messages = entries
+        .into_iter()
+        .map(parse_entry_from)
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok((epoch, messages))
+}
+
+/// One stream entry, and who wrote it.
+fn parse_entry_from(entry: Value) -> Result<(StoredMessage, Written), String> {
     let Value::Array(parts) = entry else {
         return Err("stream entry is not an array".into());
     };
@@ -179,6 +225,7 @@ pub(super) fn parse_entry(entry: Value) -> Result<StoredMessage, String> {
         text: String::new(),
         timestamp: 0,
     };
+    let mut written = Written::default();
     for pair in fields.chunks(2) {
         let (Some(key), Some(value)) = (pair.first().and_then(text), pair.get(1).and_then(text))
         else {
@@ -188,10 +235,12 @@ pub(super) fn parse_entry(entry: Value) -> Result<StoredMessage, String> {
             "u" => message.user = value,
             "t" => message.text = value,
             "ts" => message.timestamp = value.parse().unwrap_or(0),
+            "n" => written.by = value.parse().ok(),
+            "f" => written.flushed = value == "1",
             _ => {}
         }
     }
-    Ok(message)
+    Ok((message, written))
 }
 
 // ---------------------------------------------------------------------------
