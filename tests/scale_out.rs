@@ -10,9 +10,10 @@
 //! | `presence_spans_servers` | `Who` (all names, and this server's), the welcome line and `HealthCheck` count every server's members |
 //! | `a_server_receives_only_rooms_it_has_members_in` | per-room subscriptions: subscribed on a room's first local member, unsubscribed after its last, nothing lost at the start |
 //! | `a_dead_servers_names_come_free_after_the_lease` | SIGKILL a server: its members' names are held until their lease runs out, then free |
+//! | `a_name_let_go_while_redis_was_away_is_free_when_it_is_back` | a member leaving while its server cannot reach Redis: the name is released once Redis is back, not a lease later |
 //! | `a_name_taken_twice_during_an_outage_is_settled_when_redis_returns` | both servers let `ann` in while Redis is down; once it is back exactly one keeps the name, the other is told why |
 //! | `a_lost_subscription_is_repaired` | Redis drops one server's subscription while another's members talk: it subscribes again and delivers what it missed from the stream, each message once |
-//! | `a_shard_master_killed_mid_chat_loses_nothing` | 3 masters with a replica each: the master of the room's shard killed while members talk; its replica takes over, every member that stayed has every message once, and a member joining after gets all of them from history |
+//! | `a_shard_master_killed_mid_chat_loses_nothing` | 3 masters with a replica each: the master of the room's shard killed while members talk; its replica takes over, every member that stayed has every message once, a member cut off before resumes with exactly what he missed, and a member joining after gets all of them from history |
 //! | `a_redis_cluster_spreads_rooms_over_shards` | two servers on a 3-master Redis Cluster: every room's chat, names and presence work across servers, and the rooms' keys are spread over the shards |
 
 mod common;
@@ -21,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::member::{Member, chat_request};
-use common::redis::RedisServer;
+use common::redis::{Proxy, RedisServer};
 use common::redis_cluster::RedisCluster;
 use common::{Server, WAIT, chat_server, wait_until};
 use grpc_chat::Code;
@@ -430,6 +431,35 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
     }
     let before = collect_texts(&mut bob, &all[..10]).await;
     assert!(before.values().all(|&n| n == 1), "{before:?}");
+    // dan on B reads up to f10, then his connection is gone before the
+    // failover: he resumes after it.
+    let (dan, dan_resume) = {
+        let call = ChatServiceClient::new(on_b.clone())
+            .chat(chat_request(room, None))
+            .await
+            .expect("dan on B");
+        let mut dan = Member {
+            name: "dan".into(),
+            call,
+        };
+        dan.call
+            .send(&common::member::join_event("dan"))
+            .await
+            .unwrap();
+        let (mut epoch, mut last) = (String::new(), 0);
+        while last == 0 || epoch.is_empty() {
+            match dan.next().await {
+                Ok(Some(server_event::Event::ChatMessage(m))) if m.message == "f10" => last = m.id,
+                Ok(Some(server_event::Event::SystemEvent(e))) if e.end_of_history => {
+                    epoch = e.epoch;
+                }
+                Ok(Some(_)) => {}
+                other => panic!("dan: {other:?}"),
+            }
+        }
+        (dan, (last, epoch))
+    };
+    drop(dan);
 
     let key = format!("chat:{{{room}}}:log");
     let master = cluster.owner_of(&key).expect("the room's shard");
@@ -461,6 +491,35 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
     assert!(
         anns.values().all(|&n| n == 1),
         "ann on A, each of her messages once: {anns:?}"
+    );
+    // dan resumes from f10 on the promoted replica's history: whole.
+    let mut request = chat_request(room, None);
+    let metadata = request.metadata_mut();
+    metadata
+        .insert("chat-last-id", &dan_resume.0.to_string())
+        .unwrap();
+    metadata.insert("chat-epoch", &dan_resume.1).unwrap();
+    let call = ChatServiceClient::new(on_a.clone())
+        .chat(request)
+        .await
+        .expect("dan resumes on A");
+    let mut dan = Member {
+        name: "dan".into(),
+        call,
+    };
+    dan.call
+        .send(&common::member::join_event("dan"))
+        .await
+        .unwrap();
+    let resumed = collect_texts(&mut dan, &all[10..]).await;
+    assert_eq!(
+        resumed.len(),
+        20,
+        "dan's resume: f11 to f30, nothing before: {resumed:?}"
+    );
+    assert!(
+        resumed.values().all(|&n| n == 1),
+        "dan's resume: {resumed:?}"
     );
     // History on the promoted replica has them all: a newcomer is whole.
     let carol_call = ChatServiceClient::new(on_b.clone())
@@ -530,4 +589,44 @@ async fn a_lost_subscription_is_repaired() {
     assert!(bobs.values().all(|&n| n == 1), "bob, each once: {bobs:?}");
     let anns = collect_texts(&mut ann, &all).await;
     assert!(anns.values().all(|&n| n == 1), "ann, each once: {anns:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_let_go_while_redis_was_away_is_free_when_it_is_back() {
+    let redis = RedisServer::start();
+    // A reaches Redis through a proxy that can cut it off.
+    let proxy = Proxy::start(redis.port);
+    let a = chat_server(&[
+        "--rate-limit",
+        "0",
+        "--redis",
+        &format!("redis://127.0.0.1:{}", proxy.port),
+        "--name-lease-secs",
+        "60",
+    ]);
+    let b = server(&redis, "60");
+    let (on_a, on_b) = (channel(&a).await, channel(&b).await);
+    let ann = try_join(&on_a, "away", "ann").await.expect("ann on A");
+
+    proxy.cut(true);
+    wait_until("A DEGRADED", async || {
+        health(&on_a).await.status.starts_with("DEGRADED")
+    })
+    .await;
+    // ann leaves while A cannot tell Redis.
+    drop(ann);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.open();
+    let back = Instant::now();
+    // Her lease would run for up to a minute; A lets the name go as soon as
+    // it can (its keeper's next round, a third of the lease at most).
+    wait_until("ann free on B", async || {
+        try_join(&on_b, "away", "ann").await.is_ok()
+    })
+    .await;
+    assert!(
+        back.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        back.elapsed()
+    );
 }

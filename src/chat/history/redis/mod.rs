@@ -265,6 +265,9 @@ struct Shared {
     lost: tokio::sync::Notify,
     /// The names this server's members hold (see `roster`).
     leases: Mutex<Leases>,
+    /// Names let go while Redis could not be told: room, lowercased name,
+    /// holder. The keeper tells it.
+    releases: Mutex<Vec<(String, String, crate::chat::history::roster::Holder)>>,
     /// Rooms to start or stop receiving, to the subscriber task.
     follows: mpsc::UnboundedSender<Follow>,
 }
@@ -356,6 +359,7 @@ impl RedisHistory {
                 reader: tokio::sync::Mutex::new(None),
                 lost: tokio::sync::Notify::new(),
                 leases: Mutex::new(HashMap::new()),
+                releases: Mutex::new(Vec::new()),
                 follows,
             }),
             work,

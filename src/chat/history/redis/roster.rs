@@ -230,8 +230,17 @@ impl Roster for RedisHistory {
             let script = redis::Script::new(RELEASE_SCRIPT);
             let mut invocation = script.prepare_invoke();
             invocation.key(names_key(&room)).arg(&key).arg(holder.key());
-            // A release that fails is not retried: the lease runs out.
-            let _ = shared.ask::<Value>("name release", invocation).await;
+            if shared
+                .ask::<Value>("name release", invocation)
+                .await
+                .is_err()
+            {
+                // Redis unreachable (or a shard failing over): the keeper
+                // tries again, so that the name is free as soon as Redis is
+                // back rather than a lease later — a member cut off by the
+                // outage often comes back under the same name.
+                shared.releases.lock().push((room, key, holder));
+            }
         });
     }
 
@@ -317,7 +326,8 @@ pub(super) async fn keeper(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
                 (room.clone(), names)
             })
             .collect();
-        let mut commands = Vec::with_capacity(rooms.len() + 1);
+        let releases = std::mem::take(&mut *shared.releases.lock());
+        let mut commands = Vec::with_capacity(rooms.len() + releases.len() + 1);
         for (room, names) in &rooms {
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(renew.get_hash())
@@ -337,6 +347,16 @@ pub(super) async fn keeper(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
             .arg(format!("{node:x}"))
             .arg(members);
         commands.push((NODES_KEY.to_owned(), cmd));
+        let release = redis::Script::new(RELEASE_SCRIPT);
+        for (room, key, holder) in &releases {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(release.get_hash())
+                .arg(1)
+                .arg(names_key(room))
+                .arg(key)
+                .arg(holder.key());
+            commands.push((room.clone(), cmd));
+        }
         let ran = async {
             let mut conn = shared.command_conn().await?;
             // The scripts may not be cached (a fresh or restarted Redis, a
@@ -344,17 +364,20 @@ pub(super) async fn keeper(shared: Arc<Shared>, hub: Weak<dyn Deliver>) {
             // below safe.
             renew.prepare_invoke().load_async(&mut conn).await?;
             census.prepare_invoke().load_async(&mut conn).await?;
+            release.prepare_invoke().load_async(&mut conn).await?;
             conn.pipelined(commands).await
         };
         let answers = match tokio::time::timeout(ASK_TIMEOUT, ran).await {
             Ok(Ok(answers)) => answers,
             Ok(Err(e)) => {
                 shared.error("name renewal", &e);
+                shared.releases.lock().extend(releases);
                 *shared.reader.lock().await = None;
                 continue;
             }
             Err(_) => {
                 shared.error("name renewal", &"timed out");
+                shared.releases.lock().extend(releases);
                 continue;
             }
         };
