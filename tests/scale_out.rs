@@ -204,16 +204,9 @@ async fn a_server_receives_only_rooms_it_has_members_in() {
     // bob's call is read from its first event: what history replays to
     // him counts as much as what arrives live.
     let join = async {
-        let client = ChatServiceClient::new(on_b.clone());
-        let mut call = client
-            .chat(chat_request("busy", None))
+        Member::open(&on_b, chat_request("busy", None), "bob")
             .await
-            .expect("bob on B");
-        call.send(&common::member::join_event("bob")).await.unwrap();
-        Member {
-            name: "bob".into(),
-            call,
-        }
+            .expect("bob on B")
     };
     let (mut ann, mut bob) = tokio::join!(talk, join);
     let mut texts = Vec::new();
@@ -434,18 +427,9 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
     // dan on B reads up to f10, then his connection is gone before the
     // failover: he resumes after it.
     let (dan, dan_resume) = {
-        let call = ChatServiceClient::new(on_b.clone())
-            .chat(chat_request(room, None))
+        let mut dan = Member::open(&on_b, chat_request(room, None), "dan")
             .await
             .expect("dan on B");
-        let mut dan = Member {
-            name: "dan".into(),
-            call,
-        };
-        dan.call
-            .send(&common::member::join_event("dan"))
-            .await
-            .unwrap();
         let (mut epoch, mut last) = (String::new(), 0);
         while last == 0 || epoch.is_empty() {
             match dan.next().await {
@@ -499,18 +483,9 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
         .insert("chat-last-id", &dan_resume.0.to_string())
         .unwrap();
     metadata.insert("chat-epoch", &dan_resume.1).unwrap();
-    let call = ChatServiceClient::new(on_a.clone())
-        .chat(request)
+    let mut dan = Member::open(&on_a, request, "dan")
         .await
         .expect("dan resumes on A");
-    let mut dan = Member {
-        name: "dan".into(),
-        call,
-    };
-    dan.call
-        .send(&common::member::join_event("dan"))
-        .await
-        .unwrap();
     let resumed = collect_texts(&mut dan, &all[10..]).await;
     assert_eq!(
         resumed.len(),
@@ -522,19 +497,9 @@ async fn a_shard_master_killed_mid_chat_loses_nothing() {
         "dan's resume: {resumed:?}"
     );
     // History on the promoted replica has them all: a newcomer is whole.
-    let carol_call = ChatServiceClient::new(on_b.clone())
-        .chat(chat_request(room, None))
+    let mut carol = Member::open(&on_b, chat_request(room, None), "carol")
         .await
         .expect("carol on B");
-    let mut carol = Member {
-        name: "carol".into(),
-        call: carol_call,
-    };
-    carol
-        .call
-        .send(&common::member::join_event("carol"))
-        .await
-        .unwrap();
     let replayed = collect_texts(&mut carol, &all).await;
     assert!(
         replayed.values().all(|&n| n == 1),

@@ -69,14 +69,7 @@ impl Member {
         request: Request<()>,
         name: &str,
     ) -> Result<Member, Status> {
-        let client = ChatServiceClient::new(channel.clone());
-        let mut call = client.chat(request).await?;
-        // A refused call may end before reading: the status is what counts.
-        let _ = call.send(&join_event(name)).await;
-        let mut member = Member {
-            name: name.to_owned(),
-            call,
-        };
+        let mut member = Member::open(channel, request, name).await?;
         loop {
             match member.next().await? {
                 Some(server_event::Event::SystemEvent(_)) => return Ok(member),
@@ -84,6 +77,24 @@ impl Member {
                 None => return Err(Status::unavailable("the call ended before the welcome")),
             }
         }
+    }
+
+    /// Opens `Chat` with `request` and sends `USER_JOINED` as `name`,
+    /// without waiting for anything: every event of the call, the replay
+    /// included, is still to be read.
+    pub async fn open(
+        channel: &Channel,
+        request: Request<()>,
+        name: &str,
+    ) -> Result<Member, Status> {
+        let client = ChatServiceClient::new(channel.clone());
+        let mut call = client.chat(request).await?;
+        // A refused call may end before reading: the status is what counts.
+        let _ = call.send(&join_event(name)).await;
+        Ok(Member {
+            name: name.to_owned(),
+            call,
+        })
     }
 
     /// The next event, `None` at the end of the call; panics if none comes
