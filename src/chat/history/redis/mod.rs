@@ -1,5 +1,6 @@
 //! History and scale-out on Redis: a Redis Stream per room, ids assigned by
-//! Redis, every server fed from one Pub/Sub channel.
+//! Redis, each server fed from the Pub/Sub channels of the rooms it has
+//! members in. One instance, or a Redis Cluster (see `backend`).
 //!
 //! # Keys
 //!
@@ -10,7 +11,8 @@
 //!                     and f (1: written from an outage queue),
 //!                     trimmed with MAXLEN ~ --history-len
 //! chat:{room}:epoch   the room's history epoch (16 hex digits)
-//! chat:events         Pub/Sub channel: every sequenced batch, all rooms
+//! chat:{room}:events  Pub/Sub channel: the room's sequenced batches
+//!                     (sharded Pub/Sub on a cluster; see `subscriber`)
 //! chat:{room}:names   names held in the room, as leases (see `roster`)
 //! chat:nodes          members per server (see `roster`)
 //! ```
@@ -23,18 +25,19 @@
 //! differently on each. So **no server delivers a batch before Redis has
 //! sequenced it**: a server hands each batch to one Lua script (below) that,
 //! atomically, INCRBYs the room's counter, XADDs the messages to the room's
-//! stream under those ids and PUBLISHes the batch, ids included, on
-//! `chat:events`. Redis runs scripts one at a time, and one subscriber
-//! connection receives published messages in the order they were published,
-//! so every server — the sender's too — receives every batch in the same
-//! order, ids already increasing: no reorder buffer is needed, and
+//! stream under those ids and PUBLISHes the batch, ids included, on the
+//! room's channel. Redis runs a room's scripts one at a time, and one
+//! subscriber connection receives published messages in the order they were
+//! published, so every server with members in the room — the sender's too —
+//! receives its batches in the same order, ids already increasing: no reorder buffer is needed, and
 //! join/leave/typing (published by the same script, without ids) fall into
 //! the same order.
 //!
 //! Streams with `XREAD BLOCK` would also give one order, but a server would
 //! need a blocking read per room (or one multi-key read rebuilt as rooms
 //! come and go), and it would poll even rooms that are idle. Pub/Sub costs
-//! one connection per server whatever the rooms; the stream is still there
+//! one connection per server whatever the rooms (one subscription per room
+//! it has members in); the stream is still there
 //! for what Pub/Sub cannot do — history for joining and resuming clients.
 //!
 //! Batches are pipelined: the writer task takes every batch waiting (up to
@@ -60,8 +63,12 @@
 //!   delivered here unless the subscription already brought them back
 //!   (each batch carries a per-server number to tell).
 //! * Back: the queue is written with the ids the members saw (the flush
-//!   script keeps an id when it is still free) and published marked
-//!   `flushed`, so other servers deliver it and this one does not again.
+//!   script keeps an id when it is still free, else gives the batch the next
+//!   ones) and published marked `flushed` with the ids history gave it, so
+//!   other servers deliver it and this one does not again.
+//! * Subscription lost (with or without the rest): once subscribed again,
+//!   each room repairs what was published meanwhile from its stream (see
+//!   `subscriber`).
 //! * Restarted empty: the room's epoch key is gone, so the next script
 //!   creates a new epoch — with the counter starting at the id this server
 //!   had reached, so ids keep increasing for connected clients — and every
@@ -72,7 +79,8 @@
 //! themselves, and what they said reaches other servers' members when Redis
 //! is back (late, out of the live order). Two servers writing one room
 //! during the same outage may both use an id; the flush script gives the
-//! later one a new id in history.
+//! later one a new id in history. Names taken during an outage are settled
+//! when it ends (see `roster`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
