@@ -217,6 +217,16 @@ pub(super) struct Delivery<'a> {
     pub(super) metrics: &'static crate::metrics::Metrics,
 }
 
+impl Delivery<'_> {
+    /// Wakes the members of each node just appended (after the room's lock
+    /// is released), ending those too far behind.
+    fn wake(&self, room: &str, appended: impl IntoIterator<Item = Appended>) {
+        for (node, members) in appended {
+            deliver(&node, &members, room, self.max_lag, self.metrics);
+        }
+    }
+}
+
 /// What [`RoomState::append_batch`] needs of a batch.
 #[derive(Debug, Clone, Copy)]
 struct BatchOf<'a> {
@@ -437,15 +447,7 @@ impl Room {
         if !appended.is_empty() {
             warn!(room = %self.name, messages = appended.len(), "delivered what the lost subscription missed");
         }
-        for (node, members) in appended {
-            deliver(
-                &node,
-                &members,
-                &self.name,
-                delivery.max_lag,
-                delivery.metrics,
-            );
-        }
+        delivery.wake(&self.name, appended);
     }
 
     /// The room's last message id, if the room still takes batches (it
@@ -484,15 +486,7 @@ impl Room {
         let (messages, appended) = state.append_batch(&self.name, of, None, delivery.encoders);
         keep(&messages);
         drop(state);
-        if let Some((node, members)) = appended {
-            deliver(
-                &node,
-                &members,
-                &self.name,
-                delivery.max_lag,
-                delivery.metrics,
-            );
-        }
+        delivery.wake(&self.name, appended);
         true
     }
 
@@ -532,15 +526,7 @@ impl Room {
             appended.extend(node);
         }
         drop(state);
-        for (node, members) in appended {
-            deliver(
-                &node,
-                &members,
-                &self.name,
-                delivery.max_lag,
-                delivery.metrics,
-            );
-        }
+        delivery.wake(&self.name, appended);
     }
 
     /// Closes the room for shutdown: the notice is the last node of its

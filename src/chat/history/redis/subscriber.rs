@@ -330,8 +330,12 @@ fn deliver(shared: &Shared, hub: &dyn Deliver, payload: &[u8]) {
             }
             if batch.origin == hub.node_id() && !batch.flushed {
                 let mut seen = shared.own_seen.lock();
-                let last = seen.entry(batch.room.clone()).or_insert(0);
-                *last = (*last).max(seq_no);
+                match seen.get_mut(&batch.room) {
+                    Some(last) => *last = (*last).max(seq_no),
+                    None => {
+                        seen.insert(batch.room.clone(), seq_no);
+                    }
+                }
             }
             hub.sequenced(batch);
         }
